@@ -1,0 +1,341 @@
+//! The embedding engine: text in, L2-normalised sentence vectors out, in input order.
+//!
+//! Work is pipelined per chunk of texts: a producer thread tokenizes the next chunk (on all
+//! cores), sorts it by length and builds padded batch tensors, while the caller's thread runs
+//! the encoder on the current one. Memory is bounded by the chunk size, not the input size.
+
+mod batch;
+pub mod bert;
+pub mod config;
+mod pooling;
+mod tokenize;
+
+use std::sync::mpsc::sync_channel;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use serde::Serialize;
+
+pub use batch::{plan_batches, BatchPlan};
+use bert::BertEncoder;
+pub use config::{Pooling, SentenceConfig};
+pub use pooling::l2_normalize;
+use tokenize::TextTokenizer;
+
+use crate::device::DeviceSpec;
+use crate::error::{Error, Result};
+use crate::model::{resolve, ModelFiles};
+
+/// Tuning knobs with defaults that suit both CPU and GPU.
+#[derive(Debug, Clone)]
+pub struct EmbedderOptions {
+    /// Padded tokens per batch (rows × longest row).
+    pub max_batch_tokens: usize,
+    /// L2-normalise the vectors (what routing expects).
+    pub normalize: bool,
+    /// Override the model's `max_seq_length`.
+    pub max_seq_length: Option<usize>,
+    /// Texts tokenized, sorted and batched together; bounds memory when streaming.
+    pub chunk_size: usize,
+}
+
+impl Default for EmbedderOptions {
+    fn default() -> Self {
+        Self {
+            max_batch_tokens: 8192,
+            normalize: true,
+            max_seq_length: None,
+            chunk_size: 4096,
+        }
+    }
+}
+
+/// Counters of one embedding run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EmbedStats {
+    pub texts: usize,
+    /// Real tokens, special tokens included.
+    pub tokens: usize,
+    /// Tokens the encoder ran, padding included.
+    pub padded_tokens: usize,
+    /// Texts cut at `max_seq_length`.
+    pub truncated: usize,
+    pub batches: usize,
+    pub seconds: f64,
+}
+
+impl EmbedStats {
+    pub fn sentences_per_s(&self) -> f64 {
+        self.texts as f64 / self.seconds.max(1e-9)
+    }
+
+    pub fn tokens_per_s(&self) -> f64 {
+        self.tokens as f64 / self.seconds.max(1e-9)
+    }
+}
+
+/// A sentence encoder loaded on a device.
+pub struct Embedder {
+    encoder: BertEncoder,
+    tokenizer: TextTokenizer,
+    model: ModelFiles,
+    pooling: Pooling,
+    max_seq_length: usize,
+    options: EmbedderOptions,
+    device: Device,
+    dtype: DType,
+}
+
+/// A batch ready for the encoder, built off the compute thread.
+struct PreparedBatch {
+    rows: usize,
+    input_ids: Tensor,
+    attention_bias: Tensor,
+    mask: Tensor,
+}
+
+/// A tokenized chunk: its batches in length order and how to restore input order.
+struct PreparedChunk {
+    batches: Vec<PreparedBatch>,
+    /// `restore[i]` = position of input row `i` among the batches' concatenated rows.
+    restore: Tensor,
+    stats: EmbedStats,
+}
+
+impl Embedder {
+    /// Resolves `model` (directory or hub id) and loads it with default options.
+    /// `dtype` defaults to f32 on CPU and f16 on GPUs.
+    pub fn load(model: &str, device: &Device, dtype: Option<DType>) -> Result<Self> {
+        Self::from_files(resolve(model)?, device, dtype, EmbedderOptions::default())
+    }
+
+    pub fn from_files(
+        model: ModelFiles,
+        device: &Device,
+        dtype: Option<DType>,
+        options: EmbedderOptions,
+    ) -> Result<Self> {
+        let dtype = dtype.unwrap_or_else(|| DeviceSpec::of(device).default_dtype());
+        let config: candle_transformers::models::bert::Config =
+            config::read_json(&model.path("config.json"))?.ok_or_else(|| {
+                Error::Invalid(format!("{}: no config.json", model.dir.display()))
+            })?;
+        let sentence = SentenceConfig::read(&model)?;
+        let weights = model.path("model.safetensors");
+        // SAFETY: the weights file is memory-mapped read-only; kroute never writes to it.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], dtype, device)? };
+        let encoder = BertEncoder::load(vb, &config)?;
+        let max_seq_length = options
+            .max_seq_length
+            .or(sentence.max_seq_length)
+            .unwrap_or(encoder.max_positions())
+            .min(encoder.max_positions());
+        let tokenizer = TextTokenizer::load(&model.path("tokenizer.json"), max_seq_length)?;
+        Ok(Self {
+            encoder,
+            tokenizer,
+            model,
+            pooling: sentence.pooling,
+            max_seq_length,
+            options,
+            device: device.clone(),
+            dtype,
+        })
+    }
+
+    pub fn model(&self) -> &ModelFiles {
+        &self.model
+    }
+
+    pub fn dim(&self) -> usize {
+        self.encoder.hidden_size()
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn pooling(&self) -> Pooling {
+        self.pooling
+    }
+
+    pub fn normalize(&self) -> bool {
+        self.options.normalize
+    }
+
+    pub fn max_seq_length(&self) -> usize {
+        self.max_seq_length
+    }
+
+    /// Embeds `texts` into an `(n, dim)` f32 tensor on the embedder's device, in input order.
+    pub fn embed<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Tensor> {
+        let mut parts = Vec::new();
+        self.embed_chunks(
+            texts.chunks(self.options.chunk_size.max(1)),
+            |part| {
+                parts.push(part);
+                Ok(())
+            },
+            |_| {},
+        )?;
+        if parts.is_empty() {
+            return Ok(Tensor::zeros((0, self.dim()), DType::F32, &self.device)?);
+        }
+        Ok(Tensor::cat(&parts, 0)?)
+    }
+
+    /// [`Embedder::embed`], copied to the host as one vector per text.
+    pub fn embed_vecs<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>> {
+        Ok(self.embed(texts)?.to_vec2()?)
+    }
+
+    /// Embeds a stream of texts chunk by chunk. `sink` receives each chunk's `(rows, dim)` f32
+    /// tensor in input order; `progress` is told the number of texts after every batch.
+    /// Tokenization of the next chunk overlaps the encoder's work on the current one.
+    pub fn embed_stream<I, S>(
+        &self,
+        texts: I,
+        sink: impl FnMut(Tensor) -> Result<()>,
+        progress: impl FnMut(usize),
+    ) -> Result<EmbedStats>
+    where
+        I: Iterator<Item = Result<S>> + Send,
+        S: AsRef<str> + Sync + Send,
+    {
+        let chunk_size = self.options.chunk_size.max(1);
+        let mut texts = texts.peekable();
+        let chunks = std::iter::from_fn(move || {
+            texts.peek()?;
+            Some(texts.by_ref().take(chunk_size).collect::<Result<Vec<S>>>())
+        });
+        self.embed_chunks(chunks, sink, progress)
+    }
+
+    fn embed_chunks<C, S>(
+        &self,
+        chunks: impl Iterator<Item = C> + Send,
+        mut sink: impl FnMut(Tensor) -> Result<()>,
+        mut progress: impl FnMut(usize),
+    ) -> Result<EmbedStats>
+    where
+        C: IntoChunk<S>,
+        S: AsRef<str> + Sync,
+    {
+        let start = Instant::now();
+        let mut stats = EmbedStats::default();
+        std::thread::scope(|scope| -> Result<()> {
+            // One chunk in flight ahead of the encoder: enough to hide tokenization.
+            let (tx, rx) = sync_channel::<Result<PreparedChunk>>(1);
+            scope.spawn(move || {
+                for chunk in chunks {
+                    let prepared = chunk
+                        .into_chunk()
+                        .and_then(|texts| self.prepare(texts.as_ref()));
+                    let failed = prepared.is_err();
+                    if tx.send(prepared).is_err() || failed {
+                        break;
+                    }
+                }
+            });
+            for prepared in rx {
+                let prepared = prepared?;
+                let mut outputs = Vec::with_capacity(prepared.batches.len());
+                for batch in &prepared.batches {
+                    outputs.push(self.run_batch(batch)?);
+                    progress(batch.rows);
+                }
+                let sorted = Tensor::cat(&outputs, 0)?;
+                sink(sorted.index_select(&prepared.restore, 0)?)?;
+                stats.merge(&prepared.stats);
+            }
+            Ok(())
+        })?;
+        stats.seconds = start.elapsed().as_secs_f64();
+        Ok(stats)
+    }
+
+    fn prepare<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<PreparedChunk> {
+        let tokens = self.tokenizer.tokenize(texts)?;
+        let lengths: Vec<usize> = tokens.iter().map(|t| t.ids.len()).collect();
+        let plans = plan_batches(&lengths, self.options.max_batch_tokens);
+        let mut stats = EmbedStats {
+            texts: texts.len(),
+            tokens: lengths.iter().sum(),
+            truncated: tokens.iter().filter(|t| t.truncated).count(),
+            batches: plans.len(),
+            ..Default::default()
+        };
+        let mut restore = vec![0u32; texts.len()];
+        let mut position = 0u32;
+        let mut batches = Vec::with_capacity(plans.len());
+        for plan in &plans {
+            let (rows, seq) = (plan.rows.len(), plan.seq_len);
+            stats.padded_tokens += rows * seq;
+            let mut ids = vec![0u32; rows * seq];
+            let mut mask = vec![0f32; rows * seq];
+            let mut row_lengths = Vec::with_capacity(rows);
+            for (r, &row) in plan.rows.iter().enumerate() {
+                let row_ids = &tokens[row].ids;
+                ids[r * seq..r * seq + row_ids.len()].copy_from_slice(row_ids);
+                mask[r * seq..r * seq + row_ids.len()].fill(1.0);
+                row_lengths.push(row_ids.len());
+                restore[row] = position;
+                position += 1;
+            }
+            batches.push(PreparedBatch {
+                rows,
+                input_ids: Tensor::from_vec(ids, (rows, seq), &self.device)?,
+                attention_bias: bert::attention_bias(&row_lengths, seq, self.dtype, &self.device)?,
+                mask: Tensor::from_vec(mask, (rows, seq), &self.device)?,
+            });
+        }
+        Ok(PreparedChunk {
+            batches,
+            restore: Tensor::from_vec(restore, texts.len(), &self.device)?,
+            stats,
+        })
+    }
+
+    fn run_batch(&self, batch: &PreparedBatch) -> Result<Tensor> {
+        let hidden = self
+            .encoder
+            .forward(&batch.input_ids, &batch.attention_bias)?;
+        pooling::pool(&hidden, &batch.mask, self.pooling, self.options.normalize)
+    }
+}
+
+impl EmbedStats {
+    fn merge(&mut self, other: &EmbedStats) {
+        self.texts += other.texts;
+        self.tokens += other.tokens;
+        self.padded_tokens += other.padded_tokens;
+        self.truncated += other.truncated;
+        self.batches += other.batches;
+    }
+}
+
+/// A chunk of texts as the producer thread receives it: borrowed (from a slice) or owned and
+/// fallible (read from a stream).
+trait IntoChunk<S>: Send {
+    type Texts: AsRef<[S]>;
+    fn into_chunk(self) -> Result<Self::Texts>;
+}
+
+impl<'a, S: Sync> IntoChunk<S> for &'a [S] {
+    type Texts = &'a [S];
+    fn into_chunk(self) -> Result<&'a [S]> {
+        Ok(self)
+    }
+}
+
+impl<S: Send> IntoChunk<S> for Result<Vec<S>> {
+    type Texts = Vec<S>;
+    fn into_chunk(self) -> Result<Vec<S>> {
+        self
+    }
+}

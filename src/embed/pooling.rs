@@ -1,0 +1,35 @@
+//! Sentence vectors from token states: mean or CLS pooling, then optional L2 normalisation.
+
+use candle_core::{DType, Tensor, D};
+
+use super::config::Pooling;
+use crate::error::Result;
+
+/// `hidden`: `(batch, seq, dim)`; `mask`: `(batch, seq)` f32 with 1 for real tokens.
+/// Returns `(batch, dim)` in f32.
+pub fn pool(hidden: &Tensor, mask: &Tensor, pooling: Pooling, normalize: bool) -> Result<Tensor> {
+    let hidden = hidden.to_dtype(DType::F32)?;
+    let pooled = match pooling {
+        Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
+        Pooling::Mean => {
+            let summed = hidden.broadcast_mul(&mask.unsqueeze(2)?)?.sum(1)?;
+            let counts = mask.sum_keepdim(1)?.clamp(1e-9, f64::MAX)?;
+            summed.broadcast_div(&counts)?
+        }
+    };
+    if normalize {
+        l2_normalize(&pooled)
+    } else {
+        Ok(pooled)
+    }
+}
+
+/// Rows scaled to unit length (rows of zeros stay zero, as with torch's `F.normalize`).
+pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
+    let norms = x
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(1e-12, f64::MAX)?;
+    Ok(x.broadcast_div(&norms)?)
+}

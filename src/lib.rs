@@ -1,0 +1,25 @@
+//! kroute: local sentence embeddings and Avengers-Pro LLM routing on CPU, CUDA or Metal.
+//!
+//! The crate is organised by concern:
+//! - [`device`]: picking a compute device and dtype from user input;
+//! - [`model`]: the registry of known embedding models and resolving a model id to verified files;
+//! - [`embed`]: the BERT-family encoder, tokenization and token-budget batching ([`Embedder`]);
+//! - [`io`]: reading texts (with file/line/field errors) and writing embeddings atomically.
+//!
+//! ```no_run
+//! use kroute::{Embedder, device::DeviceSpec};
+//! let device = DeviceSpec::Cpu.open()?;
+//! let embedder = Embedder::load("sentence-transformers/all-MiniLM-L6-v2", &device, None)?;
+//! let vectors = embedder.embed_vecs(&["How do I route LLM queries?"])?;
+//! assert_eq!(vectors[0].len(), 384);
+//! # Ok::<(), kroute::Error>(())
+//! ```
+
+pub mod device;
+pub mod embed;
+pub mod error;
+pub mod io;
+pub mod model;
+
+pub use embed::{EmbedStats, Embedder, EmbedderOptions};
+pub use error::{Error, Result};

