@@ -21,5 +21,5 @@ pub mod error;
 pub mod io;
 pub mod model;
 
-pub use embed::{EmbedStats, Embedder, EmbedderOptions};
+pub use embed::{default_batch_tokens, EmbedStats, Embedder, EmbedderOptions};
 pub use error::{Error, Result};

@@ -78,21 +78,21 @@ fn batch_composition_does_not_change_results() {
     let texts = &fixture.texts;
     // Tiny budget: nearly one text per batch; tiny chunks: sorting only within few texts.
     let one_by_one = embedder(EmbedderOptions {
-        max_batch_tokens: 1,
+        max_batch_tokens: Some(1),
         chunk_size: 1,
         ..Default::default()
     })
     .embed_vecs(texts)
     .unwrap();
     let small = embedder(EmbedderOptions {
-        max_batch_tokens: 300,
+        max_batch_tokens: Some(300),
         chunk_size: 7,
         ..Default::default()
     })
     .embed_vecs(texts)
     .unwrap();
     let large = embedder(EmbedderOptions {
-        max_batch_tokens: 1 << 16,
+        max_batch_tokens: Some(1 << 16),
         ..Default::default()
     })
     .embed_vecs(texts)

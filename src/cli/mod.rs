@@ -76,9 +76,9 @@ pub struct EmbedderArgs {
     #[arg(long, value_parser = parse_dtype_arg)]
     pub dtype: Option<candle_core::DType>,
 
-    /// Padded tokens per batch (rows × longest row); larger batches use the device better.
-    #[arg(long, default_value_t = EmbedderOptions::default().max_batch_tokens)]
-    pub max_batch_tokens: usize,
+    /// Padded tokens per batch (rows × longest row) [default: 2048 on cpu, 16384 on cuda/metal].
+    #[arg(long)]
+    pub max_batch_tokens: Option<usize>,
 
     /// Truncate inputs to this many tokens [default: the model's max_seq_length, 256 for MiniLM].
     #[arg(long)]

@@ -57,7 +57,7 @@ impl BertEncoder {
             vb.pp("bert")
         };
         let hidden = config.hidden_size;
-        if hidden % config.num_attention_heads != 0 {
+        if !hidden.is_multiple_of(config.num_attention_heads) {
             return Err(Error::Invalid(format!(
                 "hidden_size {hidden} is not a multiple of num_attention_heads {}",
                 config.num_attention_heads

@@ -31,8 +31,8 @@ use crate::model::{resolve, ModelFiles};
 /// Tuning knobs with defaults that suit both CPU and GPU.
 #[derive(Debug, Clone)]
 pub struct EmbedderOptions {
-    /// Padded tokens per batch (rows × longest row).
-    pub max_batch_tokens: usize,
+    /// Padded tokens per batch (rows × longest row) [default: [`default_batch_tokens`]].
+    pub max_batch_tokens: Option<usize>,
     /// L2-normalise the vectors (what routing expects).
     pub normalize: bool,
     /// Override the model's `max_seq_length`.
@@ -44,11 +44,21 @@ pub struct EmbedderOptions {
 impl Default for EmbedderOptions {
     fn default() -> Self {
         Self {
-            max_batch_tokens: 8192,
+            max_batch_tokens: None,
             normalize: true,
             max_seq_length: None,
             chunk_size: 4096,
         }
+    }
+}
+
+/// Padded tokens per batch when not given: CPU throughput peaks at small batches whose
+/// activations stay in cache (measured in docs/BENCHMARKS.md); GPUs want large ones.
+pub fn default_batch_tokens(device: &Device) -> usize {
+    if device.is_cpu() {
+        2048
+    } else {
+        16384
     }
 }
 
@@ -263,7 +273,11 @@ impl Embedder {
     fn prepare<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<PreparedChunk> {
         let tokens = self.tokenizer.tokenize(texts)?;
         let lengths: Vec<usize> = tokens.iter().map(|t| t.ids.len()).collect();
-        let plans = plan_batches(&lengths, self.options.max_batch_tokens);
+        let budget = self
+            .options
+            .max_batch_tokens
+            .unwrap_or_else(|| default_batch_tokens(&self.device));
+        let plans = plan_batches(&lengths, budget);
         let mut stats = EmbedStats {
             texts: texts.len(),
             tokens: lengths.iter().sum(),

@@ -141,7 +141,7 @@ fn safetensors_header(rows: usize, dim: usize, metadata: &OutputMetadata) -> Vec
         }
     });
     let mut json = header.to_string().into_bytes();
-    while json.len() % 8 != 0 {
+    while !json.len().is_multiple_of(8) {
         json.push(b' ');
     }
     let mut out = (json.len() as u64).to_le_bytes().to_vec();
