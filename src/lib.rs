@@ -4,6 +4,7 @@
 //! - [`device`]: picking a compute device and dtype from user input;
 //! - [`model`]: the registry of known embedding models and resolving a model id to verified files;
 //! - [`embed`]: the BERT-family encoder, tokenization and token-budget batching ([`Embedder`]);
+//! - [`cluster`]: k-means on the device as tensor ops;
 //! - [`io`]: reading texts (with file/line/field errors) and writing embeddings atomically.
 //!
 //! ```no_run
@@ -15,6 +16,7 @@
 //! # Ok::<(), kroute::Error>(())
 //! ```
 
+pub mod cluster;
 pub mod device;
 pub mod embed;
 pub mod error;

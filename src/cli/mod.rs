@@ -4,7 +4,7 @@
 mod embed;
 mod models;
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -136,7 +136,7 @@ pub fn interrupt_flag() -> Arc<AtomicBool> {
 }
 
 /// Writes `contents` to `path` atomically.
-pub fn write_atomic(path: &PathBuf, contents: &[u8]) -> kroute::Result<()> {
+pub fn write_atomic(path: &Path, contents: &[u8]) -> kroute::Result<()> {
     use std::io::Write;
     let mut file = kroute::io::AtomicFile::create(path)?;
     file.write_all(contents).map_err(|e| Error::io(path, e))?;

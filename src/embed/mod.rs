@@ -84,6 +84,14 @@ impl EmbedStats {
     pub fn tokens_per_s(&self) -> f64 {
         self.tokens as f64 / self.seconds.max(1e-9)
     }
+
+    fn merge(&mut self, other: &EmbedStats) {
+        self.texts += other.texts;
+        self.tokens += other.tokens;
+        self.padded_tokens += other.padded_tokens;
+        self.truncated += other.truncated;
+        self.batches += other.batches;
+    }
 }
 
 /// A sentence encoder loaded on a device.
@@ -321,16 +329,6 @@ impl Embedder {
             .encoder
             .forward(&batch.input_ids, &batch.attention_bias)?;
         pooling::pool(&hidden, &batch.mask, self.pooling, self.options.normalize)
-    }
-}
-
-impl EmbedStats {
-    fn merge(&mut self, other: &EmbedStats) {
-        self.texts += other.texts;
-        self.tokens += other.tokens;
-        self.padded_tokens += other.padded_tokens;
-        self.truncated += other.truncated;
-        self.batches += other.batches;
     }
 }
 

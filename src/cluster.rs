@@ -1,0 +1,321 @@
+//! k-means as tensor ops on the embedding device: k-means++ seeding (greedy, as scikit-learn
+//! does it), Lloyd iterations with distances from one matmul per tile, centroid updates by
+//! segment sums (`index_add`), restarts keeping the lowest inertia.
+
+use candle_core::{DType, Device, Tensor, D};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct KMeansConfig {
+    pub k: usize,
+    /// Restarts from fresh seeds; the lowest inertia wins.
+    pub n_init: usize,
+    pub max_iter: usize,
+    /// Stop when the squared centroid shift falls below `tol × mean feature variance`
+    /// (scikit-learn's rule).
+    pub tol: f64,
+    pub seed: u64,
+    /// Rows per distance tile: bounds device memory at `tile_rows × k` floats.
+    pub tile_rows: usize,
+}
+
+impl Default for KMeansConfig {
+    fn default() -> Self {
+        Self {
+            k: 60,
+            n_init: 10,
+            max_iter: 300,
+            tol: 1e-4,
+            seed: 42,
+            tile_rows: 65_536,
+        }
+    }
+}
+
+/// A fitted clustering.
+#[derive(Debug, Clone)]
+pub struct KMeans {
+    /// `(k, dim)` f32 on the input's device.
+    pub centroids: Tensor,
+    /// Cluster of each input row.
+    pub labels: Vec<u32>,
+    /// Sum of squared distances from each row to its centroid.
+    pub inertia: f64,
+    /// Lloyd iterations of the winning restart.
+    pub iterations: usize,
+}
+
+impl KMeans {
+    /// Clusters the rows of `x` (`(n, dim)`, any float dtype; computed in f32).
+    pub fn fit(x: &Tensor, config: &KMeansConfig) -> Result<Self> {
+        let x = x.to_dtype(DType::F32)?.contiguous()?;
+        let (n, _) = x.dims2()?;
+        if n == 0 || config.k == 0 {
+            return Err(Error::Invalid(format!(
+                "k-means needs at least one point and one cluster (got {n} points, k = {})",
+                config.k
+            )));
+        }
+        let data = Data::new(x, config.tile_rows)?;
+        let tol = config.tol * data.mean_variance()?;
+        let mut best: Option<KMeans> = None;
+        for run in 0..config.n_init.max(1) {
+            let mut rng = StdRng::seed_from_u64(config.seed.wrapping_add(run as u64));
+            let seeds = data.kmeans_plus_plus(config.k, &mut rng)?;
+            let fitted = data.lloyd(seeds, config.max_iter, tol)?;
+            if best.as_ref().is_none_or(|b| fitted.inertia < b.inertia) {
+                best = Some(fitted);
+            }
+        }
+        Ok(best.expect("n_init ≥ 1"))
+    }
+
+    /// Assigns rows of `x` to the nearest centroid; returns labels and squared distances.
+    pub fn predict(&self, x: &Tensor) -> Result<(Vec<u32>, Vec<f32>)> {
+        let data = Data::new(x.to_dtype(DType::F32)?.contiguous()?, usize::MAX)?;
+        let (labels, distances) = data.assign(&self.centroids)?;
+        Ok((labels.to_vec1()?, distances.to_vec1()?))
+    }
+}
+
+/// The points with their squared norms, cut into row tiles.
+struct Data {
+    x: Tensor,
+    sq_norms: Tensor,
+    tile_rows: usize,
+}
+
+impl Data {
+    fn new(x: Tensor, tile_rows: usize) -> Result<Self> {
+        let sq_norms = x.sqr()?.sum(1)?;
+        Ok(Self {
+            x,
+            sq_norms,
+            tile_rows: tile_rows.max(1),
+        })
+    }
+
+    fn n(&self) -> usize {
+        self.x.dim(0).unwrap_or(0)
+    }
+
+    fn device(&self) -> &Device {
+        self.x.device()
+    }
+
+    fn mean_variance(&self) -> Result<f64> {
+        let mean = self.x.mean_keepdim(0)?;
+        let var = self.x.broadcast_sub(&mean)?.sqr()?.mean(0)?;
+        Ok(var.mean_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+    }
+
+    /// Squared distances `(rows, k)` of a tile to `centroids`: ‖x‖² − 2x·cᵀ + ‖c‖², clamped at 0.
+    fn tile_distances(
+        &self,
+        start: usize,
+        len: usize,
+        centroids: &Tensor,
+        c_sq: &Tensor,
+    ) -> Result<Tensor> {
+        let x = self.x.narrow(0, start, len)?;
+        let x_sq = self.sq_norms.narrow(0, start, len)?.unsqueeze(1)?;
+        let cross = x.matmul(&centroids.t()?)?;
+        Ok(cross
+            .affine(-2.0, 0.0)?
+            .broadcast_add(&x_sq)?
+            .broadcast_add(&c_sq.unsqueeze(0)?)?
+            .relu()?)
+    }
+
+    /// Nearest centroid and its squared distance for every row, tile by tile.
+    fn assign(&self, centroids: &Tensor) -> Result<(Tensor, Tensor)> {
+        let c_sq = centroids.sqr()?.sum(1)?;
+        let (mut labels, mut distances) = (Vec::new(), Vec::new());
+        for start in (0..self.n()).step_by(self.tile_rows) {
+            let len = self.tile_rows.min(self.n() - start);
+            let d = self.tile_distances(start, len, centroids, &c_sq)?;
+            labels.push(d.argmin(D::Minus1)?);
+            distances.push(d.min(D::Minus1)?);
+        }
+        Ok((Tensor::cat(&labels, 0)?, Tensor::cat(&distances, 0)?))
+    }
+
+    /// Squared distance of every row to one point `(dim)`.
+    fn distances_to(&self, point: &Tensor) -> Result<Tensor> {
+        let d = self.x.broadcast_sub(&point.unsqueeze(0)?)?.sqr()?.sum(1)?;
+        Ok(d)
+    }
+
+    /// Greedy k-means++: each new centre is the best of `2 + ln k` candidates drawn with
+    /// probability proportional to the squared distance to the nearest chosen centre.
+    fn kmeans_plus_plus(&self, k: usize, rng: &mut StdRng) -> Result<Tensor> {
+        let trials = 2 + (k as f64).ln().floor() as usize;
+        let first = rng.random_range(0..self.n());
+        let mut centres = vec![self.x.get(first)?];
+        let mut closest = self.distances_to(&centres[0])?;
+        for _ in 1..k {
+            // Sampling runs on the host: one transfer of n floats per centre.
+            let cumulative: Vec<f64> = closest
+                .to_vec1::<f32>()?
+                .iter()
+                .scan(0f64, |sum, &d| {
+                    *sum += d as f64;
+                    Some(*sum)
+                })
+                .collect();
+            let total = cumulative.last().copied().unwrap_or(0.0);
+            let mut best: Option<(f64, Tensor, Tensor)> = None;
+            for _ in 0..trials {
+                // All points coincide with a centre: any point will do (k > distinct points).
+                let index = if total > 0.0 {
+                    let target = rng.random::<f64>() * total;
+                    cumulative
+                        .partition_point(|&c| c <= target)
+                        .min(self.n() - 1)
+                } else {
+                    rng.random_range(0..self.n())
+                };
+                let candidate = self.x.get(index)?;
+                let updated = closest.minimum(&self.distances_to(&candidate)?)?;
+                let potential = updated.sum_all()?.to_scalar::<f32>()? as f64;
+                if best.as_ref().is_none_or(|b| potential < b.0) {
+                    best = Some((potential, candidate, updated));
+                }
+            }
+            let (_, centre, updated) = best.expect("at least one trial");
+            centres.push(centre);
+            closest = updated;
+        }
+        Ok(Tensor::stack(&centres, 0)?)
+    }
+
+    /// Lloyd iterations from `centroids` until the shift is below `tol` or labels stop changing.
+    fn lloyd(&self, mut centroids: Tensor, max_iter: usize, tol: f64) -> Result<KMeans> {
+        let k = centroids.dim(0)?;
+        let ones = Tensor::ones(self.n(), DType::F32, self.device())?;
+        let mut previous: Option<Vec<u32>> = None;
+        let mut iterations = 0;
+        for _ in 0..max_iter.max(1) {
+            iterations += 1;
+            let (labels, distances) = self.assign(&centroids)?;
+            let sums = Tensor::zeros(centroids.shape(), DType::F32, self.device())?
+                .index_add(&labels, &self.x, 0)?;
+            let counts =
+                Tensor::zeros(k, DType::F32, self.device())?.index_add(&labels, &ones, 0)?;
+            let mut updated = sums.broadcast_div(&counts.clamp(1.0, f64::MAX)?.unsqueeze(1)?)?;
+            let counts_host: Vec<f32> = counts.to_vec1()?;
+            if counts_host.contains(&0.0) {
+                updated = self.reseed_empty(updated, &counts_host, &distances)?;
+            }
+            let shift = (&updated - &centroids)?
+                .sqr()?
+                .sum_all()?
+                .to_scalar::<f32>()? as f64;
+            centroids = updated;
+            let labels_host: Vec<u32> = labels.to_vec1()?;
+            let stable = previous.as_ref() == Some(&labels_host);
+            previous = Some(labels_host);
+            if stable || shift <= tol {
+                break;
+            }
+        }
+        // Final assignment against the final centroids, as scikit-learn reports it.
+        let (labels, distances) = self.assign(&centroids)?;
+        Ok(KMeans {
+            centroids,
+            labels: labels.to_vec1()?,
+            inertia: distances
+                .sum_all()?
+                .to_dtype(DType::F64)?
+                .to_scalar::<f64>()?,
+            iterations,
+        })
+    }
+
+    /// Moves each empty cluster's centroid onto the point farthest from its own centroid
+    /// (a different point for each), which is how scikit-learn relocates them.
+    fn reseed_empty(
+        &self,
+        centroids: Tensor,
+        counts: &[f32],
+        distances: &Tensor,
+    ) -> Result<Tensor> {
+        let distances: Vec<f32> = distances.to_vec1()?;
+        let mut order: Vec<usize> = (0..distances.len()).collect();
+        order.sort_by(|&a, &b| distances[b].total_cmp(&distances[a]));
+        let mut rows: Vec<Tensor> = (0..counts.len())
+            .map(|c| centroids.get(c))
+            .collect::<candle_core::Result<_>>()?;
+        let mut farthest = order.into_iter();
+        for (cluster, _) in counts.iter().enumerate().filter(|(_, &c)| c == 0.0) {
+            if let Some(point) = farthest.next() {
+                rows[cluster] = self.x.get(point)?;
+            }
+        }
+        Ok(Tensor::stack(&rows, 0)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fit(points: &[[f32; 2]], k: usize, seed: u64) -> KMeans {
+        let flat: Vec<f32> = points.iter().flatten().copied().collect();
+        let x = Tensor::from_vec(flat, (points.len(), 2), &Device::Cpu).unwrap();
+        let config = KMeansConfig {
+            k,
+            n_init: 3,
+            seed,
+            tile_rows: 3,
+            ..Default::default()
+        };
+        KMeans::fit(&x, &config).unwrap()
+    }
+
+    #[test]
+    fn separates_obvious_clusters_exactly() {
+        let points = [
+            [0.0, 0.0],
+            [0.1, 0.0],
+            [0.0, 0.1],
+            [10.0, 10.0],
+            [10.1, 10.0],
+            [10.0, 10.1],
+        ];
+        let km = fit(&points, 2, 7);
+        assert_eq!(km.labels[0], km.labels[1]);
+        assert_eq!(km.labels[0], km.labels[2]);
+        assert_eq!(km.labels[3], km.labels[4]);
+        assert_ne!(km.labels[0], km.labels[3]);
+        // Each cluster: three points at squared distances 2/900, 5/900, 5/900 from the mean.
+        assert!(
+            (km.inertia - 2.0 * 0.0133333).abs() < 1e-4,
+            "{}",
+            km.inertia
+        );
+    }
+
+    #[test]
+    fn same_seed_same_result() {
+        let points: Vec<[f32; 2]> = (0..50)
+            .map(|i| [(i * 7 % 13) as f32, (i * 3 % 11) as f32])
+            .collect();
+        let a = fit(&points, 4, 3);
+        let b = fit(&points, 4, 3);
+        assert_eq!(a.labels, b.labels);
+        assert_eq!(a.inertia, b.inertia);
+    }
+
+    #[test]
+    fn more_clusters_than_distinct_points() {
+        let points = [[1.0, 1.0], [1.0, 1.0], [2.0, 2.0], [2.0, 2.0]];
+        let km = fit(&points, 3, 1);
+        assert_eq!(km.inertia, 0.0);
+        assert_eq!(km.labels.len(), 4);
+        assert_eq!(km.centroids.dims(), &[3, 2]);
+    }
+}
