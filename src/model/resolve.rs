@@ -67,10 +67,15 @@ pub fn resolve(model: &str) -> Result<ModelFiles> {
     let mut attempts = Vec::new();
 
     let found = |dir: PathBuf, source: ModelSource| -> Result<ModelFiles> {
+        // A registered model's weights were just checked against the pin: no second hash.
+        let weights_sha256 = match card {
+            Some(card) => card.files["model.safetensors"].clone(),
+            None => sha256_file(&dir.join("model.safetensors"))?,
+        };
         Ok(ModelFiles {
             id: id.to_owned(),
             revision: Some(revision.clone()),
-            weights_sha256: sha256_file(&dir.join("model.safetensors"))?,
+            weights_sha256,
             dir,
             source,
         })
@@ -155,15 +160,9 @@ fn wanted_files(card: Option<&ModelCard>) -> Vec<(String, Option<String>)> {
 
 fn from_cache(cache: &Cache, repo: &Repo, card: Option<&ModelCard>) -> Result<PathBuf, String> {
     let cached = cache.repo(repo.clone());
-    let mut dir = None;
-    for (file, sha) in wanted_files(card) {
-        let path = cached
-            .get(&file)
-            .ok_or_else(|| format!("{file} not cached"))?;
-        verify(&path, &file, sha.as_deref())?;
-        dir.get_or_insert_with(|| snapshot_dir(&path, &file));
-    }
-    dir.ok_or_else(|| "no files".into())
+    verified_snapshot(card, |file| {
+        cached.get(file).ok_or_else(|| format!("{file} not cached"))
+    })
 }
 
 fn from_hub(repo: &Repo, card: Option<&ModelCard>) -> Result<PathBuf, String> {
@@ -172,17 +171,29 @@ fn from_hub(repo: &Repo, card: Option<&ModelCard>) -> Result<PathBuf, String> {
         .build()
         .map_err(|e| e.to_string())?
         .repo(repo.clone());
-    let mut dir = None;
-    for (file, sha) in wanted_files(card) {
-        let path = api.get(&file).map_err(|e| format!("{file}: {e}"))?;
-        verify(&path, &file, sha.as_deref())?;
-        dir.get_or_insert_with(|| snapshot_dir(&path, &file));
-    }
+    let dir = verified_snapshot(card, |file| {
+        api.get(file).map_err(|e| format!("{file}: {e}"))
+    })?;
     if card.is_none() {
         // Unregistered models: sentence-transformers configs are fetched when the repo has them.
         for file in OPTIONAL {
             let _ = api.get(file);
         }
+    }
+    Ok(dir)
+}
+
+/// Gets every wanted file through `get`, checks each against its pinned sha256, and returns the
+/// snapshot directory that holds them.
+fn verified_snapshot(
+    card: Option<&ModelCard>,
+    get: impl Fn(&str) -> Result<PathBuf, String>,
+) -> Result<PathBuf, String> {
+    let mut dir = None;
+    for (file, sha) in wanted_files(card) {
+        let path = get(&file)?;
+        verify(&path, &file, sha.as_deref())?;
+        dir.get_or_insert_with(|| snapshot_dir(&path, &file));
     }
     dir.ok_or_else(|| "no files".into())
 }
