@@ -143,19 +143,14 @@ impl Data {
         Ok((Tensor::cat(&labels, 0)?, Tensor::cat(&distances, 0)?))
     }
 
-    /// Squared distance of every row to one point `(dim)`.
-    fn distances_to(&self, point: &Tensor) -> Result<Tensor> {
-        let d = self.x.broadcast_sub(&point.unsqueeze(0)?)?.sqr()?.sum(1)?;
-        Ok(d)
-    }
-
     /// Greedy k-means++: each new centre is the best of `2 + ln k` candidates drawn with
-    /// probability proportional to the squared distance to the nearest chosen centre.
+    /// probability proportional to the squared distance to the nearest chosen centre. The
+    /// candidates of one step are scored together: one `(n, trials)` distance matmul.
     fn kmeans_plus_plus(&self, k: usize, rng: &mut StdRng) -> Result<Tensor> {
         let trials = 2 + (k as f64).ln().floor() as usize;
-        let first = rng.random_range(0..self.n());
-        let mut centres = vec![self.x.get(first)?];
-        let mut closest = self.distances_to(&centres[0])?;
+        let first = rng.random_range(0..self.n()) as u32;
+        let mut chosen = vec![first];
+        let mut closest = self.distances_to_rows(&[first])?.squeeze(1)?;
         for _ in 1..k {
             // Sampling runs on the host: one transfer of n floats per centre.
             let cumulative: Vec<f64> = closest
@@ -167,29 +162,44 @@ impl Data {
                 })
                 .collect();
             let total = cumulative.last().copied().unwrap_or(0.0);
-            let mut best: Option<(f64, Tensor, Tensor)> = None;
-            for _ in 0..trials {
-                // All points coincide with a centre: any point will do (k > distinct points).
-                let index = if total > 0.0 {
-                    let target = rng.random::<f64>() * total;
-                    cumulative
-                        .partition_point(|&c| c <= target)
-                        .min(self.n() - 1)
+            let candidates: Vec<u32> = (0..trials)
+                .map(|_| {
+                    // All points coincide with a centre: any point will do (k > distinct points).
+                    if total > 0.0 {
+                        let target = rng.random::<f64>() * total;
+                        cumulative
+                            .partition_point(|&c| c <= target)
+                            .min(self.n() - 1) as u32
+                    } else {
+                        rng.random_range(0..self.n()) as u32
+                    }
+                })
+                .collect();
+            let updated = self
+                .distances_to_rows(&candidates)?
+                .broadcast_minimum(&closest.unsqueeze(1)?)?;
+            let potentials: Vec<f32> = updated.sum(0)?.to_vec1()?;
+            // The first of equal potentials wins, like a sequential scan would pick it.
+            let best = (0..trials).fold(0, |best, t| {
+                if potentials[t] < potentials[best] {
+                    t
                 } else {
-                    rng.random_range(0..self.n())
-                };
-                let candidate = self.x.get(index)?;
-                let updated = closest.minimum(&self.distances_to(&candidate)?)?;
-                let potential = updated.sum_all()?.to_scalar::<f32>()? as f64;
-                if best.as_ref().is_none_or(|b| potential < b.0) {
-                    best = Some((potential, candidate, updated));
+                    best
                 }
-            }
-            let (_, centre, updated) = best.expect("at least one trial");
-            centres.push(centre);
-            closest = updated;
+            });
+            chosen.push(candidates[best]);
+            closest = updated.narrow(1, best, 1)?.squeeze(1)?.contiguous()?;
         }
-        Ok(Tensor::stack(&centres, 0)?)
+        let chosen = Tensor::new(chosen, self.device())?;
+        Ok(self.x.index_select(&chosen, 0)?)
+    }
+
+    /// Squared distances `(n, rows.len())` of every point to the points `rows`.
+    fn distances_to_rows(&self, rows: &[u32]) -> Result<Tensor> {
+        let index = Tensor::new(rows, self.device())?;
+        let points = self.x.index_select(&index, 0)?;
+        let sq = self.sq_norms.index_select(&index, 0)?;
+        self.tile_distances(0, self.n(), &points, &sq)
     }
 
     /// Lloyd iterations from `centroids` until the shift is below `tol` or labels stop changing.
