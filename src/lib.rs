@@ -22,6 +22,8 @@ pub mod embed;
 pub mod error;
 pub mod io;
 pub mod model;
+pub mod records;
+pub mod router;
 
 pub use embed::{default_batch_tokens, EmbedStats, Embedder, EmbedderOptions};
 pub use error::{Error, Result};

@@ -6,7 +6,8 @@ use kroute::io::{EmbeddingWriter, OutputMetadata, TextReader, TextReaderOptions}
 use kroute::{Error, Result};
 use serde_json::json;
 
-use super::{interrupt_flag, progress_bar, write_atomic, EmbedderArgs};
+use super::args::EmbedderArgs;
+use super::{emit_summary, interrupt_flag, progress_bar};
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
@@ -57,7 +58,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     };
     kroute::io::EmbeddingFormat::from_path(&args.output)?;
     let (count, skipped) = TextReader::scan(&args.input, reader_options.clone())?;
-    let embedder = args.embedder.load(!args.no_normalize)?;
+    let embedder = args.embedder.load(None, !args.no_normalize)?;
     let model = embedder.model();
     let metadata: OutputMetadata = [
         ("model", model.id.clone()),
@@ -65,10 +66,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
         ("weights_sha256", model.weights_sha256.clone()),
         ("dim", embedder.dim().to_string()),
         ("normalized", embedder.normalize().to_string()),
-        (
-            "pooling",
-            format!("{:?}", embedder.pooling()).to_lowercase(),
-        ),
+        ("pooling", embedder.pooling().as_str().to_string()),
         ("max_seq_length", embedder.max_seq_length().to_string()),
         ("kroute_version", env!("CARGO_PKG_VERSION").to_string()),
     ]
@@ -108,11 +106,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
         "model": model.id,
         "output": args.output,
     });
-    match &args.summary {
-        Some(path) => write_atomic(path, format!("{summary}\n").as_bytes())?,
-        None => eprintln!("{summary}"),
-    }
-    Ok(())
+    emit_summary(&summary, args.summary.as_deref())
 }
 
 fn round3(x: f64) -> f64 {

@@ -1,19 +1,21 @@
 //! Command-line front end: argument parsing, progress bars and human/JSON output. No logic that a
 //! library user would need lives here.
 
+mod args;
+mod check;
 mod embed;
 mod models;
+mod route;
+mod train;
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use kroute::device::{parse_dtype, DeviceSpec};
-use kroute::model::{resolve, DEFAULT_MODEL};
-use kroute::{Embedder, EmbedderOptions, Error};
+use kroute::Error;
 
 /// Local sentence embeddings and Avengers-Pro LLM routing, on CPU, CUDA or Metal.
 #[derive(Parser)]
@@ -27,6 +29,13 @@ struct Cli {
 enum Command {
     /// Embed every text of a file with a local sentence-embedding model.
     Embed(embed::EmbedArgs),
+    /// Validate a routing-records file and summarise it (queries, datasets, models, accuracy,
+    /// cost, coverage).
+    Check(check::CheckArgs),
+    /// Train a router: embed the training queries, k-means them, keep per-cluster statistics.
+    Train(train::TrainArgs),
+    /// Route queries with a trained router: one JSON line per query.
+    Route(route::RouteArgs),
     /// List the known models or fetch one into the Hugging Face cache.
     #[command(subcommand)]
     Models(models::ModelsCommand),
@@ -45,6 +54,9 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Embed(args) => embed::run(args),
+        Command::Check(args) => check::run(args),
+        Command::Train(args) => train::run(args),
+        Command::Route(args) => route::run(args),
         Command::Models(command) => models::run(command),
     };
     match result {
@@ -58,52 +70,6 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Model, device and batching flags shared by every command that embeds.
-#[derive(Args, Debug, Clone)]
-pub struct EmbedderArgs {
-    /// Embedding model: a local directory or a Hugging Face repo id (`org/name[@revision]`).
-    /// Registered models (`kroute models list`) are verified by sha256 and have offline mirrors.
-    #[arg(long, default_value = DEFAULT_MODEL, env = "KROUTE_MODEL")]
-    pub model: String,
-
-    /// Compute device: cpu, cuda, cuda:N or metal.
-    #[arg(long, default_value = "cpu", env = "KROUTE_DEVICE", value_parser = parse_device)]
-    pub device: DeviceSpec,
-
-    /// Model precision: f32, f16 or bf16 [default: f32 on cpu, f16 on cuda/metal].
-    #[arg(long, value_parser = parse_dtype_arg)]
-    pub dtype: Option<candle_core::DType>,
-
-    /// Padded tokens per batch (rows × longest row) [default: 2048 on cpu, 16384 on cuda/metal].
-    #[arg(long)]
-    pub max_batch_tokens: Option<usize>,
-
-    /// Truncate inputs to this many tokens [default: the model's max_seq_length, 256 for MiniLM].
-    #[arg(long)]
-    pub max_seq_length: Option<usize>,
-}
-
-impl EmbedderArgs {
-    pub fn load(&self, normalize: bool) -> kroute::Result<Embedder> {
-        let device = self.device.open()?;
-        let options = EmbedderOptions {
-            max_batch_tokens: self.max_batch_tokens,
-            max_seq_length: self.max_seq_length,
-            normalize,
-            ..Default::default()
-        };
-        Embedder::from_files(resolve(&self.model)?, &device, self.dtype, options)
-    }
-}
-
-fn parse_device(s: &str) -> Result<DeviceSpec, String> {
-    s.parse().map_err(|e: Error| e.to_string())
-}
-
-fn parse_dtype_arg(s: &str) -> Result<candle_core::DType, String> {
-    parse_dtype(s).map_err(|e| e.to_string())
 }
 
 /// A progress bar on stderr (hidden when `quiet` or when stderr is not a terminal).
@@ -133,6 +99,49 @@ pub fn interrupt_flag() -> Arc<AtomicBool> {
     // A second registration (tests calling twice in one process) is harmless to ignore.
     let _ = ctrlc::set_handler(move || handler_flag.store(true, Ordering::SeqCst));
     flag
+}
+
+/// Embeds `texts` (L2-normalised, as routing expects) with a progress bar; Ctrl-C stops it.
+pub fn embed_with_progress(
+    embedder: &kroute::Embedder,
+    texts: &[&str],
+    quiet: bool,
+) -> kroute::Result<candle_core::Tensor> {
+    let interrupted = interrupt_flag();
+    let bar = progress_bar(texts.len() as u64, "queries", quiet);
+    let mut parts = Vec::new();
+    embedder.embed_stream(
+        texts.iter().map(|t| Ok(*t)),
+        |chunk| {
+            if interrupted.load(Ordering::SeqCst) {
+                return Err(Error::Interrupted);
+            }
+            parts.push(chunk);
+            Ok(())
+        },
+        |rows| bar.inc(rows as u64),
+    )?;
+    bar.finish_and_clear();
+    if parts.is_empty() {
+        let empty = (0, embedder.dim());
+        return Ok(candle_core::Tensor::zeros(
+            empty,
+            candle_core::DType::F32,
+            embedder.device(),
+        )?);
+    }
+    Ok(candle_core::Tensor::cat(&parts, 0)?)
+}
+
+/// A command's one-line JSON summary: into `path` (atomically) or on stderr.
+pub fn emit_summary(summary: &serde_json::Value, path: Option<&Path>) -> kroute::Result<()> {
+    match path {
+        Some(path) => write_atomic(path, format!("{summary}\n").as_bytes()),
+        None => {
+            eprintln!("{summary}");
+            Ok(())
+        }
+    }
 }
 
 /// Writes `contents` to `path` atomically.

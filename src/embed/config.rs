@@ -7,13 +7,22 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::model::ModelFiles;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Pooling {
     /// Mean of the token states under the attention mask (MiniLM, e5).
     Mean,
     /// The `[CLS]` token's state (bge).
     Cls,
+}
+
+impl Pooling {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pooling::Mean => "mean",
+            Pooling::Cls => "cls",
+        }
+    }
 }
 
 /// The parts of a sentence-transformers model directory that change what an embedding is.

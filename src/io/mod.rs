@@ -9,5 +9,6 @@ mod writer;
 
 pub use atomic::AtomicFile;
 pub use lines::{open_lines, Line};
+pub(crate) use texts::json_kind;
 pub use texts::{TextFormat, TextReader, TextReaderOptions};
 pub use writer::{EmbeddingFormat, EmbeddingWriter, OutputMetadata};

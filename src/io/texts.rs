@@ -106,9 +106,11 @@ impl TextReader {
                 let field = &self.options.field;
                 match object.get(field) {
                     Some(serde_json::Value::String(s)) => Ok(s.clone()),
-                    Some(other) => Err(at(format!("expected a string, found {}", kind(other)))
-                        .field(field)
-                        .into()),
+                    Some(other) => {
+                        Err(at(format!("expected a string, found {}", json_kind(other)))
+                            .field(field)
+                            .into())
+                    }
                     None => Err(at("missing".into()).field(field).into()),
                 }
             }
@@ -160,7 +162,7 @@ impl TextReader {
     }
 }
 
-pub(crate) fn kind(value: &serde_json::Value) -> &'static str {
+pub(crate) fn json_kind(value: &serde_json::Value) -> &'static str {
     match value {
         serde_json::Value::Null => "null",
         serde_json::Value::Bool(_) => "a boolean",

@@ -1,0 +1,214 @@
+//! Flag groups shared by several commands.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use kroute::device::{parse_dtype, DeviceSpec};
+use kroute::model::{resolve, DEFAULT_MODEL};
+use kroute::records::{Exclusion, MissingCost, RoutingData, SplitOptions, TrainTest};
+use kroute::router::{ReferenceScoring, RouteParams, Scoring};
+use kroute::{Embedder, EmbedderOptions, Error, Result};
+
+/// Model, device and batching flags of every command that embeds.
+#[derive(Args, Debug, Clone)]
+pub struct EmbedderArgs {
+    /// Embedding model: a local directory or a Hugging Face repo id (`org/name[@revision]`).
+    /// Registered models (`kroute models list`) are verified by sha256 and have offline mirrors.
+    /// [default: sentence-transformers/all-MiniLM-L6-v2; for a trained router: its own model]
+    #[arg(long, env = "KROUTE_MODEL")]
+    pub model: Option<String>,
+
+    /// Compute device: cpu, cuda, cuda:N or metal.
+    #[arg(long, default_value = "cpu", env = "KROUTE_DEVICE", value_parser = parse_device)]
+    pub device: DeviceSpec,
+
+    /// Model precision: f32, f16 or bf16 [default: f32 on cpu, f16 on cuda/metal].
+    #[arg(long, value_parser = parse_dtype_arg)]
+    pub dtype: Option<candle_core::DType>,
+
+    /// Padded tokens per batch (rows × longest row) [default: 2048 on cpu, 16384 on cuda/metal].
+    #[arg(long)]
+    pub max_batch_tokens: Option<usize>,
+
+    /// Truncate inputs to this many tokens [default: the model's max_seq_length, 256 for MiniLM].
+    #[arg(long)]
+    pub max_seq_length: Option<usize>,
+}
+
+impl EmbedderArgs {
+    /// Loads `--model`, or `default_model` when it is not given.
+    pub fn load(&self, default_model: Option<&str>, normalize: bool) -> Result<Embedder> {
+        let device = self.device.open()?;
+        let options = EmbedderOptions {
+            max_batch_tokens: self.max_batch_tokens,
+            max_seq_length: self.max_seq_length,
+            normalize,
+            ..Default::default()
+        };
+        let model = self
+            .model
+            .as_deref()
+            .or(default_model)
+            .unwrap_or(DEFAULT_MODEL);
+        Embedder::from_files(resolve(model)?, &device, self.dtype, options)
+    }
+}
+
+fn parse_device(s: &str) -> Result<DeviceSpec, String> {
+    s.parse().map_err(|e: Error| e.to_string())
+}
+
+fn parse_dtype_arg(s: &str) -> Result<candle_core::DType, String> {
+    parse_dtype(s).map_err(|e| e.to_string())
+}
+
+/// Reading routing records and splitting them.
+#[derive(Args, Debug, Clone)]
+pub struct RecordsArgs {
+    /// Routing records: `.jsonl` or `.jsonl.gz`, one query per line with `records` (model →
+    /// score in [0, 1], true/false, or null = not evaluated) and `usages` (model → {"cost": $}).
+    pub data: PathBuf,
+
+    /// An evaluated model without `usages.<model>.cost`: `error` refuses the file, `zero`
+    /// counts the cost as 0 and reports how many.
+    #[arg(long, default_value = "error", value_name = "error|zero")]
+    pub missing_cost: MissingCost,
+
+    /// Leave these models out entirely (comma-separated names as in `records`).
+    #[arg(long, value_delimiter = ',', value_name = "MODEL,...")]
+    pub exclude_models: Vec<String>,
+
+    /// Leave these datasets out (comma-separated), as `--exclusion` says.
+    #[arg(long, value_delimiter = ',', value_name = "DATASET,...")]
+    pub exclude_datasets: Vec<String>,
+
+    /// `hard`: excluded datasets are dropped; `soft`: they train but are never tested on.
+    #[arg(long, default_value = "hard", value_name = "hard|soft")]
+    pub exclusion: Exclusion,
+
+    /// Share of each dataset used for training when the records have no `split` field.
+    #[arg(long, default_value_t = 0.7)]
+    pub train_ratio: f64,
+
+    /// Seed of the per-dataset split (when there is no `split` field) and of k-means.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+impl RecordsArgs {
+    /// Reads, validates and applies `--exclude-models`.
+    pub fn read(&self) -> Result<RoutingData> {
+        let mut data = RoutingData::read(&self.data, self.missing_cost)?;
+        if data.missing_costs > 0 {
+            tracing::warn!(
+                "{}: {} evaluated answers have no cost; counted as $0 (--missing-cost zero)",
+                self.data.display(),
+                data.missing_costs
+            );
+        }
+        data.exclude_models(&self.exclude_models)?;
+        Ok(data)
+    }
+
+    pub fn split(&self, data: &RoutingData) -> Result<TrainTest> {
+        if data.has_split_field() {
+            tracing::info!("using the records' `split` field (--train-ratio is not used)");
+        }
+        data.split(&SplitOptions {
+            train_ratio: self.train_ratio,
+            seed: self.seed,
+            exclude_datasets: self.exclude_datasets.clone(),
+            exclusion: self.exclusion,
+        })
+    }
+}
+
+/// Scoring and routing knobs. Unset ones keep the router's stored defaults.
+#[derive(Args, Debug, Clone, Default)]
+pub struct RoutingArgs {
+    /// Scoring rule: `paper` (α·p̃ + (1−α)·(1−q̃), min-max normalised accuracy and cost per
+    /// cluster) or `reference` (the AvengersPro code's weighted score and rank votes)
+    /// [default: the router's, else paper].
+    #[arg(long, value_name = "paper|reference")]
+    pub scoring: Option<String>,
+
+    /// Paper scoring: accuracy weight α in [0, 1]; 1 = most accurate, 0 = cheapest
+    /// [default: the router's, else 0.5].
+    #[arg(long)]
+    pub alpha: Option<f64>,
+
+    /// Reference scoring: weight of normalised accuracy [default: 0.7].
+    #[arg(long)]
+    pub performance_weight: Option<f64>,
+
+    /// Reference scoring: weight of the cost term 1 − cost/max_cost [default: 0.3].
+    #[arg(long)]
+    pub cost_sensitivity: Option<f64>,
+
+    /// Reference scoring: models below this cluster accuracy score 0 [default: 0].
+    #[arg(long)]
+    pub min_accuracy: Option<f64>,
+
+    /// Nearest clusters that vote on a query [default: the router's, else 4].
+    #[arg(long)]
+    pub top_p: Option<usize>,
+
+    /// Vote weights are softmax(−β·cosine distance) [default: the router's, else 9].
+    #[arg(long)]
+    pub beta: Option<f64>,
+}
+
+impl RoutingArgs {
+    /// These flags on top of `base`. Flags of the other scoring rule are refused rather than
+    /// silently ignored.
+    pub fn resolve(&self, base: RouteParams) -> Result<RouteParams> {
+        let mode = self.scoring.as_deref().unwrap_or(match base.scoring {
+            Scoring::Paper { .. } => "paper",
+            Scoring::Reference(_) => "reference",
+        });
+        let reference_flags = self.performance_weight.is_some()
+            || self.cost_sensitivity.is_some()
+            || self.min_accuracy.is_some();
+        let scoring = match (mode, base.scoring) {
+            ("paper", _) if reference_flags => {
+                return Err(Error::Invalid(
+                    "--performance-weight, --cost-sensitivity and --min-accuracy apply to --scoring reference".into(),
+                ))
+            }
+            ("paper", base) => Scoring::Paper {
+                alpha: self.alpha.unwrap_or(match base {
+                    Scoring::Paper { alpha } => alpha,
+                    _ => Scoring::DEFAULT_ALPHA,
+                }),
+            },
+            ("reference", _) if self.alpha.is_some() => {
+                return Err(Error::Invalid(
+                    "--alpha applies to --scoring paper (reference scoring uses --performance-weight and --cost-sensitivity)".into(),
+                ))
+            }
+            ("reference", base) => {
+                let base = match base {
+                    Scoring::Reference(reference) => reference,
+                    Scoring::Paper { .. } => ReferenceScoring::default(),
+                };
+                Scoring::Reference(ReferenceScoring {
+                    performance_weight: self.performance_weight.unwrap_or(base.performance_weight),
+                    cost_sensitivity: self.cost_sensitivity.unwrap_or(base.cost_sensitivity),
+                    min_accuracy: self.min_accuracy.unwrap_or(base.min_accuracy),
+                })
+            }
+            (other, _) => {
+                return Err(Error::Invalid(format!(
+                    "--scoring `{other}`: expected paper or reference"
+                )))
+            }
+        };
+        let params = RouteParams {
+            scoring,
+            top_p: self.top_p.unwrap_or(base.top_p),
+            beta: self.beta.unwrap_or(base.beta),
+        };
+        params.validate()?;
+        Ok(params)
+    }
+}

@@ -1,0 +1,77 @@
+use clap::Args;
+use kroute::records::{MissingCost, RoutingData};
+use kroute::Result;
+
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Every line is validated; the first bad one fails with `file:line: field `x`: what is wrong`. \
+Exit status 0 means the file can be trained on.")]
+pub struct CheckArgs {
+    /// Routing records (`.jsonl` or `.jsonl.gz`).
+    pub data: std::path::PathBuf,
+
+    /// An evaluated model without `usages.<model>.cost`: `error` or `zero` (count as $0).
+    #[arg(long, default_value = "error", value_name = "error|zero")]
+    pub missing_cost: MissingCost,
+
+    /// Print the summary as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: CheckArgs) -> Result<()> {
+    let summary = RoutingData::read(&args.data, args.missing_cost)?.summary();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary).expect("serialisable")
+        );
+        return Ok(());
+    }
+    println!(
+        "{}: {} queries, {} datasets, {} models",
+        summary.path,
+        summary.queries,
+        summary.datasets.len(),
+        summary.models.len()
+    );
+    let datasets: Vec<String> = summary
+        .datasets
+        .iter()
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect();
+    println!("datasets: {}", datasets.join(", "));
+    match summary.split {
+        Some((train, test)) => println!("split field: train {train}, test {test}"),
+        None => println!("no split field: train/test come from --train-ratio and --seed"),
+    }
+    if summary.missing_costs > 0 {
+        println!("missing costs counted as $0: {}", summary.missing_costs);
+    }
+    let width = summary
+        .models
+        .iter()
+        .map(|m| m.name.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    println!();
+    println!(
+        "{:width$}  {:>9}  {:>8}  {:>8}  {:>11}",
+        "model", "evaluated", "coverage", "accuracy", "total cost"
+    );
+    for model in &summary.models {
+        let accuracy = model
+            .mean_accuracy
+            .map_or_else(|| "-".to_string(), |a| format!("{a:.3}"));
+        println!(
+            "{:width$}  {:>9}  {:>7.1}%  {:>8}  {:>11}",
+            model.name,
+            model.evaluated,
+            100.0 * model.coverage,
+            accuracy,
+            format!("${:.4}", model.total_cost)
+        );
+    }
+    Ok(())
+}

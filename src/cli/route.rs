@@ -1,0 +1,225 @@
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::Args;
+use kroute::io::{AtomicFile, TextReader, TextReaderOptions};
+use kroute::router::{RouteParams, RoutedBatch, Router, Scoring};
+use kroute::{Embedder, Error, Result};
+use serde_json::{json, Map, Value};
+
+use super::args::{EmbedderArgs, RoutingArgs};
+use super::{interrupt_flag, progress_bar};
+
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  kroute route router \"Write a Python function that merges two sorted lists\"
+  kroute route router --input queries.jsonl --alpha 0.8 --max-models 3 -o decisions.jsonl
+  kroute route router \"Which gas do plants absorb?\" --explain
+
+Output: one JSON line per query, in input order: {\"index\", \"query\", \"model\" (the choice), \
+\"ranked\": [{\"model\", \"score\"}, ...]}; --explain adds \"clusters\": the nearest clusters with \
+their distance, vote weight and each model's score there. Queries are embedded with the router's \
+own embedding model (another --model is refused) and routed in batches on --device.")]
+pub struct RouteArgs {
+    /// Router directory written by `kroute train`.
+    pub router: PathBuf,
+
+    /// Queries to route (or use --input).
+    #[arg(required_unless_present = "input", conflicts_with = "input")]
+    pub queries: Vec<String>,
+
+    /// Read queries from a file: `.txt` (one per line), `.jsonl` or `.jsonl.gz` (in --field).
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+
+    /// JSONL field that holds the query.
+    #[arg(long, default_value = "query")]
+    pub field: String,
+
+    /// Write the decisions here (atomically) instead of stdout.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+
+    /// Models listed per query in `ranked`, best first [default: all].
+    #[arg(long)]
+    pub max_models: Option<usize>,
+
+    /// Add the nearest clusters, their distances and weights and the per-cluster scores.
+    #[arg(long)]
+    pub explain: bool,
+
+    #[command(flatten)]
+    pub routing: RoutingArgs,
+
+    /// No progress bar.
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    #[command(flatten)]
+    pub embedder: EmbedderArgs,
+}
+
+/// Queries embedded and routed per step: bounds memory for large inputs.
+const CHUNK: usize = 4096;
+
+pub fn run(mut args: RouteArgs) -> Result<()> {
+    let start = Instant::now();
+    let device = args.embedder.device.open()?;
+    let router = Router::load(&args.router, &device)?;
+    let params = args.routing.resolve(router.defaults)?;
+    let queries = match &args.input {
+        Some(path) => TextReader::open(
+            path,
+            TextReaderOptions {
+                field: args.field.clone(),
+                skip_empty: false,
+            },
+        )?
+        .collect::<Result<Vec<String>>>()?,
+        None => std::mem::take(&mut args.queries),
+    };
+    if queries.is_empty() {
+        return Err(Error::Invalid("no queries to route".into()));
+    }
+
+    let trained_with = match &router.embedding.revision {
+        Some(revision) => format!("{}@{revision}", router.embedding.model),
+        None => router.embedding.model.clone(),
+    };
+    args.embedder
+        .max_seq_length
+        .get_or_insert(router.embedding.max_seq_length);
+    let embedder = args.embedder.load(Some(&trained_with), true)?;
+    router.embedding.check(&embedder)?;
+
+    let chosen = match &args.output {
+        Some(path) => {
+            let mut file = AtomicFile::create(path)?;
+            let chosen = write_decisions(
+                &mut file, path, &queries, &embedder, &router, &params, &args,
+            )?;
+            file.commit()?;
+            chosen
+        }
+        None => write_decisions(
+            &mut std::io::stdout().lock(),
+            Path::new("<stdout>"),
+            &queries,
+            &embedder,
+            &router,
+            &params,
+            &args,
+        )?,
+    };
+    if args.output.is_some() {
+        let chosen: Map<String, Value> = router
+            .models
+            .iter()
+            .zip(chosen)
+            .filter(|&(_, n)| n > 0)
+            .map(|(m, n)| (m.clone(), json!(n)))
+            .collect();
+        let summary = json!({
+            "queries": queries.len(),
+            "chosen": chosen,
+            "seconds": start.elapsed().as_secs_f64(),
+        });
+        eprintln!("{summary}");
+    }
+    Ok(())
+}
+
+/// Embeds, routes and writes the queries chunk by chunk; returns how often each model was
+/// chosen.
+fn write_decisions(
+    out: &mut dyn Write,
+    out_name: &Path,
+    queries: &[String],
+    embedder: &Embedder,
+    router: &Router,
+    params: &RouteParams,
+    args: &RouteArgs,
+) -> Result<Vec<usize>> {
+    let interrupted = interrupt_flag();
+    let bar = progress_bar(
+        queries.len() as u64,
+        "queries",
+        args.quiet || args.input.is_none(),
+    );
+    let mut chosen = vec![0usize; router.models.len()];
+    for (chunk_index, chunk) in queries.chunks(CHUNK).enumerate() {
+        if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::Interrupted);
+        }
+        let routed = router.route(&embedder.embed(chunk)?, params)?;
+        for (i, query) in chunk.iter().enumerate() {
+            chosen[routed.best(i)] += 1;
+            let mut line = Map::new();
+            line.insert("index".into(), json!(chunk_index * CHUNK + i));
+            line.insert("query".into(), json!(query));
+            line.extend(decision(router, params, &routed, i, args));
+            writeln!(out, "{}", Value::Object(line)).map_err(|e| Error::io(out_name, e))?;
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    out.flush().map_err(|e| Error::io(out_name, e))?;
+    bar.finish_and_clear();
+    Ok(chosen)
+}
+
+/// The decision fields of one query's output line.
+fn decision(
+    router: &Router,
+    params: &RouteParams,
+    routed: &RoutedBatch,
+    i: usize,
+    args: &RouteArgs,
+) -> Map<String, Value> {
+    let totals = routed.totals(i);
+    let ranked: Vec<Value> = routed
+        .ranking(i)
+        .into_iter()
+        .take(args.max_models.unwrap_or(usize::MAX))
+        .map(|m| json!({"model": router.models[m], "score": totals[m]}))
+        .collect();
+    let mut line = Map::new();
+    line.insert("model".into(), json!(router.models[routed.best(i)]));
+    line.insert("ranked".into(), Value::Array(ranked));
+    if args.explain {
+        let clusters: Vec<Value> = routed
+            .nearest(i)
+            .map(|(cluster, distance, weight)| {
+                let stats = &router.clusters[cluster];
+                let per_model = |values: Vec<Option<f64>>| -> Map<String, Value> {
+                    router
+                        .models
+                        .iter()
+                        .cloned()
+                        .zip(values.into_iter().map(|v| json!(v)))
+                        .collect()
+                };
+                let mut entry = json!({
+                    "cluster": cluster,
+                    "distance": distance,
+                    "weight": weight,
+                    "size": stats.size,
+                    "scores": per_model(params.scoring.cluster_scores(stats)),
+                });
+                if let Scoring::Reference(_) = params.scoring {
+                    let votes = params
+                        .scoring
+                        .cluster_votes(stats)
+                        .into_iter()
+                        .map(Some)
+                        .collect();
+                    entry["votes"] = Value::Object(per_model(votes));
+                }
+                entry
+            })
+            .collect();
+        line.insert("clusters".into(), Value::Array(clusters));
+    }
+    line
+}

@@ -1,0 +1,140 @@
+//! Routing records: which LLM answered each training query how well, and at what cost.
+//!
+//! One JSON object per line (`.jsonl` or `.jsonl.gz`):
+//! `{"query": "...", "records": {"model-a": 1, "model-b": null}, "usages": {"model-a":
+//! {"cost": 0.0012}}, "dataset": "gpqa", "index": 17, "split": "train"}`.
+//! The model list and its order come from the first record's `records` keys; that order breaks
+//! every tie later on. A null or missing score means "not evaluated" and is left out of means.
+
+mod parse;
+mod split;
+mod summary;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use split::{Exclusion, Split, SplitOptions, TrainTest};
+pub use summary::{DataSummary, ModelSummary};
+
+use crate::error::{Error, Result};
+
+/// What to do with an evaluated model that has no `usages.<model>.cost`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MissingCost {
+    /// Refuse the file, naming the line and field.
+    #[default]
+    Error,
+    /// Count the cost as 0 (and report how many were missing).
+    Zero,
+}
+
+impl std::str::FromStr for MissingCost {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "error" => Ok(MissingCost::Error),
+            "zero" => Ok(MissingCost::Zero),
+            _ => Err(format!("`{s}`: expected error or zero")),
+        }
+    }
+}
+
+/// `index` as the file gives it: a number or a string.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RecordIndex {
+    Int(i64),
+    Str(String),
+}
+
+/// One query and every model's result on it, in [`RoutingData::models`] order.
+#[derive(Debug, Clone)]
+pub struct RoutingRecord {
+    /// 1-based line in the source file.
+    pub line: usize,
+    pub query: String,
+    pub dataset: String,
+    pub index: Option<RecordIndex>,
+    /// The `split` field, when the file has one.
+    pub split: Option<Split>,
+    /// Score in [0, 1]; `None` = not evaluated.
+    pub scores: Vec<Option<f64>>,
+    /// Dollars; `None` only where the model was not evaluated and no cost was given.
+    pub costs: Vec<Option<f64>>,
+    /// Other `usages.<model>` fields (token counts and the like), kept as given.
+    pub usage_extras: Vec<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A validated routing-records file.
+#[derive(Debug, Clone)]
+pub struct RoutingData {
+    pub path: PathBuf,
+    /// Model names in the first record's key order.
+    pub models: Vec<String>,
+    pub records: Vec<RoutingRecord>,
+    /// Evaluated answers without a cost, counted as 0 under [`MissingCost::Zero`].
+    pub missing_costs: usize,
+}
+
+impl RoutingData {
+    /// Reads and validates every line; the first bad one fails with file, line and field.
+    pub fn read(path: &Path, missing_cost: MissingCost) -> Result<Self> {
+        parse::read(path, missing_cost)
+    }
+
+    /// Dataset names in order of first appearance.
+    pub fn datasets(&self) -> Vec<String> {
+        let mut seen = Vec::<String>::new();
+        for record in &self.records {
+            if !seen.contains(&record.dataset) {
+                seen.push(record.dataset.clone());
+            }
+        }
+        seen
+    }
+
+    /// Position of a model in [`RoutingData::models`].
+    pub fn model_index(&self, name: &str) -> Option<usize> {
+        self.models.iter().position(|m| m == name)
+    }
+
+    /// Drops models from every record (and from the model list). Unknown names are an error,
+    /// so a typo does not silently keep a model.
+    pub fn exclude_models(&mut self, names: &[String]) -> Result<()> {
+        let mut drop = Vec::new();
+        for name in names {
+            drop.push(self.model_index(name).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "--exclude-models: no model `{name}` in {} (models: {})",
+                    self.path.display(),
+                    self.models.join(", ")
+                ))
+            })?);
+        }
+        let keep: Vec<usize> = (0..self.models.len())
+            .filter(|m| !drop.contains(m))
+            .collect();
+        if keep.is_empty() {
+            return Err(Error::Invalid(
+                "--exclude-models leaves no model to route to".into(),
+            ));
+        }
+        fn select<T: Clone>(values: &[T], keep: &[usize]) -> Vec<T> {
+            keep.iter().map(|&i| values[i].clone()).collect()
+        }
+        self.models = select(&self.models, &keep);
+        for record in &mut self.records {
+            record.scores = select(&record.scores, &keep);
+            record.costs = select(&record.costs, &keep);
+            record.usage_extras = select(&record.usage_extras, &keep);
+        }
+        Ok(())
+    }
+
+    pub fn summary(&self) -> DataSummary {
+        summary::summarize(self)
+    }
+}
