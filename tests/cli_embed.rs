@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{cosine, embedder, kroute_bin};
+use common::{cosine, embedder, files_in, run};
 use kroute::EmbedderOptions;
 
 const TEXTS: [&str; 5] = [
@@ -15,23 +15,6 @@ const TEXTS: [&str; 5] = [
     "Route this query to the cheapest model that gets it right.",
     "ok",
 ];
-
-fn run(args: &[&str]) -> (bool, String) {
-    let out = kroute_bin().args(args).output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn files_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
 
 #[test]
 fn writes_every_format_in_input_order() {

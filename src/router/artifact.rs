@@ -209,7 +209,8 @@ fn replace_dir(staging: tempfile::TempDir, target: &Path) -> Result<()> {
             .prefix(".kroute-old-")
             .tempdir_in(&parent)
             .map_err(|e| Error::io(&parent, e))?;
-        let aside_path = aside.path().to_path_buf();
+        // Only a unique name is wanted: the (empty) directory itself makes way for `target`.
+        let aside_path = aside.keep();
         std::fs::remove_dir(&aside_path).map_err(|e| Error::io(&aside_path, e))?;
         std::fs::rename(target, &aside_path).map_err(|e| Error::io(target, e))?;
         Some(aside_path)

@@ -2,7 +2,7 @@
 //! HF cache, hub, then the PyPI mirror (`.ci/run` fetches it once up front).
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use kroute::model::{resolve, DEFAULT_MODEL};
@@ -32,4 +32,23 @@ pub fn fixture_path(name: &str) -> PathBuf {
 
 pub fn kroute_bin() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_kroute"))
+}
+
+/// Runs `kroute` with `args`: (success, stderr).
+pub fn run(args: &[&str]) -> (bool, String) {
+    let out = kroute_bin().args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Names in `dir`, sorted (to show that a failed run left nothing behind).
+pub fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }

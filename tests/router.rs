@@ -1,0 +1,275 @@
+//! Training and routing on real RouterBench records with the real model: the round trip
+//! through the router directory, the embedding-model check, and `kroute train`/`route`/`check`
+//! end to end, including bad input leaving no router behind.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use common::{embedder, files_in, kroute_bin, run};
+use kroute::cluster::KMeansConfig;
+use kroute::records::{MissingCost, RoutingData};
+use kroute::router::{EmbeddingInfo, RouteParams, Router, Scoring};
+use kroute::EmbedderOptions;
+
+fn bundled_data() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/routerbench-3k.jsonl.gz")
+}
+
+/// The first `n` records of the bundled data as a plain `.jsonl` file in `dir`.
+fn sample(dir: &Path, n: usize) -> PathBuf {
+    let reader = flate2::read::GzDecoder::new(std::fs::File::open(bundled_data()).unwrap());
+    let lines: Vec<String> = BufReader::new(reader)
+        .lines()
+        .take(n)
+        .map(Result::unwrap)
+        .collect();
+    let path = dir.join("sample.jsonl");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    path
+}
+
+#[test]
+fn save_load_round_trip_gives_identical_decisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = RoutingData::read(&sample(dir.path(), 300), MissingCost::Error).unwrap();
+    let embedder = embedder(EmbedderOptions::default());
+    let (train, test): (Vec<usize>, Vec<usize>) = (0..300).partition(|&i| i < 240);
+    let texts = |rows: &[usize]| -> Vec<String> {
+        rows.iter()
+            .map(|&i| data.records[i].query.clone())
+            .collect()
+    };
+    let train_embeddings = embedder.embed(&texts(&train)).unwrap();
+    let test_embeddings = embedder.embed(&texts(&test)).unwrap();
+    let kmeans = KMeansConfig {
+        k: 12,
+        n_init: 2,
+        ..Default::default()
+    };
+    let router = Router::fit(
+        &train_embeddings,
+        &data,
+        &train,
+        &kmeans,
+        EmbeddingInfo::of(&embedder),
+        RouteParams::default(),
+    )
+    .unwrap();
+    // Cluster sizes add up to the training set, and every model's count is bounded by them.
+    assert_eq!(router.clusters.iter().map(|c| c.size).sum::<usize>(), 240);
+    assert!(router
+        .clusters
+        .iter()
+        .all(|c| c.count.iter().all(|&n| n <= c.size)));
+
+    let saved = dir.path().join("router");
+    router.save(&saved).unwrap();
+    let loaded = Router::load(&saved, &candle_core::Device::Cpu).unwrap();
+    assert_eq!(loaded.models, router.models);
+    assert_eq!(loaded.clusters, router.clusters);
+    assert_eq!(loaded.embedding, router.embedding);
+    for scoring in [
+        Scoring::Paper { alpha: 0.0 },
+        Scoring::Paper { alpha: 0.7 },
+        Scoring::Reference(Default::default()),
+    ] {
+        let params = RouteParams {
+            scoring,
+            ..Default::default()
+        };
+        let before = router.route(&test_embeddings, &params).unwrap();
+        let after = loaded.route(&test_embeddings, &params).unwrap();
+        assert_eq!(before.totals, after.totals);
+        assert_eq!(before.clusters, after.clusters);
+    }
+    // Saving again replaces the router; the directory holds only the router's two files.
+    router.save(&saved).unwrap();
+    assert_eq!(files_in(&saved), ["centroids.safetensors", "router.json"]);
+    assert_eq!(files_in(dir.path()), ["router", "sample.jsonl"]);
+
+    // Another model's vectors are refused, naming the model to use.
+    let mut other = loaded.embedding.clone();
+    other.weights_sha256 = "f".repeat(64);
+    let err = other.check(&embedder).unwrap_err().to_string();
+    assert!(
+        err.contains("embedding model mismatch") && err.contains("--model"),
+        "{err}"
+    );
+    let mut shorter = loaded.embedding.clone();
+    shorter.max_seq_length = 128;
+    let err = shorter.check(&embedder).unwrap_err().to_string();
+    assert!(err.contains("--max-seq-length 128"), "{err}");
+    loaded.embedding.check(&embedder).unwrap();
+}
+
+fn read_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn train_then_route_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = sample(dir.path(), 160);
+    let router = dir.path().join("router");
+    let summary = dir.path().join("train.json");
+    let (ok, stderr) = run(&[
+        "train",
+        data.to_str().unwrap(),
+        "-o",
+        router.to_str().unwrap(),
+        "--clusters",
+        "6",
+        "--n-init",
+        "2",
+        "--alpha",
+        "0.8",
+        "--quiet",
+        "--summary",
+        summary.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let split = RoutingData::read(&data, MissingCost::Error)
+        .unwrap()
+        .summary()
+        .split
+        .unwrap();
+    assert_eq!(
+        summary["train_queries"], split.0,
+        "trains on the `split: train` rows only"
+    );
+    let stored: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(router.join("router.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        stored["routing"]["scoring"],
+        serde_json::json!({"mode": "paper", "alpha": 0.8})
+    );
+    assert_eq!(stored["clusters"].as_array().unwrap().len(), 6);
+
+    let queries = dir.path().join("queries.txt");
+    std::fs::write(&queries, "Write a function that reverses a string.\nWhich planet is largest?\nThe trophy would not fit in the suitcase because it was too big. What was too big?\n").unwrap();
+    let decisions = dir.path().join("decisions.jsonl");
+    let (ok, stderr) = run(&[
+        "route",
+        router.to_str().unwrap(),
+        "--input",
+        queries.to_str().unwrap(),
+        "-o",
+        decisions.to_str().unwrap(),
+        "--explain",
+        "--max-models",
+        "2",
+        "--top-p",
+        "3",
+    ]);
+    assert!(ok, "{stderr}");
+    let lines = read_lines(&decisions);
+    assert_eq!(lines.len(), 3);
+    let models: Vec<String> = serde_json::from_value(stored["models"].clone()).unwrap();
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line["index"], i);
+        assert_eq!(line["ranked"].as_array().unwrap().len(), 2);
+        assert_eq!(line["model"], line["ranked"][0]["model"]);
+        assert!(models.contains(&line["model"].as_str().unwrap().to_string()));
+        let clusters = line["clusters"].as_array().unwrap();
+        assert_eq!(clusters.len(), 3);
+        let weights: f64 = clusters.iter().map(|c| c["weight"].as_f64().unwrap()).sum();
+        assert!((weights - 1.0).abs() < 1e-5);
+    }
+    // α = 0 picks the cheapest-leaning model for the same query, and is a different run
+    // of the same router: a chosen model is always one of the router's.
+    let out = kroute_bin()
+        .args([
+            "route",
+            router.to_str().unwrap(),
+            "Which planet is largest?",
+            "--alpha",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["query"], "Which planet is largest?");
+    assert_eq!(line["ranked"].as_array().unwrap().len(), models.len());
+
+    // A router trained with other weights is refused before any routing.
+    let json_path = router.join("router.json");
+    let text = std::fs::read_to_string(&json_path).unwrap();
+    let sha = stored["embedding"]["weights_sha256"].as_str().unwrap();
+    std::fs::write(&json_path, text.replace(sha, &"a".repeat(64))).unwrap();
+    let (ok, stderr) = run(&["route", router.to_str().unwrap(), "hello"]);
+    assert!(!ok);
+    assert!(stderr.contains("embedding model mismatch"), "{stderr}");
+}
+
+#[test]
+fn bad_records_leave_no_router_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = sample(dir.path(), 20);
+    let mut lines: Vec<String> = std::fs::read_to_string(&data)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    lines[12] = lines[12].replacen("\"cost\": ", "\"cost\": -", 1);
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, lines.join("\n")).unwrap();
+    let router = dir.path().join("router");
+    let (ok, stderr) = run(&[
+        "train",
+        bad.to_str().unwrap(),
+        "-o",
+        router.to_str().unwrap(),
+        "--clusters",
+        "2",
+    ]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("bad.jsonl:13: field `usages.") && stderr.contains("is negative"),
+        "{stderr}"
+    );
+    assert_eq!(files_in(dir.path()), ["bad.jsonl", "sample.jsonl"]);
+
+    // A directory that is not a router is never overwritten.
+    std::fs::create_dir(&router).unwrap();
+    std::fs::write(router.join("notes.txt"), "mine").unwrap();
+    let (ok, stderr) = run(&[
+        "train",
+        data.to_str().unwrap(),
+        "-o",
+        router.to_str().unwrap(),
+        "--clusters",
+        "2",
+        "--n-init",
+        "1",
+        "--quiet",
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("not a kroute router directory"), "{stderr}");
+    assert_eq!(files_in(&router), ["notes.txt"]);
+    assert_eq!(
+        files_in(dir.path()),
+        ["bad.jsonl", "router", "sample.jsonl"]
+    );
+
+    // `check` reports the same error and exits non-zero; on good data it prints a summary.
+    let (ok, stderr) = run(&["check", bad.to_str().unwrap()]);
+    assert!(!ok && stderr.contains("bad.jsonl:13"), "{stderr}");
+    let out = kroute_bin()
+        .args(["check", data.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["queries"], 20);
+    assert_eq!(summary["models"].as_array().unwrap().len(), 11);
+}
