@@ -1,6 +1,7 @@
 //! k-means as tensor ops on the embedding device: k-means++ seeding (greedy, as scikit-learn
 //! does it), Lloyd iterations with distances from one matmul per tile, centroid updates by
-//! segment sums (`index_add`), restarts keeping the lowest inertia.
+//! segment sums (`index_add`), restarts keeping the lowest inertia. Large inputs are first
+//! clustered on a random sample (as faiss does) and then refined on every point.
 
 use candle_core::{DType, Device, Tensor, D};
 use rand::rngs::StdRng;
@@ -17,9 +18,16 @@ pub struct KMeansConfig {
     /// Stop when the squared centroid shift falls below `tol × mean feature variance`
     /// (scikit-learn's rule).
     pub tol: f64,
+    /// Also stop when an iteration lowers the inertia by less than this fraction: past that,
+    /// Lloyd only trades labels back and forth at the level of f32 rounding.
+    pub min_improvement: f64,
     pub seed: u64,
     /// Rows per distance tile: bounds device memory at `tile_rows × k` floats.
     pub tile_rows: usize,
+    /// With more than `k × sample_per_cluster` points, each restart seeds and iterates on a
+    /// random sample of that many points first and then refines on all of them, which needs
+    /// far fewer full passes (0: always use every point).
+    pub sample_per_cluster: usize,
 }
 
 impl Default for KMeansConfig {
@@ -29,8 +37,10 @@ impl Default for KMeansConfig {
             n_init: 10,
             max_iter: 300,
             tol: 1e-4,
+            min_improvement: 1e-5,
             seed: 42,
             tile_rows: 65_536,
+            sample_per_cluster: 256,
         }
     }
 }
@@ -59,13 +69,28 @@ impl KMeans {
                 config.k
             )));
         }
-        let data = Data::new(x, config.tile_rows)?;
-        let tol = config.tol * data.mean_variance()?;
+        let data = Data::new(&x, config.tile_rows)?;
+        let stop = Stop {
+            max_iter: config.max_iter,
+            tol: config.tol * data.mean_variance()?,
+            min_improvement: config.min_improvement,
+        };
         let mut best: Option<KMeans> = None;
         for run in 0..config.n_init.max(1) {
             let mut rng = StdRng::seed_from_u64(config.seed.wrapping_add(run as u64));
-            let seeds = data.kmeans_plus_plus(config.k, &mut rng)?;
-            let fitted = data.lloyd(seeds, config.max_iter, tol)?;
+            let sample_size = config.k.saturating_mul(config.sample_per_cluster);
+            let start = if config.sample_per_cluster > 0 && data.n() > sample_size {
+                let rows: Vec<u32> = rand::seq::index::sample(&mut rng, data.n(), sample_size)
+                    .into_iter()
+                    .map(|i| i as u32)
+                    .collect();
+                let sample = data.select(&Tensor::new(rows, data.device())?)?;
+                let seeds = sample.kmeans_plus_plus(config.k, &mut rng)?;
+                sample.lloyd(seeds, &stop)?.centroids
+            } else {
+                data.kmeans_plus_plus(config.k, &mut rng)?
+            };
+            let fitted = data.lloyd(start, &stop)?;
             if best.as_ref().is_none_or(|b| fitted.inertia < b.inertia) {
                 best = Some(fitted);
             }
@@ -75,72 +100,99 @@ impl KMeans {
 
     /// Assigns rows of `x` to the nearest centroid; returns labels and squared distances.
     pub fn predict(&self, x: &Tensor) -> Result<(Vec<u32>, Vec<f32>)> {
-        let data = Data::new(x.to_dtype(DType::F32)?.contiguous()?, usize::MAX)?;
+        let data = Data::new(&x.to_dtype(DType::F32)?, usize::MAX)?;
         let (labels, distances) = data.assign(&self.centroids)?;
         Ok((labels.to_vec1()?, distances.to_vec1()?))
     }
 }
 
-/// The points with their squared norms, cut into row tiles.
+/// When Lloyd iterations end; `tol` is absolute here (scaled by the data's variance).
+struct Stop {
+    max_iter: usize,
+    tol: f64,
+    min_improvement: f64,
+}
+
+/// The points, each with a 1 appended so that one matmul against `[−2c | ‖c‖²]` yields
+/// `‖c‖² − 2x·c` (the squared distance less the row's constant ‖x‖²), and their squared norms.
 struct Data {
-    x: Tensor,
+    x_aug: Tensor,
     sq_norms: Tensor,
+    dim: usize,
     tile_rows: usize,
 }
 
 impl Data {
-    fn new(x: Tensor, tile_rows: usize) -> Result<Self> {
-        let sq_norms = x.sqr()?.sum(1)?;
+    fn new(x: &Tensor, tile_rows: usize) -> Result<Self> {
+        let (n, dim) = x.dims2()?;
+        let ones = Tensor::ones((n, 1), DType::F32, x.device())?;
         Ok(Self {
-            x,
-            sq_norms,
+            x_aug: Tensor::cat(&[x, &ones], 1)?,
+            sq_norms: x.sqr()?.sum(1)?,
+            dim,
             tile_rows: tile_rows.max(1),
         })
     }
 
+    /// The rows `index` of the data, as a new data set.
+    fn select(&self, index: &Tensor) -> Result<Self> {
+        Ok(Self {
+            x_aug: self.x_aug.index_select(index, 0)?,
+            sq_norms: self.sq_norms.index_select(index, 0)?,
+            dim: self.dim,
+            tile_rows: self.tile_rows,
+        })
+    }
+
     fn n(&self) -> usize {
-        self.x.dim(0).unwrap_or(0)
+        self.x_aug.dim(0).unwrap_or(0)
     }
 
     fn device(&self) -> &Device {
-        self.x.device()
+        self.x_aug.device()
+    }
+
+    fn points(&self) -> Result<Tensor> {
+        Ok(self.x_aug.narrow(1, 0, self.dim)?)
     }
 
     fn mean_variance(&self) -> Result<f64> {
-        let mean = self.x.mean_keepdim(0)?;
-        let var = self.x.broadcast_sub(&mean)?.sqr()?.mean(0)?;
+        let x = self.points()?;
+        let mean = x.mean_keepdim(0)?;
+        let var = x.broadcast_sub(&mean)?.sqr()?.mean(0)?;
         Ok(var.mean_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?)
     }
 
-    /// Squared distances `(rows, k)` of a tile to `centroids`: ‖x‖² − 2x·cᵀ + ‖c‖², clamped at 0.
-    fn tile_distances(
-        &self,
-        start: usize,
-        len: usize,
-        centroids: &Tensor,
-        c_sq: &Tensor,
-    ) -> Result<Tensor> {
-        let x = self.x.narrow(0, start, len)?;
-        let x_sq = self.sq_norms.narrow(0, start, len)?.unsqueeze(1)?;
-        let cross = x.matmul(&centroids.t()?)?;
-        Ok(cross
-            .affine(-2.0, 0.0)?
-            .broadcast_add(&x_sq)?
-            .broadcast_add(&c_sq.unsqueeze(0)?)?
-            .relu()?)
+    /// `[−2c | ‖c‖²]`, the right-hand side of the distance matmul.
+    fn augment(centroids: &Tensor) -> Result<Tensor> {
+        let c_sq = centroids.sqr()?.sum_keepdim(1)?;
+        Ok(Tensor::cat(&[&centroids.affine(-2.0, 0.0)?, &c_sq], 1)?)
     }
 
-    /// Nearest centroid and its squared distance for every row, tile by tile.
+    /// Nearest centroid and its squared distance for every row, tile by tile: one matmul, an
+    /// argmin and a gather per tile; the `(rows, k)` scores never exist for all rows at once.
     fn assign(&self, centroids: &Tensor) -> Result<(Tensor, Tensor)> {
-        let c_sq = centroids.sqr()?.sum(1)?;
+        let rhs = Self::augment(centroids)?.t()?;
         let (mut labels, mut distances) = (Vec::new(), Vec::new());
         for start in (0..self.n()).step_by(self.tile_rows) {
             let len = self.tile_rows.min(self.n() - start);
-            let d = self.tile_distances(start, len, centroids, &c_sq)?;
-            labels.push(d.argmin(D::Minus1)?);
-            distances.push(d.min(D::Minus1)?);
+            let scores = self.x_aug.narrow(0, start, len)?.matmul(&rhs)?;
+            let nearest = scores.argmin_keepdim(D::Minus1)?;
+            let distance = (scores.gather(&nearest, 1)?.squeeze(1)?
+                + self.sq_norms.narrow(0, start, len)?)?
+            .relu()?;
+            labels.push(nearest.squeeze(1)?);
+            distances.push(distance);
         }
         Ok((Tensor::cat(&labels, 0)?, Tensor::cat(&distances, 0)?))
+    }
+
+    /// Squared distances `(n, rows.len())` of every point to the points `rows`.
+    fn distances_to_rows(&self, rows: &[u32]) -> Result<Tensor> {
+        let index = Tensor::new(rows, self.device())?;
+        let points = self.x_aug.index_select(&index, 0)?.narrow(1, 0, self.dim)?;
+        let scores = self.x_aug.matmul(&Self::augment(&points)?.t()?)?;
+        Ok(scores.broadcast_add(&self.sq_norms.unsqueeze(1)?)?.relu()?)
     }
 
     /// Greedy k-means++: each new centre is the best of `2 + ln k` candidates drawn with
@@ -191,31 +243,34 @@ impl Data {
             closest = updated.narrow(1, best, 1)?.squeeze(1)?.contiguous()?;
         }
         let chosen = Tensor::new(chosen, self.device())?;
-        Ok(self.x.index_select(&chosen, 0)?)
-    }
-
-    /// Squared distances `(n, rows.len())` of every point to the points `rows`.
-    fn distances_to_rows(&self, rows: &[u32]) -> Result<Tensor> {
-        let index = Tensor::new(rows, self.device())?;
-        let points = self.x.index_select(&index, 0)?;
-        let sq = self.sq_norms.index_select(&index, 0)?;
-        self.tile_distances(0, self.n(), &points, &sq)
+        Ok(self
+            .x_aug
+            .index_select(&chosen, 0)?
+            .narrow(1, 0, self.dim)?
+            .contiguous()?)
     }
 
     /// Lloyd iterations from `centroids` until the shift is below `tol` or labels stop changing.
-    fn lloyd(&self, mut centroids: Tensor, max_iter: usize, tol: f64) -> Result<KMeans> {
+    fn lloyd(&self, mut centroids: Tensor, stop: &Stop) -> Result<KMeans> {
         let k = centroids.dim(0)?;
-        let ones = Tensor::ones(self.n(), DType::F32, self.device())?;
         let mut previous: Option<Vec<u32>> = None;
+        let mut previous_inertia = f64::INFINITY;
         let mut iterations = 0;
-        for _ in 0..max_iter.max(1) {
+        for _ in 0..stop.max_iter.max(1) {
             iterations += 1;
             let (labels, distances) = self.assign(&centroids)?;
-            let sums = Tensor::zeros(centroids.shape(), DType::F32, self.device())?
-                .index_add(&labels, &self.x, 0)?;
-            let counts =
-                Tensor::zeros(k, DType::F32, self.device())?.index_add(&labels, &ones, 0)?;
-            let mut updated = sums.broadcast_div(&counts.clamp(1.0, f64::MAX)?.unsqueeze(1)?)?;
+            let inertia = distances.sum_all()?.to_scalar::<f32>()? as f64;
+            // Segment sums of the augmented rows: the appended 1s sum to the cluster sizes.
+            let sums = Tensor::zeros((k, self.dim + 1), DType::F32, self.device())?.index_add(
+                &labels,
+                &self.x_aug,
+                0,
+            )?;
+            let counts = sums.narrow(1, self.dim, 1)?;
+            let mut updated = sums
+                .narrow(1, 0, self.dim)?
+                .broadcast_div(&counts.clamp(1.0, f64::MAX)?)?;
+            let counts = counts.squeeze(1)?;
             let counts_host: Vec<f32> = counts.to_vec1()?;
             if counts_host.contains(&0.0) {
                 updated = self.reseed_empty(updated, &counts_host, &distances)?;
@@ -228,7 +283,9 @@ impl Data {
             let labels_host: Vec<u32> = labels.to_vec1()?;
             let stable = previous.as_ref() == Some(&labels_host);
             previous = Some(labels_host);
-            if stable || shift <= tol {
+            let stalled = previous_inertia - inertia < stop.min_improvement * inertia;
+            previous_inertia = inertia;
+            if stable || shift <= stop.tol || stalled {
                 break;
             }
         }
@@ -262,7 +319,7 @@ impl Data {
         let mut farthest = order.into_iter();
         for (cluster, _) in counts.iter().enumerate().filter(|(_, &c)| c == 0.0) {
             if let Some(point) = farthest.next() {
-                rows[cluster] = self.x.get(point)?;
+                rows[cluster] = self.x_aug.get(point)?.narrow(0, 0, self.dim)?;
             }
         }
         Ok(Tensor::stack(&rows, 0)?)
