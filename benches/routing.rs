@@ -96,17 +96,7 @@ fn route(n: usize, clusters: usize, models: usize) {
             max_seq_length: 256,
         },
         defaults: RouteParams::default(),
-        training: TrainingInfo {
-            data: String::new(),
-            train_queries: 0,
-            clusters,
-            n_init: 0,
-            max_iter: 0,
-            tol: 0.0,
-            seed: 0,
-            inertia: 0.0,
-            iterations: 0,
-        },
+        training: TrainingInfo::default(),
     };
     let queries = unit_rows(n, dim);
     let params = RouteParams::default();

@@ -24,9 +24,9 @@ pub struct KMeansConfig {
     pub seed: u64,
     /// Rows per distance tile: bounds device memory at `tile_rows × k` floats.
     pub tile_rows: usize,
-    /// With more than `k × sample_per_cluster` points, each restart seeds and iterates on a
-    /// random sample of that many points first and then refines on all of them, which needs
-    /// far fewer full passes (0: always use every point).
+    /// With more than `k × sample_per_cluster` points, each restart iterates on a random sample
+    /// of that many points first and then refines on all of them, which needs far fewer full
+    /// passes; k-means++ seeds from `k × 64` random points. 0: every step uses every point.
     pub sample_per_cluster: usize,
 }
 
@@ -78,17 +78,26 @@ impl KMeans {
         let mut best: Option<KMeans> = None;
         for run in 0..config.n_init.max(1) {
             let mut rng = StdRng::seed_from_u64(config.seed.wrapping_add(run as u64));
-            let sample_size = config.k.saturating_mul(config.sample_per_cluster);
-            let start = if config.sample_per_cluster > 0 && data.n() > sample_size {
-                let rows: Vec<u32> = rand::seq::index::sample(&mut rng, data.n(), sample_size)
-                    .into_iter()
-                    .map(|i| i as u32)
-                    .collect();
-                let sample = data.select(&Tensor::new(rows, data.device())?)?;
-                let seeds = sample.kmeans_plus_plus(config.k, &mut rng)?;
-                sample.lloyd(seeds, &stop)?.centroids
-            } else {
+            let start = if config.sample_per_cluster == 0 {
                 data.kmeans_plus_plus(config.k, &mut rng)?
+            } else {
+                // k-means++ reads every point once per centre; a random `k × 64` of them give
+                // seeds that Lloyd turns into as good a clustering (docs/BENCHMARKS.md).
+                let sample_size = config.k.saturating_mul(config.sample_per_cluster);
+                let seed_size = config.k.saturating_mul(SEED_POINTS_PER_CLUSTER);
+                let rows = random_rows(&mut rng, data.n(), sample_size.max(seed_size));
+                let seeder = data.select(&Tensor::new(
+                    &rows[..seed_size.min(rows.len())],
+                    data.device(),
+                )?)?;
+                let seeds = seeder.kmeans_plus_plus(config.k, &mut rng)?;
+                if rows.len() < data.n() {
+                    data.select(&Tensor::new(rows, data.device())?)?
+                        .lloyd(seeds, &stop)?
+                        .centroids
+                } else {
+                    seeds
+                }
             };
             let fitted = data.lloyd(start, &stop)?;
             if best.as_ref().is_none_or(|b| fitted.inertia < b.inertia) {
@@ -104,6 +113,16 @@ impl KMeans {
         let (labels, distances) = data.assign(&self.centroids)?;
         Ok((labels.to_vec1()?, distances.to_vec1()?))
     }
+}
+
+const SEED_POINTS_PER_CLUSTER: usize = 64;
+
+/// `count` distinct rows of `0..n` in random order (all of them, shuffled, if `count ≥ n`).
+fn random_rows(rng: &mut StdRng, n: usize, count: usize) -> Vec<u32> {
+    rand::seq::index::sample(rng, n, count.min(n))
+        .into_iter()
+        .map(|i| i as u32)
+        .collect()
 }
 
 /// When Lloyd iterations end; `tol` is absolute here (scaled by the data's variance).

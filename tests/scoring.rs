@@ -145,17 +145,7 @@ fn toy_router() -> Router {
             max_seq_length: 8,
         },
         defaults: RouteParams::default(),
-        training: TrainingInfo {
-            data: "toy".into(),
-            train_queries: 30,
-            clusters: 3,
-            n_init: 1,
-            max_iter: 1,
-            tol: 0.0,
-            seed: 0,
-            inertia: 0.0,
-            iterations: 1,
-        },
+        training: TrainingInfo::default(),
     }
 }
 

@@ -59,7 +59,7 @@ impl RouteParams {
 }
 
 /// How the router was trained, kept in `router.json` for provenance.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TrainingInfo {
     /// The records file, as given.
     pub data: String,
