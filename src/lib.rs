@@ -20,6 +20,7 @@ pub mod cluster;
 pub mod device;
 pub mod embed;
 pub mod error;
+pub mod eval;
 pub mod io;
 pub mod model;
 pub mod records;

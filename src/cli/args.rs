@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use kroute::cluster::KMeansConfig;
 use kroute::device::{parse_dtype, DeviceSpec};
 use kroute::model::{resolve, DEFAULT_MODEL};
 use kroute::records::{Exclusion, MissingCost, RoutingData, SplitOptions, TrainTest};
@@ -89,10 +90,6 @@ pub struct RecordsArgs {
     /// Share of each dataset used for training when the records have no `split` field.
     #[arg(long, default_value_t = 0.7)]
     pub train_ratio: f64,
-
-    /// Seed of the per-dataset split (when there is no `split` field) and of k-means.
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
 }
 
 impl RecordsArgs {
@@ -110,15 +107,60 @@ impl RecordsArgs {
         Ok(data)
     }
 
-    pub fn split(&self, data: &RoutingData) -> Result<TrainTest> {
+    /// The split options; `seed` shuffles each dataset when there is no `split` field.
+    pub fn split_options(&self, data: &RoutingData, seed: u64) -> SplitOptions {
         if data.has_split_field() {
             tracing::info!("using the records' `split` field (--train-ratio is not used)");
         }
-        data.split(&SplitOptions {
+        SplitOptions {
             train_ratio: self.train_ratio,
-            seed: self.seed,
+            seed,
             exclude_datasets: self.exclude_datasets.clone(),
             exclusion: self.exclusion,
+        }
+    }
+
+    pub fn split(&self, data: &RoutingData, seed: u64) -> Result<TrainTest> {
+        data.split(&self.split_options(data, seed))
+    }
+}
+
+/// k-means settings.
+#[derive(Args, Debug, Clone)]
+pub struct KMeansArgs {
+    /// Number of k-means clusters (the paper uses 60).
+    #[arg(long, default_value_t = 60)]
+    pub clusters: usize,
+
+    /// k-means restarts from fresh k-means++ seeds; the lowest inertia wins.
+    #[arg(long, default_value_t = 10)]
+    pub n_init: usize,
+
+    /// Lloyd iterations per restart at most.
+    #[arg(long, default_value_t = 300)]
+    pub max_iter: usize,
+
+    /// Convergence: centroid shift below tol × mean feature variance (scikit-learn's rule).
+    #[arg(long, default_value_t = 1e-4)]
+    pub tol: f64,
+}
+
+impl KMeansArgs {
+    /// The k-means configuration for `train_queries` points, refusing an impossible `k`.
+    pub fn config(&self, seed: u64, train_queries: usize) -> Result<KMeansConfig> {
+        if self.clusters == 0 || self.clusters > train_queries {
+            return Err(Error::Invalid(format!(
+                "--clusters must be between 1 and the {train_queries} training queries, got {}",
+                self.clusters
+            )));
+        }
+        Ok(KMeansConfig {
+            k: self.clusters,
+            n_init: self.n_init,
+            max_iter: self.max_iter,
+            tol: self.tol,
+            seed,
+            ..Default::default()
         })
     }
 }
@@ -211,4 +253,34 @@ impl RoutingArgs {
         params.validate()?;
         Ok(params)
     }
+}
+
+/// Accuracy/cost targets for picking α on a validation set.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TargetArgs {
+    /// Pick the cheapest α whose validation accuracy (mean over datasets) is at least this.
+    #[arg(long, conflicts_with = "target_cost")]
+    pub target_accuracy: Option<f64>,
+
+    /// Pick the most accurate α whose validation cost per query is at most this many dollars.
+    #[arg(long)]
+    pub target_cost: Option<f64>,
+
+    /// Share of each dataset's training rows held out to pick α on.
+    #[arg(long, default_value_t = 0.2)]
+    pub validation_ratio: f64,
+}
+
+impl TargetArgs {
+    pub fn target(&self) -> Option<kroute::eval::Target> {
+        use kroute::eval::Target;
+        self.target_accuracy
+            .map(Target::Accuracy)
+            .or(self.target_cost.map(Target::CostPerQuery))
+    }
+}
+
+/// `0,0.05,…,1`: the α grid of sweeps and calibration.
+pub fn default_alphas() -> Vec<f64> {
+    (0..=20).map(|i| i as f64 / 20.0).collect()
 }

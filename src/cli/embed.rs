@@ -2,7 +2,8 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
 use clap::Args;
-use kroute::io::{EmbeddingWriter, OutputMetadata, TextReader, TextReaderOptions};
+use kroute::embed::EmbeddingInfo;
+use kroute::io::{EmbeddingWriter, TextReader, TextReaderOptions};
 use kroute::{Error, Result};
 use serde_json::json;
 
@@ -59,20 +60,8 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     kroute::io::EmbeddingFormat::from_path(&args.output)?;
     let (count, skipped) = TextReader::scan(&args.input, reader_options.clone())?;
     let embedder = args.embedder.load(None, !args.no_normalize)?;
-    let model = embedder.model();
-    let metadata: OutputMetadata = [
-        ("model", model.id.clone()),
-        ("revision", model.revision.clone().unwrap_or_default()),
-        ("weights_sha256", model.weights_sha256.clone()),
-        ("dim", embedder.dim().to_string()),
-        ("normalized", embedder.normalize().to_string()),
-        ("pooling", embedder.pooling().as_str().to_string()),
-        ("max_seq_length", embedder.max_seq_length().to_string()),
-        ("kroute_version", env!("CARGO_PKG_VERSION").to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    let mut metadata = EmbeddingInfo::of(&embedder).to_metadata();
+    metadata.insert("kroute_version".into(), env!("CARGO_PKG_VERSION").into());
     let mut writer = EmbeddingWriter::create(&args.output, count, embedder.dim(), &metadata)?;
 
     let interrupted = interrupt_flag();
@@ -103,7 +92,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
         "tokens_per_s": round3(stats.tokens_per_s()),
         "device": args.embedder.device.to_string(),
         "dtype": embedder.dtype().as_str(),
-        "model": model.id,
+        "model": embedder.model().id,
         "output": args.output,
     });
     emit_summary(&summary, args.summary.as_deref())

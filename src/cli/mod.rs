@@ -2,8 +2,10 @@
 //! library user would need lives here.
 
 mod args;
+mod calibrate;
 mod check;
 mod embed;
+mod eval;
 mod models;
 mod route;
 mod train;
@@ -36,6 +38,11 @@ enum Command {
     Train(train::TrainArgs),
     /// Route queries with a trained router: one JSON line per query.
     Route(route::RouteArgs),
+    /// Evaluate the router against every single model and the oracle over a sweep of α:
+    /// tables, headlines and plots of the accuracy–cost frontier.
+    Eval(eval::EvalArgs),
+    /// Pick α for a target accuracy or cost per query on a validation set.
+    Calibrate(calibrate::CalibrateArgs),
     /// List the known models or fetch one into the Hugging Face cache.
     #[command(subcommand)]
     Models(models::ModelsCommand),
@@ -57,6 +64,8 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Train(args) => train::run(args),
         Command::Route(args) => route::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Calibrate(args) => calibrate::run(args),
         Command::Models(command) => models::run(command),
     };
     match result {
@@ -136,18 +145,10 @@ pub fn embed_with_progress(
 /// A command's one-line JSON summary: into `path` (atomically) or on stderr.
 pub fn emit_summary(summary: &serde_json::Value, path: Option<&Path>) -> kroute::Result<()> {
     match path {
-        Some(path) => write_atomic(path, format!("{summary}\n").as_bytes()),
+        Some(path) => kroute::io::AtomicFile::write(path, format!("{summary}\n").as_bytes()),
         None => {
             eprintln!("{summary}");
             Ok(())
         }
     }
-}
-
-/// Writes `contents` to `path` atomically.
-pub fn write_atomic(path: &Path, contents: &[u8]) -> kroute::Result<()> {
-    use std::io::Write;
-    let mut file = kroute::io::AtomicFile::create(path)?;
-    file.write_all(contents).map_err(|e| Error::io(path, e))?;
-    file.commit()
 }

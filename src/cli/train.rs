@@ -2,12 +2,12 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
-use kroute::cluster::KMeansConfig;
+use kroute::eval::{calibrate, scoring_at, EvalConfig};
 use kroute::router::{EmbeddingInfo, RouteParams, Router};
 use kroute::{Error, Result};
 use serde_json::json;
 
-use super::args::{EmbedderArgs, RecordsArgs, RoutingArgs};
+use super::args::{default_alphas, EmbedderArgs, KMeansArgs, RecordsArgs, RoutingArgs, TargetArgs};
 use super::embed_with_progress;
 
 #[derive(Args, Debug)]
@@ -33,21 +33,17 @@ pub struct TrainArgs {
     #[arg(long)]
     pub use_all: bool,
 
-    /// Number of k-means clusters (the paper uses 60).
-    #[arg(long, default_value_t = 60)]
-    pub clusters: usize,
+    /// Seed of k-means and of the per-dataset split (when the records have no `split` field).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
 
-    /// k-means restarts from fresh k-means++ seeds; the lowest inertia wins.
-    #[arg(long, default_value_t = 10)]
-    pub n_init: usize,
+    #[command(flatten)]
+    pub kmeans: KMeansArgs,
 
-    /// Lloyd iterations per restart at most.
-    #[arg(long, default_value_t = 300)]
-    pub max_iter: usize,
-
-    /// Convergence: centroid shift below tol × mean feature variance (scikit-learn's rule).
-    #[arg(long, default_value_t = 1e-4)]
-    pub tol: f64,
+    /// Store the α that meets a target on a validation set carved from the training rows
+    /// (instead of --alpha).
+    #[command(flatten)]
+    pub target: TargetArgs,
 
     /// Routing defaults stored in the router (`route` and `serve` can override them).
     #[command(flatten)]
@@ -68,30 +64,22 @@ pub struct TrainArgs {
 pub fn run(args: TrainArgs) -> Result<()> {
     let start = Instant::now();
     let data = args.records.read()?;
+    let split = args.records.split(&data, args.seed)?;
     let rows = if args.use_all {
-        let split = args.records.split(&data)?;
         let mut all = [split.train, split.test].concat();
         all.sort_unstable();
         all
     } else {
-        args.records.split(&data)?.train
+        split.train
     };
-    let defaults = args.routing.resolve(RouteParams::default())?;
-    if args.clusters == 0 || args.clusters > rows.len() {
-        return Err(Error::Invalid(format!(
-            "--clusters must be between 1 and the {} training queries, got {}",
-            rows.len(),
-            args.clusters
-        )));
+    let mut defaults = args.routing.resolve(RouteParams::default())?;
+    let kmeans = args.kmeans.config(args.seed, rows.len())?;
+    let target = args.target.target();
+    if target.is_some() && args.routing.alpha.is_some() {
+        return Err(Error::Invalid(
+            "--alpha and --target-accuracy/--target-cost both set α; give one".into(),
+        ));
     }
-    let kmeans = KMeansConfig {
-        k: args.clusters,
-        n_init: args.n_init,
-        max_iter: args.max_iter,
-        tol: args.tol,
-        seed: args.records.seed,
-        ..Default::default()
-    };
 
     let embedder = args.embedder.load(None, true)?;
     let texts: Vec<&str> = rows
@@ -106,6 +94,36 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let embed_start = Instant::now();
     let embeddings = embed_with_progress(&embedder, &texts, args.quiet)?;
     let embed_seconds = embed_start.elapsed().as_secs_f64();
+    let embedding = EmbeddingInfo::of(&embedder);
+
+    if let Some(target) = target {
+        let config = EvalConfig {
+            alphas: default_alphas(),
+            seeds: vec![args.seed],
+            kmeans: kmeans.clone(),
+            routing: defaults,
+            split: args.records.split_options(&data, args.seed),
+            validation_ratio: None,
+        };
+        let calibration = calibrate(
+            &data,
+            &rows,
+            &embeddings,
+            &embedding,
+            &config,
+            target,
+            args.target.validation_ratio,
+        )?;
+        let chosen = calibration.chosen();
+        tracing::info!(
+            "α = {} meets {target:?} on {} validation queries (accuracy {:.4}, ${:.6} per query)",
+            calibration.alpha,
+            calibration.validation_queries,
+            chosen.average_accuracy,
+            chosen.cost_per_query
+        );
+        defaults.scoring = scoring_at(defaults.scoring, calibration.alpha);
+    }
 
     tracing::info!(
         "k-means: {} clusters, {} restarts on {}",
@@ -114,14 +132,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         args.embedder.device
     );
     let fit_start = Instant::now();
-    let router = Router::fit(
-        &embeddings,
-        &data,
-        &rows,
-        &kmeans,
-        EmbeddingInfo::of(&embedder),
-        defaults,
-    )?;
+    let router = Router::fit(&embeddings, &data, &rows, &kmeans, embedding, defaults)?;
     let fit_seconds = fit_start.elapsed().as_secs_f64();
     router.save(&args.output)?;
 
@@ -132,6 +143,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         "clusters": router.clusters.len(),
         "inertia": router.training.inertia,
         "kmeans_iterations": router.training.iterations,
+        "routing": router.defaults,
         "embed_seconds": embed_seconds,
         "fit_seconds": fit_seconds,
         "total_seconds": start.elapsed().as_secs_f64(),

@@ -7,6 +7,7 @@
 mod batch;
 pub mod bert;
 pub mod config;
+mod info;
 mod ops;
 mod pooling;
 mod tokenize;
@@ -21,6 +22,7 @@ use serde::Serialize;
 pub use batch::{plan_batches, BatchPlan};
 use bert::BertEncoder;
 pub use config::{Pooling, SentenceConfig};
+pub use info::EmbeddingInfo;
 pub use pooling::l2_normalize;
 use tokenize::TextTokenizer;
 

@@ -3,12 +3,12 @@
 //! into place only when complete.
 
 mod atomic;
+mod embeddings;
 mod lines;
 mod texts;
-mod writer;
 
-pub use atomic::AtomicFile;
+pub use atomic::{AtomicFile, StagedDir};
+pub use embeddings::{read_embeddings, EmbeddingFormat, EmbeddingWriter, OutputMetadata};
 pub use lines::{open_lines, Line};
 pub(crate) use texts::json_kind;
 pub use texts::{TextFormat, TextReader, TextReaderOptions};
-pub use writer::{EmbeddingFormat, EmbeddingWriter, OutputMetadata};

@@ -141,6 +141,33 @@ impl RoutingData {
     }
 }
 
+impl RoutingData {
+    /// Splits `rows` again, per dataset, with the same seeded shuffle as [`RoutingData::split`]:
+    /// `keep_ratio` of each dataset's rows go to `train` (e.g. to carve a validation set out of
+    /// a training set).
+    pub fn carve(&self, rows: &[usize], keep_ratio: f64, seed: u64) -> TrainTest {
+        let options = SplitOptions {
+            train_ratio: keep_ratio,
+            seed,
+            ..Default::default()
+        };
+        let mut sides = TrainTest::default();
+        for dataset in self.datasets() {
+            let of_dataset: Vec<usize> = rows
+                .iter()
+                .copied()
+                .filter(|&i| self.records[i].dataset == dataset)
+                .collect();
+            let (train, test) = seeded_split(of_dataset, &dataset, &options);
+            sides.train.extend(train);
+            sides.test.extend(test);
+        }
+        sides.train.sort_unstable();
+        sides.test.sort_unstable();
+        sides
+    }
+}
+
 /// The first ⌊ratio·n⌋ rows of a shuffle seeded by `seed` and the dataset's name, so one
 /// dataset's split does not change when other datasets are added or removed.
 fn seeded_split(

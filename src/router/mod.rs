@@ -14,7 +14,8 @@ mod stats;
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-pub use artifact::{EmbeddingInfo, ROUTER_FILE};
+pub use crate::embed::EmbeddingInfo;
+pub use artifact::ROUTER_FILE;
 pub use scoring::{ReferenceScoring, Scoring};
 pub use stats::ClusterStats;
 

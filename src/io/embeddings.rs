@@ -34,6 +34,40 @@ impl EmbeddingFormat {
 /// String metadata stored in safetensors outputs (model id, revision, dim, normalisation…).
 pub type OutputMetadata = BTreeMap<String, String>;
 
+/// Reads the `embeddings` tensor and the metadata of a `.safetensors` file written by
+/// [`EmbeddingWriter`] (`kroute embed`), onto `device`.
+pub fn read_embeddings(
+    path: &Path,
+    device: &candle_core::Device,
+) -> Result<(candle_core::Tensor, OutputMetadata)> {
+    if EmbeddingFormat::from_path(path)? != EmbeddingFormat::Safetensors {
+        return Err(InputError::new(
+            path,
+            "expected a .safetensors file from `kroute embed` (it carries the model's identity)",
+        )
+        .into());
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bad = |e: &dyn std::fmt::Display| {
+        Error::from(InputError::new(
+            path,
+            format!("not a safetensors file: {e}"),
+        ))
+    };
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(&e))?;
+    let metadata: OutputMetadata = header
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let mut tensors = candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| bad(&e))?;
+    let embeddings = tensors
+        .remove("embeddings")
+        .ok_or_else(|| Error::from(InputError::new(path, "no `embeddings` tensor")))?;
+    Ok((embeddings.to_dtype(candle_core::DType::F32)?, metadata))
+}
+
 /// Streams `(n, dim)` f32 rows into an [`AtomicFile`]. The row count is fixed up front so
 /// headers can be written first and nothing is held in memory.
 pub struct EmbeddingWriter {

@@ -1,0 +1,177 @@
+//! Evaluation: the accuracy–cost frontier of the router against every single model and the
+//! oracle, over a sweep of α and several seeds.
+//!
+//! All queries are embedded once by the caller; each seed trains one router (k-means seed, and
+//! the split when the records have no `split` field) and routes its test queries at every α.
+//! Routing is cheap, so the sweep never re-embeds or re-clusters.
+
+mod calibrate;
+mod metrics;
+mod plot;
+mod report;
+
+use candle_core::Tensor;
+use serde::Serialize;
+
+pub use calibrate::{calibrate, Calibration, Target};
+pub use metrics::{PolicyMetrics, TestSet};
+pub use plot::write_plots;
+pub use report::{Headlines, Point, Report, Row, RowKind, Stat, REPORT_FILE};
+
+use crate::cluster::KMeansConfig;
+use crate::error::{Error, Result};
+use crate::records::{RoutingData, SplitOptions};
+use crate::router::{EmbeddingInfo, ReferenceScoring, RouteParams, Router, Scoring};
+
+/// What to sweep and how to train.
+#[derive(Debug, Clone)]
+pub struct EvalConfig {
+    pub alphas: Vec<f64>,
+    pub seeds: Vec<u64>,
+    /// k-means settings; the seed is replaced by each run's.
+    pub kmeans: KMeansConfig,
+    /// Routing settings; α is replaced by each sweep point's (see [`scoring_at`]).
+    pub routing: RouteParams,
+    /// Split settings; the seed is replaced by each run's.
+    pub split: SplitOptions,
+    /// Evaluate on this share of each dataset's training rows, held out from training, instead
+    /// of on the test split: for choosing settings without looking at the test split.
+    pub validation_ratio: Option<f64>,
+}
+
+/// The scoring of `base`'s kind at sweep point `alpha`: the paper's α, or for the reference
+/// scoring `performance_weight = α`, `cost_sensitivity = 1 − α` (the AvengersPro ablation).
+pub fn scoring_at(base: Scoring, alpha: f64) -> Scoring {
+    match base {
+        Scoring::Paper { .. } => Scoring::Paper { alpha },
+        Scoring::Reference(reference) => Scoring::Reference(ReferenceScoring {
+            performance_weight: alpha,
+            cost_sensitivity: 1.0 - alpha,
+            ..reference
+        }),
+    }
+}
+
+/// One seed's results on its test set.
+#[derive(Debug, Clone, Serialize)]
+pub struct SeedRun {
+    pub seed: u64,
+    pub train_queries: usize,
+    pub test_queries: usize,
+    /// Always model m, in model order.
+    pub singles: Vec<PolicyMetrics>,
+    pub oracle: PolicyMetrics,
+    /// The router at each α of the sweep.
+    pub router: Vec<PolicyMetrics>,
+}
+
+/// Every number of an evaluation, per seed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evaluation {
+    pub models: Vec<String>,
+    pub datasets: Vec<String>,
+    pub alphas: Vec<f64>,
+    pub runs: Vec<SeedRun>,
+}
+
+/// Runs the sweep. `embeddings` has one L2-normalised row per record of `data`, on the device
+/// the routers should use; `on_run` is told after each seed.
+pub fn evaluate(
+    data: &RoutingData,
+    embeddings: &Tensor,
+    embedding: &EmbeddingInfo,
+    config: &EvalConfig,
+    mut on_run: impl FnMut(&SeedRun),
+) -> Result<Evaluation> {
+    if config.alphas.is_empty() || config.seeds.is_empty() {
+        return Err(Error::Invalid(
+            "evaluation needs at least one α and one seed".into(),
+        ));
+    }
+    if let Some(alpha) = config.alphas.iter().find(|a| !(0.0..=1.0).contains(*a)) {
+        return Err(Error::Invalid(format!(
+            "--alphas: {alpha} is outside [0, 1]"
+        )));
+    }
+    let mut datasets: Option<Vec<String>> = None;
+    let mut runs = Vec::new();
+    for &seed in &config.seeds {
+        let mut split = data.split(&SplitOptions {
+            seed,
+            ..config.split.clone()
+        })?;
+        if let Some(ratio) = config.validation_ratio {
+            if !(ratio > 0.0 && ratio < 1.0) {
+                return Err(Error::Invalid(format!(
+                    "--validation-ratio must be in (0, 1), got {ratio}"
+                )));
+            }
+            split = data.carve(&split.train, 1.0 - ratio, seed);
+        }
+        if split.test.is_empty() {
+            return Err(Error::Invalid(format!(
+                "{}: no test queries (every record is training data)",
+                data.path.display()
+            )));
+        }
+        let kmeans = KMeansConfig {
+            seed,
+            ..config.kmeans.clone()
+        };
+        let router = Router::fit(
+            &rows_of(embeddings, &split.train)?,
+            data,
+            &split.train,
+            &kmeans,
+            embedding.clone(),
+            config.routing,
+        )?;
+        let test = TestSet::new(data, split.test.clone());
+        match &datasets {
+            Some(names) if *names != test.datasets => return Err(Error::Invalid(format!(
+                "seed {seed} gives test queries from datasets {:?}, another seed from {names:?}; \
+                     use a `split` field or a larger --train-ratio margin",
+                test.datasets
+            ))),
+            Some(_) => {}
+            None => datasets = Some(test.datasets.clone()),
+        }
+        let test_embeddings = rows_of(embeddings, &split.test)?;
+        let router_points = config
+            .alphas
+            .iter()
+            .map(|&alpha| {
+                let params = RouteParams {
+                    scoring: scoring_at(config.routing.scoring, alpha),
+                    ..config.routing
+                };
+                let routed = router.route(&test_embeddings, &params)?;
+                let choices: Vec<usize> = (0..routed.len()).map(|i| routed.best(i)).collect();
+                Ok(test.score(&choices))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let run = SeedRun {
+            seed,
+            train_queries: split.train.len(),
+            test_queries: test.len(),
+            singles: (0..data.models.len()).map(|m| test.single(m)).collect(),
+            oracle: test.oracle(),
+            router: router_points,
+        };
+        on_run(&run);
+        runs.push(run);
+    }
+    Ok(Evaluation {
+        models: data.models.clone(),
+        datasets: datasets.unwrap_or_default(),
+        alphas: config.alphas.clone(),
+        runs,
+    })
+}
+
+/// The rows `rows` of a `(records, dim)` tensor.
+pub(crate) fn rows_of(embeddings: &Tensor, rows: &[usize]) -> Result<Tensor> {
+    let index: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+    let index = Tensor::new(index, embeddings.device())?;
+    Ok(embeddings.index_select(&index, 0)?)
+}
