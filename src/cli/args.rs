@@ -104,14 +104,14 @@ impl RecordsArgs {
             );
         }
         data.exclude_models(&self.exclude_models)?;
+        if data.has_split_field() {
+            tracing::info!("using the records' `split` field (--train-ratio is not used)");
+        }
         Ok(data)
     }
 
     /// The split options; `seed` shuffles each dataset when there is no `split` field.
-    pub fn split_options(&self, data: &RoutingData, seed: u64) -> SplitOptions {
-        if data.has_split_field() {
-            tracing::info!("using the records' `split` field (--train-ratio is not used)");
-        }
+    pub fn split_options(&self, seed: u64) -> SplitOptions {
         SplitOptions {
             train_ratio: self.train_ratio,
             seed,
@@ -121,7 +121,7 @@ impl RecordsArgs {
     }
 
     pub fn split(&self, data: &RoutingData, seed: u64) -> Result<TrainTest> {
-        data.split(&self.split_options(data, seed))
+        data.split(&self.split_options(seed))
     }
 }
 

@@ -67,7 +67,7 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
         seeds: vec![args.seed],
         kmeans: args.kmeans.config(args.seed, split.train.len())?,
         routing: args.routing.resolve(RouteParams::default())?,
-        split: args.records.split_options(&data, args.seed),
+        split: args.records.split_options(args.seed),
         validation_ratio: None,
     };
     let embedder = args.embedder.load(None, true)?;
@@ -124,7 +124,7 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
         );
         return Ok(());
     }
-    println!("α = {:.2} for {target:?}", calibration.alpha);
+    println!("α = {:.2} for {target}", calibration.alpha);
     println!(
         "{:<28} {:>10} {:>16} {:>12}",
         "", "accuracy", "cost per query", "total cost"

@@ -83,7 +83,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         seeds: args.seeds.clone(),
         kmeans: args.kmeans.config(args.seeds[0], first_split.train.len())?,
         routing: args.routing.resolve(RouteParams::default())?,
-        split: args.records.split_options(&data, args.seeds[0]),
+        split: args.records.split_options(args.seeds[0]),
         validation_ratio: args.on_validation.then_some(args.validation_ratio),
     };
     let (embeddings, embedding) = match &args.embeddings {

@@ -102,7 +102,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             seeds: vec![args.seed],
             kmeans: kmeans.clone(),
             routing: defaults,
-            split: args.records.split_options(&data, args.seed),
+            split: args.records.split_options(args.seed),
             validation_ratio: None,
         };
         let calibration = calibrate(
@@ -116,7 +116,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         )?;
         let chosen = calibration.chosen();
         tracing::info!(
-            "α = {} meets {target:?} on {} validation queries (accuracy {:.4}, ${:.6} per query)",
+            "α = {} meets {target} on {} validation queries (accuracy {:.4}, ${:.6} per query)",
             calibration.alpha,
             calibration.validation_queries,
             chosen.average_accuracy,

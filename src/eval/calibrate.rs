@@ -18,6 +18,15 @@ pub enum Target {
     Accuracy(f64),
 }
 
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::CostPerQuery(budget) => write!(f, "cost per query ≤ ${budget}"),
+            Target::Accuracy(level) => write!(f, "average accuracy ≥ {level}"),
+        }
+    }
+}
+
 /// The chosen α, the validation sweep it came from, and the router trained on the training
 /// rows minus the validation rows.
 #[derive(Debug, Clone)]

@@ -68,6 +68,8 @@ pub struct SeedRun {
 /// Every number of an evaluation, per seed.
 #[derive(Debug, Clone, Serialize)]
 pub struct Evaluation {
+    /// `test`, or `validation` when [`EvalConfig::validation_ratio`] held out training rows.
+    pub holdout: &'static str,
     pub models: Vec<String>,
     pub datasets: Vec<String>,
     pub alphas: Vec<f64>,
@@ -128,11 +130,13 @@ pub fn evaluate(
         )?;
         let test = TestSet::new(data, split.test.clone());
         match &datasets {
-            Some(names) if *names != test.datasets => return Err(Error::Invalid(format!(
+            Some(names) if *names != test.datasets => {
+                return Err(Error::Invalid(format!(
                 "seed {seed} gives test queries from datasets {:?}, another seed from {names:?}; \
                      use a `split` field or a larger --train-ratio margin",
                 test.datasets
-            ))),
+            )))
+            }
             Some(_) => {}
             None => datasets = Some(test.datasets.clone()),
         }
@@ -162,6 +166,11 @@ pub fn evaluate(
         runs.push(run);
     }
     Ok(Evaluation {
+        holdout: if config.validation_ratio.is_some() {
+            "validation"
+        } else {
+            "test"
+        },
         models: data.models.clone(),
         datasets: datasets.unwrap_or_default(),
         alphas: config.alphas.clone(),

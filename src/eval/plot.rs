@@ -68,7 +68,8 @@ fn accuracy_vs_cost<DB: DrawingBackend>(
         .margin(20)
         .x_label_area_size(50)
         .y_label_area_size(65)
-        .build_cartesian_2d(padded(0.0, x_max), padded(y_min, y_max))?;
+        // Extra room on the right for the labels of the dearest models.
+        .build_cartesian_2d(padded(0.0, x_max * 1.15), padded(y_min, y_max))?;
     chart
         .configure_mesh()
         .x_desc("cost of the test set ($)")

@@ -212,7 +212,8 @@ impl Report {
         let mut md = String::from("# kroute evaluation\n\n");
         let runs = &self.runs.runs;
         md += &format!(
-            "Test queries: {} (training: {}); seeds: {}; α: {} values from {} to {}.\n\n",
+            "Evaluated on the {} split: {} queries (training: {}); seeds: {}; α: {} values from {} to {}.\n\n",
+            self.runs.holdout,
             runs[0].test_queries,
             runs[0].train_queries,
             self.seeds
@@ -384,13 +385,18 @@ fn headlines(rows: &[Row], seeds: usize) -> Headlines {
         top.cost,
         -100.0 * top.cost_saving
     ));
-    if let Some(closed) = gap_closed {
-        lines.push(format!(
+    match gap_closed {
+        Some(closed) if closed > 0.0 => lines.push(format!(
             "It closes {:.0} % of the gap from the best single model ({:.3}) to the oracle ({:.3}).",
             100.0 * closed,
             best.accuracy(),
             oracle.accuracy()
-        ));
+        )),
+        Some(_) => lines.push(format!(
+            "No router point is more accurate than the best single model, so none of the gap to the oracle ({:.3}) is closed.",
+            oracle.accuracy()
+        )),
+        None => {}
     }
     lines.push(if dominated.is_empty() {
         "No single model is dominated by a router point.".to_string()
