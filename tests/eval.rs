@@ -4,10 +4,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::{embedder, kroute_bin, run};
+use common::{bundled_sample, embedder, kroute_bin, run};
 use kroute::cluster::KMeansConfig;
 use kroute::eval::{Evaluation, PolicyMetrics, Report, SeedRun, TestSet};
 use kroute::records::{MissingCost, RoutingData};
@@ -177,29 +176,11 @@ fn report_files_parse_and_plots_are_valid_images() {
     assert!(report.write(&other, false).is_err());
 }
 
-/// The first `n` bundled records without their `split` field (the file lists training rows
-/// first), so the seeded per-dataset split applies.
-fn bundled_sample(dir: &Path, n: usize) -> PathBuf {
-    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/routerbench-3k.jsonl.gz");
-    let reader = flate2::read::GzDecoder::new(std::fs::File::open(data).unwrap());
-    let lines: Vec<String> = BufReader::new(reader)
-        .lines()
-        .take(n)
-        .map(|line| {
-            let mut record: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
-            record.as_object_mut().unwrap().remove("split");
-            record.to_string()
-        })
-        .collect();
-    let path = dir.join("sample.jsonl");
-    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-    path
-}
-
 #[test]
 fn alpha_one_is_never_less_accurate_than_lower_alphas_on_the_training_set() {
     let dir = tempfile::tempdir().unwrap();
-    let data = RoutingData::read(&bundled_sample(dir.path(), 300), MissingCost::Error).unwrap();
+    let data =
+        RoutingData::read(&bundled_sample(dir.path(), 300, false), MissingCost::Error).unwrap();
     let rows: Vec<usize> = (0..data.records.len()).collect();
     let embedder = embedder(EmbedderOptions::default());
     let queries: Vec<&str> = data.records.iter().map(|r| r.query.as_str()).collect();
@@ -247,7 +228,7 @@ fn alpha_one_is_never_less_accurate_than_lower_alphas_on_the_training_set() {
 #[test]
 fn eval_and_calibrate_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
-    let data = bundled_sample(dir.path(), 240);
+    let data = bundled_sample(dir.path(), 240, false);
     let report = dir.path().join("report");
     let (ok, stderr) = run(&[
         "eval",

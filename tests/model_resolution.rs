@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{kroute_bin, model_dir};
+use common::{fetch_offline, model_dir};
 use kroute::model::{find_card, resolve, sha256_file, ModelSource, DEFAULT_MODEL};
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -62,13 +62,11 @@ fn local_directory_loads_as_is() {
 #[test]
 fn cache_hit_is_verified() {
     let home = private_cache(None);
-    let out = kroute_bin()
-        .args(["models", "fetch"])
-        .env("HF_HOME", home.path())
-        .env("HF_HUB_OFFLINE", "1")
-        .env("KROUTE_PYTHON", "/nonexistent/python")
-        .output()
-        .unwrap();
+    let out = fetch_offline(
+        home.path(),
+        &[],
+        &[("KROUTE_PYTHON", "/nonexistent/python")],
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -84,13 +82,11 @@ fn cache_hit_is_verified() {
 #[test]
 fn sha256_mismatch_is_rejected_listing_every_source() {
     let home = private_cache(Some("tokenizer.json"));
-    let out = kroute_bin()
-        .args(["models", "fetch"])
-        .env("HF_HOME", home.path())
-        .env("HF_HUB_OFFLINE", "1")
-        .env("KROUTE_PYTHON", "/nonexistent/python")
-        .output()
-        .unwrap();
+    let out = fetch_offline(
+        home.path(),
+        &[],
+        &[("KROUTE_PYTHON", "/nonexistent/python")],
+    );
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     for needle in [
@@ -108,12 +104,7 @@ fn sha256_mismatch_is_rejected_listing_every_source() {
 #[test]
 fn offline_mirror_fills_an_empty_cache() {
     let home = tempfile::tempdir().unwrap();
-    let out = kroute_bin()
-        .args(["models", "fetch"])
-        .env("HF_HOME", home.path())
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .unwrap();
+    let out = fetch_offline(home.path(), &[], &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -140,12 +131,7 @@ fn offline_mirror_fills_an_empty_cache() {
 #[test]
 fn unknown_model_lists_sources() {
     let home = tempfile::tempdir().unwrap();
-    let out = kroute_bin()
-        .args(["models", "fetch", "nobody/no-such-model"])
-        .env("HF_HOME", home.path())
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .unwrap();
+    let out = fetch_offline(home.path(), &["nobody/no-such-model"], &[]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("nobody/no-such-model"), "{stderr}");

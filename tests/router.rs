@@ -4,36 +4,19 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::{embedder, files_in, kroute_bin, run};
+use common::{bundled_sample, embedder, files_in, kroute_bin, run};
 use kroute::cluster::KMeansConfig;
 use kroute::records::{MissingCost, RoutingData};
 use kroute::router::{EmbeddingInfo, RouteParams, Router, Scoring};
 use kroute::EmbedderOptions;
 
-fn bundled_data() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/routerbench-3k.jsonl.gz")
-}
-
-/// The first `n` records of the bundled data as a plain `.jsonl` file in `dir`.
-fn sample(dir: &Path, n: usize) -> PathBuf {
-    let reader = flate2::read::GzDecoder::new(std::fs::File::open(bundled_data()).unwrap());
-    let lines: Vec<String> = BufReader::new(reader)
-        .lines()
-        .take(n)
-        .map(Result::unwrap)
-        .collect();
-    let path = dir.join("sample.jsonl");
-    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-    path
-}
-
 #[test]
 fn save_load_round_trip_gives_identical_decisions() {
     let dir = tempfile::tempdir().unwrap();
-    let data = RoutingData::read(&sample(dir.path(), 300), MissingCost::Error).unwrap();
+    let data =
+        RoutingData::read(&bundled_sample(dir.path(), 300, true), MissingCost::Error).unwrap();
     let embedder = embedder(EmbedderOptions::default());
     let (train, test): (Vec<usize>, Vec<usize>) = (0..300).partition(|&i| i < 240);
     let texts = |rows: &[usize]| -> Vec<String> {
@@ -115,7 +98,7 @@ fn read_lines(path: &Path) -> Vec<serde_json::Value> {
 #[test]
 fn train_then_route_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
-    let data = sample(dir.path(), 160);
+    let data = bundled_sample(dir.path(), 160, true);
     let router = dir.path().join("router");
     let summary = dir.path().join("train.json");
     let (ok, stderr) = run(&[
@@ -214,13 +197,13 @@ fn train_then_route_from_the_command_line() {
 #[test]
 fn bad_records_leave_no_router_behind() {
     let dir = tempfile::tempdir().unwrap();
-    let data = sample(dir.path(), 20);
+    let data = bundled_sample(dir.path(), 20, true);
     let mut lines: Vec<String> = std::fs::read_to_string(&data)
         .unwrap()
         .lines()
         .map(String::from)
         .collect();
-    lines[12] = lines[12].replacen("\"cost\": ", "\"cost\": -", 1);
+    lines[12] = lines[12].replacen("\"cost\":", "\"cost\":-", 1);
     let bad = dir.path().join("bad.jsonl");
     std::fs::write(&bad, lines.join("\n")).unwrap();
     let router = dir.path().join("router");

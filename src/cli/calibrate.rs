@@ -1,5 +1,5 @@
 use clap::Args;
-use kroute::eval::{calibrate, scoring_at, EvalConfig, TestSet};
+use kroute::eval::{calibrate, score_at, EvalConfig, TestSet};
 use kroute::router::{EmbeddingInfo, RouteParams};
 use kroute::{Error, Result};
 use serde_json::json;
@@ -91,21 +91,14 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
     let test = if test_set.is_empty() {
         None
     } else {
-        let params = RouteParams {
-            scoring: scoring_at(config.routing.scoring, calibration.alpha),
-            ..config.routing
-        };
-        let routed = calibration.router.route(
-            &embed_with_progress(&embedder, &texts(&split.test), args.quiet)?,
-            &params,
-        )?;
-        Some(
-            test_set.score(
-                &(0..routed.len())
-                    .map(|i| routed.best(i))
-                    .collect::<Vec<_>>(),
-            ),
-        )
+        let embeddings = embed_with_progress(&embedder, &texts(&split.test), args.quiet)?;
+        Some(score_at(
+            &calibration.router,
+            &embeddings,
+            &test_set,
+            config.routing,
+            calibration.alpha,
+        )?)
     };
     let validation = calibration.chosen();
     if args.json {

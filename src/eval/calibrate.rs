@@ -4,10 +4,10 @@
 use candle_core::Tensor;
 use serde::Serialize;
 
-use super::{rows_of, scoring_at, EvalConfig, PolicyMetrics, TestSet};
+use super::{rows_of, score_at, EvalConfig, PolicyMetrics, TestSet};
 use crate::error::{Error, Result};
 use crate::records::RoutingData;
-use crate::router::{EmbeddingInfo, RouteParams, Router};
+use crate::router::{EmbeddingInfo, Router};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -100,13 +100,14 @@ pub fn calibrate(
         .alphas
         .iter()
         .map(|&alpha| {
-            let params = RouteParams {
-                scoring: scoring_at(config.routing.scoring, alpha),
-                ..config.routing
-            };
-            let routed = router.route(&validation_embeddings, &params)?;
-            let choices: Vec<usize> = (0..routed.len()).map(|i| routed.best(i)).collect();
-            Ok((alpha, validation_set.score(&choices)))
+            let metrics = score_at(
+                &router,
+                &validation_embeddings,
+                &validation_set,
+                config.routing,
+                alpha,
+            )?;
+            Ok((alpha, metrics))
         })
         .collect::<Result<Vec<_>>>()?;
     let alpha = pick(&validation, target)?;

@@ -144,15 +144,7 @@ pub fn evaluate(
         let router_points = config
             .alphas
             .iter()
-            .map(|&alpha| {
-                let params = RouteParams {
-                    scoring: scoring_at(config.routing.scoring, alpha),
-                    ..config.routing
-                };
-                let routed = router.route(&test_embeddings, &params)?;
-                let choices: Vec<usize> = (0..routed.len()).map(|i| routed.best(i)).collect();
-                Ok(test.score(&choices))
-            })
+            .map(|&alpha| score_at(&router, &test_embeddings, &test, config.routing, alpha))
             .collect::<Result<Vec<_>>>()?;
         let run = SeedRun {
             seed,
@@ -176,6 +168,24 @@ pub fn evaluate(
         alphas: config.alphas.clone(),
         runs,
     })
+}
+
+/// Routes `embeddings` (one row per query of `queries`) at sweep point `alpha` of `routing`'s
+/// scoring and scores the chosen models.
+pub fn score_at(
+    router: &Router,
+    embeddings: &Tensor,
+    queries: &TestSet,
+    routing: RouteParams,
+    alpha: f64,
+) -> Result<PolicyMetrics> {
+    let params = RouteParams {
+        scoring: scoring_at(routing.scoring, alpha),
+        ..routing
+    };
+    let routed = router.route(embeddings, &params)?;
+    let choices: Vec<usize> = (0..routed.len()).map(|i| routed.best(i)).collect();
+    Ok(queries.score(&choices))
 }
 
 /// The rows `rows` of a `(records, dim)` tensor.

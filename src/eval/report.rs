@@ -279,6 +279,19 @@ impl Report {
     }
 }
 
+/// The row with the highest average accuracy; the cheaper one among equals.
+fn most_accurate<'a>(rows: &[&'a Row]) -> Option<&'a Row> {
+    rows.iter().copied().reduce(|best, row| {
+        let better = row.accuracy() > best.accuracy()
+            || (row.accuracy() == best.accuracy() && row.cost() < best.cost());
+        if better {
+            row
+        } else {
+            best
+        }
+    })
+}
+
 fn headlines(rows: &[Row], seeds: usize) -> Headlines {
     let singles: Vec<&Row> = rows.iter().filter(|r| r.kind == RowKind::Single).collect();
     let routers: Vec<&Row> = rows.iter().filter(|r| r.kind == RowKind::Router).collect();
@@ -286,18 +299,7 @@ fn headlines(rows: &[Row], seeds: usize) -> Headlines {
         .iter()
         .find(|r| r.kind == RowKind::Oracle)
         .expect("oracle row");
-    let best = singles
-        .iter()
-        .copied()
-        .reduce(|b, r| {
-            if r.accuracy() > b.accuracy() || (r.accuracy() == b.accuracy() && r.cost() < b.cost())
-            {
-                r
-            } else {
-                b
-            }
-        })
-        .expect("at least one model");
+    let best = most_accurate(&singles).expect("at least one model");
     let point = |r: &Row| Point {
         alpha: r.alpha.unwrap_or_default(),
         accuracy: r.accuracy(),
@@ -317,18 +319,7 @@ fn headlines(rows: &[Row], seeds: usize) -> Headlines {
     };
     let matches = cheapest_reaching(best.accuracy());
     let ninety = cheapest_reaching(0.9 * best.accuracy());
-    let top = routers
-        .iter()
-        .copied()
-        .reduce(|b, r| {
-            if r.accuracy() > b.accuracy() || (r.accuracy() == b.accuracy() && r.cost() < b.cost())
-            {
-                r
-            } else {
-                b
-            }
-        })
-        .expect("at least one α");
+    let top = most_accurate(&routers).expect("at least one α");
     let top = point(top);
     let gain = 100.0 * (top.accuracy - best.accuracy());
     let gap = oracle.accuracy() - best.accuracy();

@@ -52,3 +52,40 @@ pub fn files_in(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// The first `n` records of the bundled RouterBench file as a plain `sample.jsonl` in `dir`;
+/// `keep_split: false` drops their `split` field (the file lists training rows first) so the
+/// seeded per-dataset split applies.
+pub fn bundled_sample(dir: &Path, n: usize, keep_split: bool) -> PathBuf {
+    use std::io::BufRead;
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/routerbench-3k.jsonl.gz");
+    let reader = flate2::read::GzDecoder::new(std::fs::File::open(data).unwrap());
+    let lines: Vec<String> = std::io::BufReader::new(reader)
+        .lines()
+        .take(n)
+        .map(|line| {
+            let mut record: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+            if !keep_split {
+                record.as_object_mut().unwrap().remove("split");
+            }
+            record.to_string()
+        })
+        .collect();
+    let path = dir.join("sample.jsonl");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    path
+}
+
+/// `kroute models fetch [args]` against the HF cache in `hf_home`, offline, with extra env.
+pub fn fetch_offline(hf_home: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = kroute_bin();
+    command
+        .args(["models", "fetch"])
+        .args(args)
+        .env("HF_HOME", hf_home)
+        .env("HF_HUB_OFFLINE", "1");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().unwrap()
+}
