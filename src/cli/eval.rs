@@ -72,6 +72,16 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
+    let routing = &args.routing;
+    if routing.alpha.is_some()
+        || routing.performance_weight.is_some()
+        || routing.cost_sensitivity.is_some()
+    {
+        return Err(Error::Invalid(
+            "eval sweeps α (and, with --scoring reference, the weights it sets): use --alphas"
+                .into(),
+        ));
+    }
     let data = args.records.read()?;
     let first_split = args.records.split(&data, args.seeds[0])?;
     let config = EvalConfig {
