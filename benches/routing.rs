@@ -3,18 +3,16 @@
 //!
 //! ```text
 //! cargo bench --bench routing -- kmeans DATA.npy K N_INIT CENTROIDS_OUT.npy
-//! cargo bench --bench routing -- route N_QUERIES [CLUSTERS MODELS]
+//! cargo bench --bench routing -- route N_QUERIES
 //! ```
 //!
-//! Each prints one JSON line. Routing uses random unit-norm queries and centroids with random
-//! statistics: its cost does not depend on the values.
+//! Each prints one JSON line. Routing is `kroute::bench::route_throughput` (60 clusters ×
+//! 11 models, random unit-norm queries; routing cost does not depend on the values).
 
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use kroute::cluster::{KMeans, KMeansConfig};
-use kroute::embed::Pooling;
-use kroute::router::{ClusterStats, EmbeddingInfo, RouteParams, Router, TrainingInfo};
 use serde_json::json;
 
 fn main() {
@@ -30,14 +28,8 @@ fn main() {
             arg(3, "1").parse().unwrap(),
             &arg(4, ""),
         ),
-        Some("route") => route(
-            arg(1, "100000").parse().unwrap(),
-            arg(2, "60").parse().unwrap(),
-            arg(3, "11").parse().unwrap(),
-        ),
-        _ => eprintln!(
-            "usage: routing kmeans DATA.npy K N_INIT CENTROIDS_OUT.npy | route N [CLUSTERS MODELS]"
-        ),
+        Some("route") => route(arg(1, "100000").parse().unwrap()),
+        _ => eprintln!("usage: routing kmeans DATA.npy K N_INIT CENTROIDS_OUT.npy | route N"),
     }
 }
 
@@ -64,56 +56,7 @@ fn kmeans(data: &str, k: usize, n_init: usize, centroids_out: &str) {
     );
 }
 
-fn unit_rows(n: usize, dim: usize) -> Tensor {
-    let x = Tensor::randn(0f32, 1.0, (n, dim), &Device::Cpu).unwrap();
-    kroute::embed::l2_normalize(&x).unwrap()
-}
-
-fn route(n: usize, clusters: usize, models: usize) {
-    let dim = 384;
-    let stats = (0..clusters)
-        .map(|c| {
-            let value = |m: usize, salt: usize| Some(((c * 31 + m * 17 + salt) % 97) as f64 / 97.0);
-            ClusterStats {
-                size: 10,
-                count: vec![10; models],
-                accuracy: (0..models).map(|m| value(m, 0)).collect(),
-                cost: (0..models).map(|m| value(m, 5)).collect(),
-            }
-        })
-        .collect();
-    let router = Router {
-        models: (0..models).map(|m| format!("model-{m}")).collect(),
-        centroids: unit_rows(clusters, dim),
-        clusters: stats,
-        embedding: EmbeddingInfo {
-            model: "random".into(),
-            revision: None,
-            weights_sha256: String::new(),
-            dim,
-            normalized: true,
-            pooling: Pooling::Mean,
-            max_seq_length: 256,
-        },
-        defaults: RouteParams::default(),
-        training: TrainingInfo::default(),
-    };
-    let queries = unit_rows(n, dim);
-    let params = RouteParams::default();
-    router
-        .route(&queries.narrow(0, 0, n.min(1000)).unwrap(), &params)
-        .unwrap();
-    let mut best = f64::INFINITY;
-    for _ in 0..5 {
-        let start = Instant::now();
-        let routed = router.route(&queries, &params).unwrap();
-        let chosen: usize = (0..routed.len()).map(|i| routed.best(i)).sum();
-        std::hint::black_box(chosen);
-        best = best.min(start.elapsed().as_secs_f64());
-    }
-    println!(
-        "{}",
-        json!({"queries": n, "clusters": clusters, "models": models, "top_p": params.top_p,
-               "seconds": best, "queries_per_s": n as f64 / best})
-    );
+fn route(n: usize) {
+    let case = kroute::bench::route_throughput(n, &Device::Cpu).unwrap();
+    println!("{}", serde_json::to_string(&case).unwrap());
 }

@@ -70,11 +70,7 @@ impl KMeans {
             )));
         }
         let data = Data::new(&x, config.tile_rows)?;
-        let stop = Stop {
-            max_iter: config.max_iter,
-            tol: config.tol * data.mean_variance()?,
-            min_improvement: config.min_improvement,
-        };
+        let stop = Stop::new(config, &data)?;
         let mut best: Option<KMeans> = None;
         for run in 0..config.n_init.max(1) {
             let mut rng = StdRng::seed_from_u64(config.seed.wrapping_add(run as u64));
@@ -107,6 +103,14 @@ impl KMeans {
         Ok(best.expect("n_init ≥ 1"))
     }
 
+    /// Lloyd iterations on all of `x` from the given `(k, dim)` centroids (no seeding, no
+    /// sampling, no restarts): for warm starts and for timing iterations.
+    pub fn refine(x: &Tensor, centroids: Tensor, config: &KMeansConfig) -> Result<Self> {
+        let data = Data::new(&x.to_dtype(DType::F32)?, config.tile_rows)?;
+        let stop = Stop::new(config, &data)?;
+        data.lloyd(centroids.to_dtype(DType::F32)?, &stop)
+    }
+
     /// Assigns rows of `x` to the nearest centroid; returns labels and squared distances.
     pub fn predict(&self, x: &Tensor) -> Result<(Vec<u32>, Vec<f32>)> {
         let data = Data::new(&x.to_dtype(DType::F32)?, usize::MAX)?;
@@ -130,6 +134,16 @@ struct Stop {
     max_iter: usize,
     tol: f64,
     min_improvement: f64,
+}
+
+impl Stop {
+    fn new(config: &KMeansConfig, data: &Data) -> Result<Self> {
+        Ok(Self {
+            max_iter: config.max_iter,
+            tol: config.tol * data.mean_variance()?,
+            min_improvement: config.min_improvement,
+        })
+    }
 }
 
 /// The points, each with a 1 appended so that one matmul against `[−2c | ‖c‖²]` yields

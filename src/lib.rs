@@ -16,6 +16,7 @@
 //! # Ok::<(), kroute::Error>(())
 //! ```
 
+pub mod bench;
 pub mod cluster;
 pub mod device;
 pub mod embed;

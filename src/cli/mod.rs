@@ -2,6 +2,7 @@
 //! library user would need lives here.
 
 mod args;
+mod bench;
 mod calibrate;
 mod check;
 mod embed;
@@ -43,6 +44,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Pick α for a target accuracy or cost per query on a validation set.
     Calibrate(calibrate::CalibrateArgs),
+    /// Measure throughput on a device: encoder, single-query latency, k-means, routing.
+    Bench(bench::BenchArgs),
     /// List the known models or fetch one into the Hugging Face cache.
     #[command(subcommand)]
     Models(models::ModelsCommand),
@@ -66,6 +69,7 @@ pub fn main() -> ExitCode {
         Command::Route(args) => route::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Calibrate(args) => calibrate::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Models(command) => models::run(command),
     };
     match result {

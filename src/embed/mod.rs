@@ -23,7 +23,7 @@ pub use batch::{plan_batches, BatchPlan};
 use bert::BertEncoder;
 pub use config::{Pooling, SentenceConfig};
 pub use info::EmbeddingInfo;
-pub use pooling::l2_normalize;
+pub use pooling::{l2_normalize, pool};
 use tokenize::TextTokenizer;
 
 use crate::device::DeviceSpec;
@@ -99,6 +99,7 @@ impl EmbedStats {
 /// A sentence encoder loaded on a device.
 pub struct Embedder {
     encoder: BertEncoder,
+    config: candle_transformers::models::bert::Config,
     tokenizer: TextTokenizer,
     model: ModelFiles,
     pooling: Pooling,
@@ -155,6 +156,7 @@ impl Embedder {
         let tokenizer = TextTokenizer::load(&model.path("tokenizer.json"), max_seq_length)?;
         Ok(Self {
             encoder,
+            config,
             tokenizer,
             model,
             pooling: sentence.pooling,
@@ -163,6 +165,16 @@ impl Embedder {
             device: device.clone(),
             dtype,
         })
+    }
+
+    /// The encoder itself, for running pre-tokenized batches (benchmarks).
+    pub fn encoder(&self) -> &BertEncoder {
+        &self.encoder
+    }
+
+    /// The model's `config.json`.
+    pub fn bert_config(&self) -> &candle_transformers::models::bert::Config {
+        &self.config
     }
 
     pub fn model(&self) -> &ModelFiles {

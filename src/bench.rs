@@ -1,0 +1,383 @@
+//! Throughput per device: the encoder over sequence lengths and batch budgets, single-query
+//! latency, k-means time per Lloyd iteration, and routing throughput. Work is timed with the
+//! device synchronised inside the timed region, so GPU numbers are real.
+
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use serde::Serialize;
+
+use crate::cluster::{KMeans, KMeansConfig};
+use crate::embed::bert::{attention_bias, BertEncoder};
+use crate::embed::{l2_normalize, Embedder, EmbeddingInfo, Pooling};
+use crate::error::Result;
+use crate::router::{ClusterStats, RouteParams, Router, TrainingInfo};
+
+/// What to measure.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchConfig {
+    /// Tokens per sequence of the encoder runs.
+    pub seq_lens: Vec<usize>,
+    /// Padded tokens per batch (rows = budget / seq len).
+    pub batch_tokens: Vec<usize>,
+    /// Single-query runs for the latency percentiles.
+    pub latency_runs: usize,
+    /// (points, clusters) of the k-means runs, 384-d.
+    pub kmeans: Vec<(usize, usize)>,
+    /// Lloyd iterations timed per k-means case.
+    pub kmeans_iterations: usize,
+    /// Queries routed (60 clusters × 11 models, top-p 4).
+    pub route_queries: usize,
+    /// Each encoder case repeats until it has run this long.
+    pub min_seconds: f64,
+}
+
+impl Default for BenchConfig {
+    fn default() -> Self {
+        Self {
+            seq_lens: vec![32, 64, 128, 256],
+            batch_tokens: vec![2048, 16384],
+            latency_runs: 50,
+            kmeans: vec![
+                (100_000, 64),
+                (100_000, 1024),
+                (1_000_000, 64),
+                (1_000_000, 1024),
+            ],
+            kmeans_iterations: 3,
+            route_queries: 100_000,
+            min_seconds: 1.0,
+        }
+    }
+}
+
+/// The encoder under test: a loaded model (latency then includes tokenization) or random
+/// weights built from a `config.json` (latency is the encoder on one 16-token row).
+pub enum Subject<'a> {
+    Model(&'a Embedder),
+    Random(Box<RandomEncoder>),
+}
+
+pub struct RandomEncoder {
+    encoder: BertEncoder,
+    config: candle_transformers::models::bert::Config,
+}
+
+impl Subject<'_> {
+    /// Random weights in `dtype` on `device`, shaped by a BERT `config.json`.
+    pub fn random(config_json: &std::path::Path, device: &Device, dtype: DType) -> Result<Self> {
+        let config: candle_transformers::models::bert::Config =
+            crate::embed::config::read_json(config_json)?.ok_or_else(|| {
+                crate::Error::Invalid(format!("{}: no such file", config_json.display()))
+            })?;
+        let vars = VarMap::new();
+        let encoder = BertEncoder::load(VarBuilder::from_varmap(&vars, dtype, device), &config)?;
+        Ok(Subject::Random(Box::new(RandomEncoder { encoder, config })))
+    }
+
+    fn encoder(&self) -> &BertEncoder {
+        match self {
+            Subject::Model(embedder) => embedder.encoder(),
+            Subject::Random(random) => &random.encoder,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EncoderCase {
+    pub seq_len: usize,
+    pub batch_tokens: usize,
+    pub rows: usize,
+    pub sentences_per_s: f64,
+    pub tokens_per_s: f64,
+    /// Estimated from the model's shape (dense layers and attention, multiply-add = 2).
+    pub tflops: f64,
+    /// `tflops / peak`, when the peak was given.
+    pub mfu: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub runs: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KMeansCase {
+    pub points: usize,
+    pub clusters: usize,
+    pub dim: usize,
+    pub seconds_per_iteration: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteCase {
+    pub queries: usize,
+    pub clusters: usize,
+    pub models: usize,
+    pub queries_per_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub device: String,
+    pub dtype: String,
+    pub threads: usize,
+    pub kroute_version: String,
+    pub features: Vec<&'static str>,
+    pub model: String,
+    pub encoder: Vec<EncoderCase>,
+    pub latency: Latency,
+    pub kmeans: Vec<KMeansCase>,
+    pub route: RouteCase,
+}
+
+/// Multiply-adds × 2 per token of a BERT encoder at sequence length `seq`.
+pub fn flops_per_token(layers: usize, hidden: usize, intermediate: usize, seq: usize) -> f64 {
+    let dense = 4 * hidden * hidden + 2 * hidden * intermediate;
+    let attention = 2 * seq * hidden; // QKᵀ and AV
+    (2 * layers * (dense + attention)) as f64
+}
+
+/// Runs `f` once to warm up, then until `min_seconds` have passed; returns runs per second.
+fn rate(device: &Device, min_seconds: f64, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    device.synchronize()?;
+    let (start, mut runs) = (Instant::now(), 0usize);
+    while runs == 0 || start.elapsed().as_secs_f64() < min_seconds {
+        f()?;
+        runs += 1;
+    }
+    device.synchronize()?;
+    Ok(runs as f64 / start.elapsed().as_secs_f64())
+}
+
+pub fn run(
+    subject: &Subject,
+    model: &str,
+    config: &BenchConfig,
+    device: &Device,
+    dtype: DType,
+    peak_tflops: Option<f64>,
+    mut progress: impl FnMut(&str),
+) -> Result<BenchReport> {
+    let shape = match subject {
+        Subject::Model(embedder) => embedder.bert_config().clone(),
+        Subject::Random(random) => random.config.clone(),
+    };
+    let encoder = subject.encoder();
+    let mut cases = Vec::new();
+    for &seq_len in &config.seq_lens {
+        let seq_len = seq_len.min(encoder.max_positions());
+        for &batch_tokens in &config.batch_tokens {
+            progress(&format!(
+                "encoder: {seq_len} tokens × {batch_tokens}-token batches"
+            ));
+            let rows = (batch_tokens / seq_len).max(1);
+            let ids = Tensor::rand(0f32, (shape.vocab_size - 1) as f32, (rows, seq_len), device)?
+                .to_dtype(DType::U32)?;
+            let bias = attention_bias(&vec![seq_len; rows], seq_len, dtype, device)?;
+            let mask = Tensor::ones((rows, seq_len), DType::F32, device)?;
+            let batches_per_s = rate(device, config.min_seconds, || {
+                let hidden = encoder.forward(&ids, &bias)?;
+                crate::embed::pool(&hidden, &mask, Pooling::Mean, true).map(|_| ())
+            })?;
+            let tokens_per_s = batches_per_s * (rows * seq_len) as f64;
+            let flops = flops_per_token(
+                shape.num_hidden_layers,
+                shape.hidden_size,
+                shape.intermediate_size,
+                seq_len,
+            );
+            let tflops = tokens_per_s * flops / 1e12;
+            cases.push(EncoderCase {
+                seq_len,
+                batch_tokens,
+                rows,
+                sentences_per_s: batches_per_s * rows as f64,
+                tokens_per_s,
+                tflops,
+                mfu: peak_tflops.map(|peak| tflops / peak),
+            });
+        }
+    }
+
+    progress("single-query latency");
+    let latency = single_query_latency(subject, config.latency_runs, device, dtype)?;
+    let mut kmeans = Vec::new();
+    for &(points, clusters) in &config.kmeans {
+        progress(&format!("k-means: {points} points, {clusters} clusters"));
+        kmeans.push(kmeans_iteration(
+            points,
+            clusters,
+            config.kmeans_iterations,
+            device,
+        )?);
+    }
+    progress("routing");
+    let route = route_throughput(config.route_queries, device)?;
+    Ok(BenchReport {
+        device: device_name(device),
+        dtype: dtype.as_str().to_string(),
+        threads: rayon::current_num_threads(),
+        kroute_version: env!("CARGO_PKG_VERSION").to_string(),
+        features: [
+            ("cuda", cfg!(feature = "cuda")),
+            ("metal", cfg!(feature = "metal")),
+        ]
+        .into_iter()
+        .filter_map(|(name, on)| on.then_some(name))
+        .collect(),
+        model: model.to_string(),
+        encoder: cases,
+        latency,
+        kmeans,
+        route,
+    })
+}
+
+fn single_query_latency(
+    subject: &Subject,
+    runs: usize,
+    device: &Device,
+    dtype: DType,
+) -> Result<Latency> {
+    let query = "Which of these models should answer a question about the boiling point of water?";
+    let mut once: Box<dyn FnMut() -> Result<()>> = match subject {
+        Subject::Model(embedder) => Box::new(move || embedder.embed(&[query]).map(|_| ())),
+        Subject::Random(random) => {
+            let (encoder, config) = (&random.encoder, &random.config);
+            let len = 16.min(encoder.max_positions());
+            let ids: Vec<u32> = (1..=len).map(|i| (i % config.vocab_size) as u32).collect();
+            let ids = Tensor::from_vec(ids, (1, len), device)?;
+            let bias = attention_bias(&[len], len, dtype, device)?;
+            Box::new(move || encoder.forward(&ids, &bias).map(|_| ()))
+        }
+    };
+    once()?;
+    let mut times: Vec<f64> = (0..runs.max(1))
+        .map(|_| {
+            let start = Instant::now();
+            once()?;
+            device.synchronize()?;
+            Ok(start.elapsed().as_secs_f64() * 1e3)
+        })
+        .collect::<Result<_>>()?;
+    times.sort_by(f64::total_cmp);
+    let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+    Ok(Latency {
+        runs: times.len(),
+        p50_ms: at(0.5),
+        p99_ms: at(0.99),
+    })
+}
+
+/// Unit-norm random rows, as embeddings are.
+pub fn unit_rows(n: usize, dim: usize, device: &Device) -> Result<Tensor> {
+    l2_normalize(&Tensor::randn(0f32, 1.0, (n, dim), device)?)
+}
+
+fn kmeans_iteration(
+    points: usize,
+    clusters: usize,
+    iterations: usize,
+    device: &Device,
+) -> Result<KMeansCase> {
+    let dim = 384;
+    let x = unit_rows(points, dim, device)?;
+    let start_centroids = x.narrow(0, 0, clusters)?.contiguous()?;
+    let config = KMeansConfig {
+        k: clusters,
+        max_iter: iterations,
+        tol: 0.0,
+        min_improvement: 0.0,
+        ..Default::default()
+    };
+    device.synchronize()?;
+    let start = Instant::now();
+    let fitted = KMeans::refine(&x, start_centroids, &config)?;
+    device.synchronize()?;
+    Ok(KMeansCase {
+        points,
+        clusters,
+        dim,
+        // `refine` assigns once more after its last iteration: that pass counts too.
+        seconds_per_iteration: start.elapsed().as_secs_f64() / (fitted.iterations + 1) as f64,
+    })
+}
+
+/// A router with random centroids and statistics: routing cost does not depend on the values.
+pub fn random_router(
+    clusters: usize,
+    models: usize,
+    dim: usize,
+    device: &Device,
+) -> Result<Router> {
+    let value =
+        |c: usize, m: usize, salt: usize| Some(((c * 31 + m * 17 + salt) % 97) as f64 / 97.0);
+    Ok(Router {
+        models: (0..models).map(|m| format!("model-{m}")).collect(),
+        centroids: unit_rows(clusters, dim, device)?,
+        clusters: (0..clusters)
+            .map(|c| ClusterStats {
+                size: 10,
+                count: vec![10; models],
+                accuracy: (0..models).map(|m| value(c, m, 0)).collect(),
+                cost: (0..models).map(|m| value(c, m, 5)).collect(),
+            })
+            .collect(),
+        embedding: EmbeddingInfo {
+            model: "random".into(),
+            revision: None,
+            weights_sha256: String::new(),
+            dim,
+            normalized: true,
+            pooling: Pooling::Mean,
+            max_seq_length: 256,
+        },
+        defaults: RouteParams::default(),
+        training: TrainingInfo::default(),
+    })
+}
+
+/// Routes `queries` random queries (60 clusters × 11 models); best of 3, decisions on the host.
+pub fn route_throughput(queries: usize, device: &Device) -> Result<RouteCase> {
+    let (clusters, models) = (60, 11);
+    let router = random_router(clusters, models, 384, device)?;
+    let q = unit_rows(queries, 384, device)?;
+    let params = RouteParams::default();
+    router.route(&q.narrow(0, 0, queries.min(1000))?, &params)?;
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let start = Instant::now();
+        let routed = router.route(&q, &params)?;
+        std::hint::black_box((0..routed.len()).map(|i| routed.best(i)).sum::<usize>());
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    Ok(RouteCase {
+        queries,
+        clusters,
+        models,
+        queries_per_s: queries as f64 / best,
+    })
+}
+
+fn device_name(device: &Device) -> String {
+    match device {
+        Device::Cpu => {
+            let cpu = std::fs::read_to_string("/proc/cpuinfo")
+                .ok()
+                .and_then(|info| {
+                    info.lines()
+                        .find(|l| l.starts_with("model name"))
+                        .and_then(|l| l.split(':').nth(1))
+                        .map(|name| name.trim().to_string())
+                })
+                .unwrap_or_else(|| "unknown CPU".into());
+            format!("cpu ({cpu})")
+        }
+        other => crate::device::DeviceSpec::of(other).to_string(),
+    }
+}

@@ -1,0 +1,89 @@
+//! `kroute bench` on a tiny random-weights encoder: every section is measured and reported.
+
+mod common;
+
+use common::kroute_bin;
+
+#[test]
+fn bench_reports_every_section_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.json");
+    std::fs::write(
+        &config,
+        serde_json::json!({
+            "vocab_size": 500, "hidden_size": 32, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "intermediate_size": 64, "hidden_act": "gelu",
+            "hidden_dropout_prob": 0.0, "max_position_embeddings": 64, "type_vocab_size": 2,
+            "initializer_range": 0.02, "layer_norm_eps": 1e-12, "pad_token_id": 0,
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let out = kroute_bin()
+        .args([
+            "bench",
+            "--random-weights",
+            config.to_str().unwrap(),
+            "--seq-lens",
+            "8,128",
+            "--batch-tokens",
+            "64",
+            "--kmeans-points",
+            "2000",
+            "--kmeans-clusters",
+            "8,16",
+            "--route-queries",
+            "5000",
+            "--peak-tflops",
+            "1",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let encoder = report["encoder"].as_array().unwrap();
+    // 128 exceeds the 64 positions of this model: clamped, 64 tokens in one row.
+    let cases: Vec<(u64, u64)> = encoder
+        .iter()
+        .map(|c| (c["seq_len"].as_u64().unwrap(), c["rows"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(cases, [(8, 8), (64, 1)]);
+    for case in encoder {
+        let (sentences, tokens) = (
+            case["sentences_per_s"].as_f64().unwrap(),
+            case["tokens_per_s"].as_f64().unwrap(),
+        );
+        assert!(sentences > 0.0);
+        assert!((tokens - sentences * case["seq_len"].as_f64().unwrap()).abs() < 1e-6 * tokens);
+        assert_eq!(
+            case["mfu"].as_f64().unwrap(),
+            case["tflops"].as_f64().unwrap()
+        );
+    }
+    let latency = &report["latency"];
+    assert!(latency["p50_ms"].as_f64().unwrap() <= latency["p99_ms"].as_f64().unwrap());
+    let kmeans: Vec<u64> = report["kmeans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["clusters"].as_u64().unwrap())
+        .collect();
+    assert_eq!(kmeans, [8, 16]);
+    assert!(report["route"]["queries_per_s"].as_f64().unwrap() > 0.0);
+    assert!(report["device"].as_str().unwrap().starts_with("cpu"));
+}
+
+#[test]
+fn flops_per_token_follows_the_model_shape() {
+    // MiniLM-L6 at 64 tokens: 6 × 2 × (4·384² + 2·384·1536 + 2·64·384) = 21.8 MFLOP.
+    let flops = kroute::bench::flops_per_token(6, 384, 1536, 64);
+    assert_eq!(
+        flops,
+        6.0 * 2.0 * (4.0 * 384.0 * 384.0 + 2.0 * 384.0 * 1536.0 + 2.0 * 64.0 * 384.0)
+    );
+}
