@@ -189,11 +189,14 @@ impl Data {
         Ok(self.x_aug.narrow(1, 0, self.dim)?)
     }
 
+    /// Mean over features of the per-feature variance, as `(E‖x‖² − ‖E x‖²) / dim`: one pass
+    /// for the mean instead of materialising `x − mean`.
     fn mean_variance(&self) -> Result<f64> {
-        let x = self.points()?;
-        let mean = x.mean_keepdim(0)?;
-        let var = x.broadcast_sub(&mean)?.sqr()?.mean(0)?;
-        Ok(var.mean_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+        let scalar = |t: Tensor| -> Result<f64> { Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?) };
+        let mean = self.points()?.mean(0)?;
+        let mean_sq_norm = scalar(self.sq_norms.mean_all()?)?;
+        let sq_norm_of_mean = scalar(mean.sqr()?.sum_all()?)?;
+        Ok(((mean_sq_norm - sq_norm_of_mean) / self.dim as f64).max(0.0))
     }
 
     /// `[−2c | ‖c‖²]`, the right-hand side of the distance matmul.
