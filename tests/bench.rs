@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::kroute_bin;
+use common::run_json;
 
 #[test]
 fn bench_reports_every_section_as_json() {
@@ -19,33 +19,24 @@ fn bench_reports_every_section_as_json() {
         .to_string(),
     )
     .unwrap();
-    let out = kroute_bin()
-        .args([
-            "bench",
-            "--random-weights",
-            config.to_str().unwrap(),
-            "--seq-lens",
-            "8,128",
-            "--batch-tokens",
-            "64",
-            "--kmeans-points",
-            "2000",
-            "--kmeans-clusters",
-            "8,16",
-            "--route-queries",
-            "5000",
-            "--peak-tflops",
-            "1",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = run_json(&[
+        "bench",
+        "--random-weights",
+        config.to_str().unwrap(),
+        "--seq-lens",
+        "8,128",
+        "--batch-tokens",
+        "64",
+        "--kmeans-points",
+        "2000",
+        "--kmeans-clusters",
+        "8,16",
+        "--route-queries",
+        "5000",
+        "--peak-tflops",
+        "1",
+        "--json",
+    ]);
     let encoder = report["encoder"].as_array().unwrap();
     // 128 exceeds the 64 positions of this model: clamped, 64 tokens in one row.
     let cases: Vec<(u64, u64)> = encoder

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{bundled_sample, embedder, kroute_bin, run};
+use common::{bundled_sample, embedder, run, run_json};
 use kroute::cluster::KMeansConfig;
 use kroute::eval::{Evaluation, PolicyMetrics, Report, SeedRun, TestSet};
 use kroute::records::{MissingCost, RoutingData};
@@ -254,29 +254,20 @@ fn eval_and_calibrate_from_the_command_line() {
     assert_eq!(json["rows"].as_array().unwrap().len(), 11 + 1 + 3);
     assert!(report.join("accuracy_vs_cost.png").is_file());
 
-    let out = kroute_bin()
-        .args([
-            "calibrate",
-            data.to_str().unwrap(),
-            "--target-accuracy",
-            "0.5",
-            "--clusters",
-            "4",
-            "--n-init",
-            "2",
-            "--alphas",
-            "0,0.5,1",
-            "--json",
-            "--quiet",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let result = run_json(&[
+        "calibrate",
+        data.to_str().unwrap(),
+        "--target-accuracy",
+        "0.5",
+        "--clusters",
+        "4",
+        "--n-init",
+        "2",
+        "--alphas",
+        "0,0.5,1",
+        "--json",
+        "--quiet",
+    ]);
     assert!(result["validation"]["average_accuracy"].as_f64().unwrap() >= 0.5);
     // The cheapest α that reaches it: no cheaper swept α does.
     let chosen_cost = result["validation"]["cost"].as_f64().unwrap();

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{bundled_sample, embedder, files_in, kroute_bin, run};
+use common::{bundled_sample, embedder, files_in, run, run_json};
 use kroute::cluster::KMeansConfig;
 use kroute::records::{MissingCost, RoutingData};
 use kroute::router::{EmbeddingInfo, RouteParams, Router, Scoring};
@@ -167,20 +167,14 @@ fn train_then_route_from_the_command_line() {
         let weights: f64 = clusters.iter().map(|c| c["weight"].as_f64().unwrap()).sum();
         assert!((weights - 1.0).abs() < 1e-5);
     }
-    // α = 0 picks the cheapest-leaning model for the same query, and is a different run
-    // of the same router: a chosen model is always one of the router's.
-    let out = kroute_bin()
-        .args([
-            "route",
-            router.to_str().unwrap(),
-            "Which planet is largest?",
-            "--alpha",
-            "0",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // A positional query with a flag override lists every model when --max-models is absent.
+    let line = run_json(&[
+        "route",
+        router.to_str().unwrap(),
+        "Which planet is largest?",
+        "--alpha",
+        "0",
+    ]);
     assert_eq!(line["query"], "Which planet is largest?");
     assert_eq!(line["ranked"].as_array().unwrap().len(), models.len());
 
@@ -247,12 +241,7 @@ fn bad_records_leave_no_router_behind() {
     // `check` reports the same error and exits non-zero; on good data it prints a summary.
     let (ok, stderr) = run(&["check", bad.to_str().unwrap()]);
     assert!(!ok && stderr.contains("bad.jsonl:13"), "{stderr}");
-    let out = kroute_bin()
-        .args(["check", data.to_str().unwrap(), "--json"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let summary = run_json(&["check", data.to_str().unwrap(), "--json"]);
     assert_eq!(summary["queries"], 20);
     assert_eq!(summary["models"].as_array().unwrap().len(), 11);
 }

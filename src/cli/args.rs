@@ -280,7 +280,11 @@ impl TargetArgs {
     }
 }
 
-/// `0,0.05,…,1`: the α grid of sweeps and calibration.
-pub fn default_alphas() -> Vec<f64> {
-    (0..=20).map(|i| i as f64 / 20.0).collect()
+/// The α grid of sweeps and calibration: `given`, or `0, 0.05, …, 1` when empty.
+pub fn alpha_grid(given: &[f64]) -> Vec<f64> {
+    if given.is_empty() {
+        (0..=20).map(|i| i as f64 / 20.0).collect()
+    } else {
+        given.to_vec()
+    }
 }

@@ -4,7 +4,7 @@ use kroute::router::{EmbeddingInfo, RouteParams};
 use kroute::{Error, Result};
 use serde_json::json;
 
-use super::args::{default_alphas, EmbedderArgs, KMeansArgs, RecordsArgs, RoutingArgs, TargetArgs};
+use super::args::{alpha_grid, EmbedderArgs, KMeansArgs, RecordsArgs, RoutingArgs, TargetArgs};
 use super::embed_with_progress;
 
 #[derive(Args, Debug)]
@@ -59,11 +59,7 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
     let data = args.records.read()?;
     let split = args.records.split(&data, args.seed)?;
     let config = EvalConfig {
-        alphas: if args.alphas.is_empty() {
-            default_alphas()
-        } else {
-            args.alphas.clone()
-        },
+        alphas: alpha_grid(&args.alphas),
         seeds: vec![args.seed],
         kmeans: args.kmeans.config(args.seed, split.train.len())?,
         routing: args.routing.resolve(RouteParams::default())?,

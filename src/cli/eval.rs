@@ -6,7 +6,7 @@ use kroute::io::read_embeddings;
 use kroute::router::{EmbeddingInfo, RouteParams};
 use kroute::{Error, Result};
 
-use super::args::{default_alphas, EmbedderArgs, KMeansArgs, RecordsArgs, RoutingArgs};
+use super::args::{alpha_grid, EmbedderArgs, KMeansArgs, RecordsArgs, RoutingArgs};
 use super::{embed_with_progress, progress_bar};
 
 #[derive(Args, Debug)]
@@ -85,11 +85,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let data = args.records.read()?;
     let first_split = args.records.split(&data, args.seeds[0])?;
     let config = EvalConfig {
-        alphas: if args.alphas.is_empty() {
-            default_alphas()
-        } else {
-            args.alphas.clone()
-        },
+        alphas: alpha_grid(&args.alphas),
         seeds: args.seeds.clone(),
         kmeans: args.kmeans.config(args.seeds[0], first_split.train.len())?,
         routing: args.routing.resolve(RouteParams::default())?,

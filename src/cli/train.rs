@@ -7,7 +7,7 @@ use kroute::router::{EmbeddingInfo, RouteParams, Router};
 use kroute::{Error, Result};
 use serde_json::json;
 
-use super::args::{default_alphas, EmbedderArgs, KMeansArgs, RecordsArgs, RoutingArgs, TargetArgs};
+use super::args::{alpha_grid, EmbedderArgs, KMeansArgs, RecordsArgs, RoutingArgs, TargetArgs};
 use super::embed_with_progress;
 
 #[derive(Args, Debug)]
@@ -98,7 +98,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
 
     if let Some(target) = target {
         let config = EvalConfig {
-            alphas: default_alphas(),
+            alphas: alpha_grid(&[]),
             seeds: vec![args.seed],
             kmeans: kmeans.clone(),
             routing: defaults,

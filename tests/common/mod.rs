@@ -43,6 +43,17 @@ pub fn run(args: &[&str]) -> (bool, String) {
     )
 }
 
+/// Runs `kroute` with `args`, which must succeed, and parses its stdout as one JSON value.
+pub fn run_json(args: &[&str]) -> serde_json::Value {
+    let out = kroute_bin().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "kroute {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// Names in `dir`, sorted (to show that a failed run left nothing behind).
 pub fn files_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
