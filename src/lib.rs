@@ -21,6 +21,7 @@ pub mod cluster;
 pub mod device;
 pub mod embed;
 pub mod error;
+pub mod engine;
 pub mod eval;
 pub mod io;
 pub mod model;

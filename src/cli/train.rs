@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
-use kroute::eval::{calibrate, scoring_at, EvalConfig};
+use kroute::eval::{calibrate, EvalConfig};
 use kroute::router::{EmbeddingInfo, RouteParams, Router};
 use kroute::{Error, Result};
 use serde_json::json;
@@ -122,7 +122,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             chosen.average_accuracy,
             chosen.cost_per_query
         );
-        defaults.scoring = scoring_at(defaults.scoring, calibration.alpha);
+        defaults.scoring = defaults.scoring.at_alpha(calibration.alpha);
     }
 
     tracing::info!(

@@ -24,6 +24,7 @@ use bert::BertEncoder;
 pub use config::{Pooling, SentenceConfig};
 pub use info::EmbeddingInfo;
 pub use pooling::{l2_normalize, pool};
+pub use tokenize::Tokens;
 use tokenize::TextTokenizer;
 
 use crate::device::DeviceSpec;
@@ -117,8 +118,10 @@ struct PreparedBatch {
     mask: Tensor,
 }
 
-/// A tokenized chunk: its batches in length order and how to restore input order.
-struct PreparedChunk {
+/// Tokenized texts turned into encoder batches (sorted by length, cut by the token budget) and
+/// how to restore input order. Built by [`Embedder::prepare`] on any thread, so the next input
+/// can be prepared while the encoder runs the current one.
+pub struct Prepared {
     batches: Vec<PreparedBatch>,
     /// `restore[i]` = position of input row `i` among the batches' concatenated rows.
     restore: Tensor,
@@ -263,12 +266,12 @@ impl Embedder {
         let mut stats = EmbedStats::default();
         std::thread::scope(|scope| -> Result<()> {
             // One chunk in flight ahead of the encoder: enough to hide tokenization.
-            let (tx, rx) = sync_channel::<Result<PreparedChunk>>(1);
+            let (tx, rx) = sync_channel::<Result<Prepared>>(1);
             scope.spawn(move || {
                 for chunk in chunks {
                     let prepared = chunk
                         .into_chunk()
-                        .and_then(|texts| self.prepare(texts.as_ref()));
+                        .and_then(|texts| self.prepare(self.tokenize(texts.as_ref())?));
                     let failed = prepared.is_err();
                     if tx.send(prepared).is_err() || failed {
                         break;
@@ -277,13 +280,7 @@ impl Embedder {
             });
             for prepared in rx {
                 let prepared = prepared?;
-                let mut outputs = Vec::with_capacity(prepared.batches.len());
-                for batch in &prepared.batches {
-                    outputs.push(self.run_batch(batch)?);
-                    progress(batch.rows);
-                }
-                let sorted = Tensor::cat(&outputs, 0)?;
-                sink(sorted.index_select(&prepared.restore, 0)?)?;
+                sink(self.encode(&prepared, &mut progress)?)?;
                 stats.merge(&prepared.stats);
             }
             Ok(())
@@ -292,8 +289,13 @@ impl Embedder {
         Ok(stats)
     }
 
-    fn prepare<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<PreparedChunk> {
-        let tokens = self.tokenizer.tokenize(texts)?;
+    /// Tokenizes `texts` on all cores with the model's truncation, without padding.
+    pub fn tokenize<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Vec<Tokens>> {
+        self.tokenizer.tokenize(texts)
+    }
+
+    /// Builds the encoder batches of `tokens` (from [`Embedder::tokenize`]).
+    pub fn prepare(&self, tokens: Vec<Tokens>) -> Result<Prepared> {
         let lengths: Vec<usize> = tokens.iter().map(|t| t.ids.len()).collect();
         let budget = self
             .options
@@ -301,13 +303,13 @@ impl Embedder {
             .unwrap_or_else(|| default_batch_tokens(&self.device));
         let plans = plan_batches(&lengths, budget);
         let mut stats = EmbedStats {
-            texts: texts.len(),
+            texts: tokens.len(),
             tokens: lengths.iter().sum(),
             truncated: tokens.iter().filter(|t| t.truncated).count(),
             batches: plans.len(),
             ..Default::default()
         };
-        let mut restore = vec![0u32; texts.len()];
+        let mut restore = vec![0u32; tokens.len()];
         let mut position = 0u32;
         let mut batches = Vec::with_capacity(plans.len());
         for plan in &plans {
@@ -331,11 +333,25 @@ impl Embedder {
                 mask: Tensor::from_vec(mask, (rows, seq), &self.device)?,
             });
         }
-        Ok(PreparedChunk {
+        Ok(Prepared {
             batches,
-            restore: Tensor::from_vec(restore, texts.len(), &self.device)?,
+            restore: Tensor::from_vec(restore, tokens.len(), &self.device)?,
             stats,
         })
+    }
+
+    /// Runs the encoder on prepared input: `(rows, dim)` f32 in the order the texts were
+    /// tokenized. `progress` is told the rows of every finished batch.
+    pub fn encode(&self, prepared: &Prepared, mut progress: impl FnMut(usize)) -> Result<Tensor> {
+        if prepared.batches.is_empty() {
+            return Ok(Tensor::zeros((0, self.dim()), DType::F32, &self.device)?);
+        }
+        let mut outputs = Vec::with_capacity(prepared.batches.len());
+        for batch in &prepared.batches {
+            outputs.push(self.run_batch(batch)?);
+            progress(batch.rows);
+        }
+        Ok(Tensor::cat(&outputs, 0)?.index_select(&prepared.restore, 0)?)
     }
 
     fn run_batch(&self, batch: &PreparedBatch) -> Result<Tensor> {
@@ -343,6 +359,13 @@ impl Embedder {
             .encoder
             .forward(&batch.input_ids, &batch.attention_bias)?;
         pooling::pool(&hidden, &batch.mask, self.pooling, self.options.normalize)
+    }
+}
+
+impl Prepared {
+    /// Counters of these texts (`seconds` is not set).
+    pub fn stats(&self) -> &EmbedStats {
+        &self.stats
     }
 }
 

@@ -21,7 +21,7 @@ pub use report::{Headlines, Point, Report, Row, RowKind, Stat, REPORT_FILE};
 use crate::cluster::KMeansConfig;
 use crate::error::{Error, Result};
 use crate::records::{RoutingData, SplitOptions};
-use crate::router::{EmbeddingInfo, ReferenceScoring, RouteParams, Router, Scoring};
+use crate::router::{EmbeddingInfo, RouteParams, Router};
 
 /// What to sweep and how to train.
 #[derive(Debug, Clone)]
@@ -30,26 +30,13 @@ pub struct EvalConfig {
     pub seeds: Vec<u64>,
     /// k-means settings; the seed is replaced by each run's.
     pub kmeans: KMeansConfig,
-    /// Routing settings; α is replaced by each sweep point's (see [`scoring_at`]).
+    /// Routing settings; α is replaced by each sweep point's (see [`crate::router::Scoring::at_alpha`]).
     pub routing: RouteParams,
     /// Split settings; the seed is replaced by each run's.
     pub split: SplitOptions,
     /// Evaluate on this share of each dataset's training rows, held out from training, instead
     /// of on the test split: for choosing settings without looking at the test split.
     pub validation_ratio: Option<f64>,
-}
-
-/// The scoring of `base`'s kind at sweep point `alpha`: the paper's α, or for the reference
-/// scoring `performance_weight = α`, `cost_sensitivity = 1 − α` (the AvengersPro ablation).
-pub fn scoring_at(base: Scoring, alpha: f64) -> Scoring {
-    match base {
-        Scoring::Paper { .. } => Scoring::Paper { alpha },
-        Scoring::Reference(reference) => Scoring::Reference(ReferenceScoring {
-            performance_weight: alpha,
-            cost_sensitivity: 1.0 - alpha,
-            ..reference
-        }),
-    }
 }
 
 /// One seed's results on its test set.
@@ -180,7 +167,7 @@ pub fn score_at(
     alpha: f64,
 ) -> Result<PolicyMetrics> {
     let params = RouteParams {
-        scoring: scoring_at(routing.scoring, alpha),
+        scoring: routing.scoring.at_alpha(alpha),
         ..routing
     };
     let routed = router.route(embeddings, &params)?;

@@ -51,6 +51,27 @@ impl Scoring {
     /// Halfway between the most accurate and the cheapest routing.
     pub const DEFAULT_ALPHA: f64 = 0.5;
 
+    /// This rule with its accuracy–cost trade-off set to `alpha` (1: most accurate, 0:
+    /// cheapest). Reference scoring takes `performance_weight = α`, `cost_sensitivity = 1 − α`.
+    pub fn at_alpha(self, alpha: f64) -> Scoring {
+        match self {
+            Scoring::Paper { .. } => Scoring::Paper { alpha },
+            Scoring::Reference(reference) => Scoring::Reference(ReferenceScoring {
+                performance_weight: alpha,
+                cost_sensitivity: 1.0 - alpha,
+                ..reference
+            }),
+        }
+    }
+
+    /// The accuracy–cost trade-off, as [`Scoring::at_alpha`] sets it.
+    pub fn alpha(&self) -> f64 {
+        match self {
+            Scoring::Paper { alpha } => *alpha,
+            Scoring::Reference(reference) => reference.performance_weight,
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         let in_unit = |name: &str, x: f64| {
             if (0.0..=1.0).contains(&x) {
