@@ -328,7 +328,10 @@ fn batcher(
             tokens += size;
             jobs.push(next);
         }
-        let texts = jobs.iter_mut().flat_map(|job| job.tokens.drain(..)).collect();
+        let texts = jobs
+            .iter_mut()
+            .flat_map(|job| job.tokens.drain(..))
+            .collect();
         match embedder.prepare(texts) {
             Ok(prepared) => {
                 if let Err(std::sync::mpsc::SendError((jobs, _))) = to_model.send((jobs, prepared))
@@ -390,7 +393,10 @@ fn warm_up(embedder: &Embedder, router: &Router) -> crate::Result<()> {
         |_| {},
     )?;
     router.route(&vectors, &router.defaults)?;
-    tracing::info!("model warmed up in {:.0} ms", started.elapsed().as_secs_f64() * 1e3);
+    tracing::info!(
+        "model warmed up in {:.0} ms",
+        started.elapsed().as_secs_f64() * 1e3
+    );
     Ok(())
 }
 
@@ -444,7 +450,10 @@ fn answer(router: &Router, jobs: Vec<Job>, vectors: &Tensor, started: Instant, e
         let routed = match routed {
             Ok(routed) => routed,
             Err(e) => {
-                fail_all(group.into_iter().map(|(_, job)| job).collect(), EngineError::Failed(e.to_string()));
+                fail_all(
+                    group.into_iter().map(|(_, job)| job).collect(),
+                    EngineError::Failed(e.to_string()),
+                );
                 continue;
             }
         };
@@ -477,5 +486,9 @@ fn answer(router: &Router, jobs: Vec<Job>, vectors: &Tensor, started: Instant, e
 
 fn decision_ranking(routed: &RoutedBatch, i: usize) -> Vec<(usize, f32)> {
     let totals = routed.totals(i);
-    routed.ranking(i).into_iter().map(|m| (m, totals[m])).collect()
+    routed
+        .ranking(i)
+        .into_iter()
+        .map(|m| (m, totals[m]))
+        .collect()
 }

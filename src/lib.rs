@@ -20,13 +20,14 @@ pub mod bench;
 pub mod cluster;
 pub mod device;
 pub mod embed;
-pub mod error;
 pub mod engine;
+pub mod error;
 pub mod eval;
 pub mod io;
 pub mod model;
 pub mod records;
 pub mod router;
+pub mod serve;
 
 pub use embed::{default_batch_tokens, EmbedStats, Embedder, EmbedderOptions};
 pub use error::{Error, Result};

@@ -9,6 +9,7 @@ mod embed;
 mod eval;
 mod models;
 mod route;
+mod serve;
 mod train;
 
 use std::path::Path;
@@ -46,6 +47,8 @@ enum Command {
     Calibrate(calibrate::CalibrateArgs),
     /// Measure throughput on a device: encoder, single-query latency, k-means, routing.
     Bench(bench::BenchArgs),
+    /// Serve an OpenAI-compatible endpoint that routes each request to a model.
+    Serve(serve::ServeArgs),
     /// List the known models or fetch one into the Hugging Face cache.
     #[command(subcommand)]
     Models(models::ModelsCommand),
@@ -70,6 +73,7 @@ pub fn main() -> ExitCode {
         Command::Eval(args) => eval::run(args),
         Command::Calibrate(args) => calibrate::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Models(command) => models::run(command),
     };
     match result {

@@ -24,8 +24,8 @@ use bert::BertEncoder;
 pub use config::{Pooling, SentenceConfig};
 pub use info::EmbeddingInfo;
 pub use pooling::{l2_normalize, pool};
-pub use tokenize::Tokens;
 use tokenize::TextTokenizer;
+pub use tokenize::Tokens;
 
 use crate::device::DeviceSpec;
 use crate::error::{Error, Result};

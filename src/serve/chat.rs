@@ -1,0 +1,225 @@
+//! `POST /v1/chat/completions`: route (or take the named model), forward, fall back.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use futures_util::{stream, StreamExt};
+use serde_json::Value;
+
+use super::metrics::{Metrics, Stage};
+use super::openai::{parse_model, routing_text, ApiError, ModelChoice};
+use super::upstream::{Answer, AnswerBody, Failure, Outcome};
+use super::{AppState, JsonBody};
+
+const MODEL_HEADER: &str = "x-kroute-model";
+const ALPHA_HEADER: &str = "x-kroute-alpha";
+const ROUTE_MS_HEADER: &str = "x-kroute-route-ms";
+const FALLBACKS_HEADER: &str = "x-kroute-fallbacks";
+
+/// How the model was picked, for the response headers.
+struct Routing {
+    alpha: f64,
+    time: Duration,
+}
+
+pub async fn chat_completions(
+    State(state): State<Arc<AppState>>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let object = body
+        .as_object()
+        .ok_or_else(|| ApiError::bad_request("the request body must be a JSON object"))?;
+    let model = object
+        .get("model")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::bad_request("`model` is required (a string)"))?;
+    let messages = object
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ApiError::bad_request("`messages` is required (an array)"))?;
+    let stream = object
+        .get("stream")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+
+    let config = &state.config;
+    let (candidates, routing) = match parse_model(model, config.routing, |name| {
+        config.upstreams.contains_key(name)
+    })? {
+        ModelChoice::Direct(name) => (vec![name], None),
+        ModelChoice::Routed(params) => {
+            let text = routing_text(messages, state.options.route_on)?;
+            let decision = state.route(text, params).await?;
+            let models = &state.engine.info().models;
+            let ranked: Vec<String> = decision
+                .ranking
+                .iter()
+                .take(1 + state.options.max_fallbacks)
+                .map(|&(m, _)| models[m].clone())
+                .collect();
+            let routing = Routing {
+                alpha: params.scoring.alpha(),
+                time: started.elapsed(),
+            };
+            (ranked, Some(routing))
+        }
+    };
+    forward(&state, &body, &candidates, stream, routing, started).await
+}
+
+/// Tries the candidates in order until one answers; see [`Outcome`] for what moves on.
+async fn forward(
+    state: &AppState,
+    body: &Value,
+    candidates: &[String],
+    stream: bool,
+    routing: Option<Routing>,
+    started: Instant,
+) -> Result<Response, ApiError> {
+    let metrics = &state.metrics;
+    let mut failures: Vec<(String, Failure)> = Vec::new();
+    for (attempt, name) in candidates.iter().enumerate() {
+        let upstream = &state.config.upstreams[name];
+        let answer = match state.upstream.chat(upstream, body, stream).await {
+            Outcome::Answer(answer) => {
+                if let (Some(price), AnswerBody::Full(bytes)) = (upstream.price, &answer.body) {
+                    if let Some((input, output)) = usage(bytes) {
+                        metrics.upstream_cost(name, price.cost(input, output));
+                    }
+                }
+                answer
+            }
+            Outcome::Rejected(answer) => {
+                metrics.upstream_error(name, answer.status.as_str());
+                answer
+            }
+            Outcome::Failed(failure) => {
+                metrics.upstream_error(name, &failure.label());
+                match candidates.get(attempt + 1) {
+                    Some(next) => {
+                        tracing::warn!("{name} failed ({failure}); falling back to {next}");
+                        metrics.fallback(name, next);
+                    }
+                    None => tracing::warn!("{name} failed ({failure}); no model left to try"),
+                }
+                failures.push((name.clone(), failure));
+                continue;
+            }
+        };
+        metrics.latency(Stage::UpstreamFirstByte, answer.first_byte);
+        let mut response = respond(
+            name,
+            answer,
+            state.metrics.clone(),
+            started,
+            upstream.timeout,
+        );
+        let headers = response.headers_mut();
+        let mut set = |name: &'static str, value: String| {
+            if let Ok(value) = HeaderValue::try_from(value) {
+                headers.insert(HeaderName::from_static(name), value);
+            }
+        };
+        set(MODEL_HEADER, name.clone());
+        set(FALLBACKS_HEADER, attempt.to_string());
+        if let Some(routing) = &routing {
+            set(ALPHA_HEADER, routing.alpha.to_string());
+            set(
+                ROUTE_MS_HEADER,
+                format!("{:.3}", routing.time.as_secs_f64() * 1e3),
+            );
+        }
+        return Ok(response);
+    }
+    let tried = failures
+        .iter()
+        .map(|(name, failure)| format!("{name}: {failure}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let message = format!("no upstream answered ({tried})");
+    Err(match failures.last() {
+        Some((_, Failure::Timeout)) => ApiError::gateway_timeout(message),
+        _ => ApiError::bad_gateway(message),
+    })
+}
+
+/// The client's response: the provider's status, content type and body. A stream is passed on
+/// chunk by chunk as it arrives; if the provider then stalls for longer than `idle` or breaks,
+/// the stream is cut (it is too late to fall back).
+fn respond(
+    model: &str,
+    answer: Answer,
+    metrics: Arc<Metrics>,
+    started: Instant,
+    idle: Duration,
+) -> Response {
+    let body = match answer.body {
+        AnswerBody::Full(bytes) => {
+            metrics.latency(Stage::Total, started.elapsed());
+            Body::from(bytes)
+        }
+        AnswerBody::Stream { first, rest } => {
+            let end = StreamEnd {
+                model: model.to_string(),
+                metrics,
+                started,
+            };
+            let rest = stream::unfold((rest, end), move |(mut rest, end)| async move {
+                let item = match tokio::time::timeout(idle, rest.next()).await {
+                    Ok(None) => return None,
+                    Ok(Some(Ok(chunk))) => Ok(chunk),
+                    Ok(Some(Err(e))) => Err(end.broken(e.to_string())),
+                    Err(_) => Err(end.broken(format!("no data for {idle:?}"))),
+                };
+                Some((item, (rest, end)))
+            });
+            Body::from_stream(stream::once(async { Ok(first) }).chain(rest))
+        }
+    };
+    let mut response = (answer.status, body).into_response();
+    if let Some(content_type) = answer.content_type {
+        response
+            .headers_mut()
+            .insert(axum::http::header::CONTENT_TYPE, content_type);
+    }
+    response
+}
+
+/// Records a stream's total latency when the stream ends (or the client goes away).
+struct StreamEnd {
+    model: String,
+    metrics: Arc<Metrics>,
+    started: Instant,
+}
+
+impl StreamEnd {
+    fn broken(&self, why: String) -> std::io::Error {
+        tracing::warn!(
+            "{}'s stream broke after streaming began ({why}); not falling back",
+            self.model
+        );
+        self.metrics.upstream_error(&self.model, "stream");
+        std::io::Error::other(why)
+    }
+}
+
+impl Drop for StreamEnd {
+    fn drop(&mut self) {
+        self.metrics.latency(Stage::Total, self.started.elapsed());
+    }
+}
+
+/// `usage.prompt_tokens` and `usage.completion_tokens` of a full answer.
+fn usage(body: &Bytes) -> Option<(u64, u64)> {
+    let body: Value = serde_json::from_slice(body).ok()?;
+    let usage = body.get("usage")?;
+    Some((
+        usage.get("prompt_tokens")?.as_u64()?,
+        usage.get("completion_tokens")?.as_u64()?,
+    ))
+}

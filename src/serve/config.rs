@@ -1,0 +1,268 @@
+//! `kroute.toml`: where each model is served, and the default routing settings.
+//!
+//! ```toml
+//! [routing]                          # optional; unset keys keep the router's own defaults
+//! alpha = 0.6
+//!
+//! [upstream.default]                 # every model without a block of its own
+//! base_url = "https://llm-gateway.example/v1"
+//! api_key_env = "GATEWAY_API_KEY"    # name of the env var holding the key
+//!
+//! [upstream."gpt-4-1106-preview"]    # a model's own block (the router's model name)
+//! base_url = "https://other.example/v1"
+//! api_key_env = "OTHER_API_KEY"
+//! model = "gpt-4-turbo"              # name sent upstream [default: the router's name]
+//! timeout_s = 60
+//! price = { input_per_mtok = 10.0, output_per_mtok = 30.0 }
+//! headers = { "OpenAI-Organization" = "org-123" }
+//! ```
+//!
+//! A model's block takes the default block's settings for the keys it leaves out, except that
+//! a block with its own `base_url` inherits neither `api_key_env` nor `headers`: a key is never
+//! sent to a host it was not configured for.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{Error, InputError, Result};
+use crate::router::RouteParams;
+
+const DEFAULT_BLOCK: &str = "default";
+const DEFAULT_TIMEOUT_S: f64 = 60.0;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    routing: RoutingBlock,
+    #[serde(default)]
+    upstream: BTreeMap<String, UpstreamBlock>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoutingBlock {
+    alpha: Option<f64>,
+    top_p: Option<usize>,
+    beta: Option<f64>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpstreamBlock {
+    base_url: Option<String>,
+    api_key_env: Option<String>,
+    model: Option<String>,
+    timeout_s: Option<f64>,
+    price: Option<Price>,
+    headers: Option<BTreeMap<String, String>>,
+}
+
+/// US dollars per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+}
+
+impl Price {
+    pub fn cost(&self, input_tokens: u64, output_tokens: u64) -> f64 {
+        (input_tokens as f64 * self.input_per_mtok + output_tokens as f64 * self.output_per_mtok)
+            / 1e6
+    }
+}
+
+/// An API key; shown as `***` by `Debug` so it cannot end up in a log line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Where and how one model is called.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// `.../v1`; requests go to `{base_url}/chat/completions`.
+    pub base_url: String,
+    pub api_key: Option<ApiKey>,
+    /// The model name sent upstream.
+    pub model: String,
+    pub timeout: Duration,
+    pub price: Option<Price>,
+    pub headers: Vec<(String, String)>,
+}
+
+/// The parsed configuration, checked against the router's models.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Every servable model (the router's, then other blocks') and its upstream.
+    pub upstreams: BTreeMap<String, Upstream>,
+    /// Routing for `model: "kroute"`.
+    pub routing: RouteParams,
+}
+
+impl ServeConfig {
+    /// Reads `path`; `models` are the router's and `defaults` its routing settings. Env vars are
+    /// read through `env` (the process environment in production).
+    pub fn load(
+        path: &Path,
+        models: &[String],
+        defaults: RouteParams,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<ServeConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::parse(&text, path, models, defaults, env)
+    }
+
+    /// [`ServeConfig::load`] from text; `path` names the file in errors.
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        models: &[String],
+        defaults: RouteParams,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<ServeConfig> {
+        let invalid = |message: String| Error::Input(InputError::new(path, message));
+        let file: ConfigFile = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+
+        let mut routing = defaults;
+        if let Some(alpha) = file.routing.alpha {
+            routing.scoring = routing.scoring.at_alpha(alpha);
+        }
+        routing.top_p = file.routing.top_p.unwrap_or(routing.top_p);
+        routing.beta = file.routing.beta.unwrap_or(routing.beta);
+        routing
+            .validate()
+            .map_err(|e| invalid(format!("[routing]: {e}")))?;
+
+        let default = file.upstream.get(DEFAULT_BLOCK);
+        if default.is_some_and(|block| block.model.is_some()) {
+            return Err(invalid(
+                "[upstream.default]: `model` renames one model; put it in that model's block"
+                    .into(),
+            ));
+        }
+        let others = file
+            .upstream
+            .keys()
+            .filter(|name| *name != DEFAULT_BLOCK && !models.contains(name));
+        let mut upstreams = BTreeMap::new();
+        for name in models.iter().chain(others) {
+            let block = match (file.upstream.get(name), default) {
+                (Some(own), Some(default)) => own.over(default),
+                (Some(own), None) => own.clone(),
+                (None, Some(default)) => default.clone(),
+                (None, None) => {
+                    return Err(invalid(format!(
+                        "router model `{name}` has no upstream: add [upstream.default] or \
+                         [upstream.\"{name}\"]"
+                    )))
+                }
+            };
+            let upstream = block
+                .resolve(name, &env)
+                .map_err(|e| invalid(format!("{}: {e}", block_name(name, &file.upstream))))?;
+            upstreams.insert(name.clone(), upstream);
+        }
+        Ok(ServeConfig { upstreams, routing })
+    }
+}
+
+fn block_name(model: &str, blocks: &BTreeMap<String, UpstreamBlock>) -> String {
+    if blocks.contains_key(model) {
+        format!("[upstream.\"{model}\"]")
+    } else {
+        "[upstream.default]".into()
+    }
+}
+
+impl UpstreamBlock {
+    /// This block with `default`'s settings where it has none.
+    fn over(&self, default: &UpstreamBlock) -> UpstreamBlock {
+        let same_host = self.base_url.is_none();
+        UpstreamBlock {
+            base_url: self.base_url.clone().or_else(|| default.base_url.clone()),
+            api_key_env: match same_host {
+                true => self
+                    .api_key_env
+                    .clone()
+                    .or_else(|| default.api_key_env.clone()),
+                false => self.api_key_env.clone(),
+            },
+            model: self.model.clone(),
+            timeout_s: self.timeout_s.or(default.timeout_s),
+            price: self.price.or(default.price),
+            headers: match same_host {
+                true => self.headers.clone().or_else(|| default.headers.clone()),
+                false => self.headers.clone(),
+            },
+        }
+    }
+
+    fn resolve(
+        &self,
+        name: &str,
+        env: &impl Fn(&str) -> Option<String>,
+    ) -> Result<Upstream, String> {
+        let base_url = self
+            .base_url
+            .as_deref()
+            .ok_or("`base_url` is missing")?
+            .trim_end_matches('/')
+            .to_string();
+        let url =
+            reqwest::Url::parse(&base_url).map_err(|e| format!("`base_url` {base_url:?}: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!(
+                "`base_url` {base_url:?}: expected http:// or https://"
+            ));
+        }
+        let api_key = match &self.api_key_env {
+            Some(var) => match env(var) {
+                Some(key) if !key.is_empty() => Some(ApiKey(key)),
+                _ => {
+                    return Err(format!(
+                        "environment variable {var} (api_key_env) is not set"
+                    ))
+                }
+            },
+            None => None,
+        };
+        let timeout_s = self.timeout_s.unwrap_or(DEFAULT_TIMEOUT_S);
+        if !(timeout_s > 0.0 && timeout_s.is_finite()) {
+            return Err(format!(
+                "`timeout_s` must be a positive number of seconds, got {timeout_s}"
+            ));
+        }
+        let headers = self.headers.clone().unwrap_or_default();
+        for (header, value) in &headers {
+            reqwest::header::HeaderName::try_from(header.as_str())
+                .map_err(|_| format!("headers: `{header}` is not a valid header name"))?;
+            reqwest::header::HeaderValue::try_from(value.as_str()).map_err(|_| {
+                format!("headers: the value of `{header}` is not a valid header value")
+            })?;
+        }
+        Ok(Upstream {
+            base_url,
+            api_key,
+            model: self.model.clone().unwrap_or_else(|| name.to_string()),
+            timeout: Duration::from_secs_f64(timeout_s),
+            price: self.price,
+            headers: headers.into_iter().collect(),
+        })
+    }
+}

@@ -1,0 +1,177 @@
+//! The endpoints that never call a provider: embeddings, routing decisions, the model list,
+//! health and metrics.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine as _;
+use serde_json::{json, Map, Value};
+
+use super::openai::{parse_model, routing_text, ApiError, ModelChoice, ROUTED_MODEL};
+use super::{engine_error, AppState, JsonBody};
+
+/// `POST /v1/embeddings`: `input` is a string or an array of strings; `encoding_format` is
+/// `float` (default) or `base64` (little-endian f32, what OpenAI's Python client asks for).
+pub async fn embeddings(
+    State(state): State<Arc<AppState>>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    let texts: Vec<String> = match body.get("input") {
+        Some(Value::String(text)) => vec![text.clone()],
+        Some(Value::Array(items)) if !items.is_empty() => items
+            .iter()
+            .map(|item| item.as_str().map(str::to_string))
+            .collect::<Option<_>>()
+            .ok_or_else(|| {
+                ApiError::bad_request("`input` must be a string or an array of strings")
+            })?,
+        _ => {
+            return Err(ApiError::bad_request(
+                "`input` is required: a string or a non-empty array of strings",
+            ))
+        }
+    };
+    let base64 = match body.get("encoding_format").and_then(Value::as_str) {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "`encoding_format` `{other}`: expected float or base64"
+            )))
+        }
+    };
+    let embedded = state.engine.embed(texts).await.map_err(engine_error)?;
+    state.metrics.engine_timings(&embedded.timings);
+    let data: Vec<Value> = embedded
+        .vectors
+        .iter()
+        .enumerate()
+        .map(|(index, vector)| {
+            let embedding = match base64 {
+                true => {
+                    let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
+                    json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+                }
+                false => json!(vector),
+            };
+            json!({"object": "embedding", "index": index, "embedding": embedding})
+        })
+        .collect();
+    Ok(Json(json!({
+        "object": "list",
+        "data": data,
+        "model": state.engine.info().embedding.model,
+        "usage": {"prompt_tokens": embedded.tokens, "total_tokens": embedded.tokens},
+    })))
+}
+
+/// `POST /v1/route`: the decision alone. The text is `input`, or taken from `messages` as for a
+/// chat request; `model` may carry settings (`kroute:alpha=0.3`); `explain: true` adds the
+/// nearest clusters and each model's score in them.
+pub async fn route(
+    State(state): State<Arc<AppState>>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    let started = Instant::now();
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or(ROUTED_MODEL);
+    // Every name but `kroute[:settings]` is unknown here: there is nothing to decide.
+    let ModelChoice::Routed(params) = parse_model(model, state.config.routing, |_| false)? else {
+        return Err(ApiError::unknown_model(model));
+    };
+    let text = match (body.get("input"), body.get("messages")) {
+        (Some(Value::String(text)), _) => text.clone(),
+        (None, Some(Value::Array(messages))) => routing_text(messages, state.options.route_on)?,
+        _ => {
+            return Err(ApiError::bad_request(
+                "give `input` (a string) or `messages` (an array)",
+            ))
+        }
+    };
+    let explain = body
+        .get("explain")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let decision = state.route(text, params).await?;
+    let models = &state.engine.info().models;
+    let ranking: Vec<Value> = decision
+        .ranking
+        .iter()
+        .map(|&(m, score)| json!({"model": models[m], "score": score}))
+        .collect();
+    let mut answer = json!({
+        "model": models[decision.best()],
+        "alpha": params.scoring.alpha(),
+        "ranking": ranking,
+        "tokens": decision.tokens,
+        "truncated": decision.truncated,
+        "route_ms": started.elapsed().as_secs_f64() * 1e3,
+    });
+    if explain {
+        answer["clusters"] = decision
+            .clusters
+            .iter()
+            .map(|vote| {
+                let scores: Map<String, Value> = models
+                    .iter()
+                    .cloned()
+                    .zip(vote.scores.iter().map(|s| json!(s)))
+                    .collect();
+                json!({
+                    "cluster": vote.cluster,
+                    "distance": vote.distance,
+                    "weight": vote.weight,
+                    "size": vote.size,
+                    "scores": scores,
+                })
+            })
+            .collect();
+    }
+    Ok(Json(answer))
+}
+
+/// `GET /v1/models`: `kroute` (routed) and every model that can be named directly.
+pub async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let entry = |id: &str, owned_by: &str| json!({"id": id, "object": "model", "created": 0, "owned_by": owned_by});
+    let data: Vec<Value> = std::iter::once(entry(ROUTED_MODEL, "kroute"))
+        .chain(
+            state
+                .config
+                .upstreams
+                .keys()
+                .map(|name| entry(name, "upstream")),
+        )
+        .collect();
+    Json(json!({"object": "list", "data": data}))
+}
+
+/// `GET /health`: 200 once the model is loaded and warmed up, 503 before.
+pub async fn health(State(state): State<Arc<AppState>>) -> Response {
+    match state.engine.is_ready() {
+        true => (StatusCode::OK, Json(json!({"status": "ready"}))).into_response(),
+        false => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "loading"})),
+        )
+            .into_response(),
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    state.metrics.set_ready(state.engine.is_ready());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}

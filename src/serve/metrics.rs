@@ -1,0 +1,193 @@
+//! Prometheus metrics of one server (its own registry, so several servers can share a process).
+
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::engine::{BatchReport, Timings};
+
+type Labels = [(&'static str, String); 1];
+type PairLabels = [(&'static str, String); 2];
+
+/// Where a request's latency goes.
+#[derive(Debug, Clone, Copy)]
+pub enum Stage {
+    Tokenize,
+    Queue,
+    Embed,
+    Route,
+    UpstreamFirstByte,
+    Total,
+}
+
+impl Stage {
+    fn as_str(self) -> &'static str {
+        match self {
+            Stage::Tokenize => "tokenize",
+            Stage::Queue => "queue",
+            Stage::Embed => "embed",
+            Stage::Route => "route",
+            Stage::UpstreamFirstByte => "upstream_first_byte",
+            Stage::Total => "total",
+        }
+    }
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<PairLabels, Counter>,
+    routed: Family<Labels, Counter>,
+    fallbacks: Family<PairLabels, Counter>,
+    upstream_errors: Family<PairLabels, Counter>,
+    upstream_cost: Family<Labels, Counter<f64>>,
+    latency: Family<Labels, Histogram, fn() -> Histogram>,
+    batches: Counter,
+    batch_requests: Histogram,
+    embedded_texts: Counter,
+    ready: Gauge,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs to ~100 s.
+    Histogram::new(exponential_buckets(1e-4, 2.0, 21))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("kroute");
+        let requests = Family::default();
+        registry.register(
+            "requests",
+            "Requests answered, by endpoint and HTTP status",
+            requests.clone(),
+        );
+        let routed = Family::default();
+        registry.register(
+            "routed",
+            "Routing decisions, by chosen model",
+            routed.clone(),
+        );
+        let fallbacks = Family::default();
+        registry.register(
+            "fallbacks",
+            "Requests moved to the next-ranked model, by failed and next model",
+            fallbacks.clone(),
+        );
+        let upstream_errors = Family::default();
+        registry.register(
+            "upstream_errors",
+            "Failed upstream calls, by model and status (an HTTP code, timeout, connect or stream)",
+            upstream_errors.clone(),
+        );
+        let upstream_cost = Family::default();
+        registry.register(
+            "upstream_cost_usd",
+            "Upstream spend from the answers' token usage and the configured prices",
+            upstream_cost.clone(),
+        );
+        let latency = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register(
+            "latency_seconds",
+            "Request latency by stage: tokenize, queue, embed, route, upstream_first_byte, total",
+            latency.clone(),
+        );
+        let batches = Counter::default();
+        registry.register("embed_batches", "Batches the encoder ran", batches.clone());
+        let batch_requests = Histogram::new(exponential_buckets(1.0, 2.0, 10));
+        registry.register(
+            "batch_requests",
+            "Requests per encoder batch",
+            batch_requests.clone(),
+        );
+        let embedded_texts = Counter::default();
+        registry.register("embedded_texts", "Texts embedded", embedded_texts.clone());
+        let ready = Gauge::default();
+        registry.register(
+            "ready",
+            "1 once the model is loaded and warmed up",
+            ready.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            routed,
+            fallbacks,
+            upstream_errors,
+            upstream_cost,
+            latency,
+            batches,
+            batch_requests,
+            embedded_texts,
+            ready,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn request(&self, endpoint: &str, status: u16) {
+        self.requests
+            .get_or_create(&[
+                ("endpoint", endpoint.into()),
+                ("status", status.to_string()),
+            ])
+            .inc();
+    }
+
+    pub fn routed(&self, model: &str) {
+        self.routed.get_or_create(&[("model", model.into())]).inc();
+    }
+
+    pub fn fallback(&self, from: &str, to: &str) {
+        self.fallbacks
+            .get_or_create(&[("from", from.into()), ("to", to.into())])
+            .inc();
+    }
+
+    pub fn upstream_error(&self, model: &str, status: &str) {
+        self.upstream_errors
+            .get_or_create(&[("model", model.into()), ("status", status.into())])
+            .inc();
+    }
+
+    pub fn upstream_cost(&self, model: &str, dollars: f64) {
+        self.upstream_cost
+            .get_or_create(&[("model", model.into())])
+            .inc_by(dollars);
+    }
+
+    pub fn latency(&self, stage: Stage, time: Duration) {
+        self.latency
+            .get_or_create(&[("stage", stage.as_str().into())])
+            .observe(time.as_secs_f64());
+    }
+
+    /// The engine's share of a request's latency.
+    pub fn engine_timings(&self, timings: &Timings) {
+        self.latency(Stage::Tokenize, timings.tokenize);
+        self.latency(Stage::Queue, timings.queue);
+        self.latency(Stage::Embed, timings.embed);
+        self.latency(Stage::Route, timings.route);
+    }
+
+    pub fn batch(&self, report: &BatchReport) {
+        self.batches.inc();
+        self.batch_requests.observe(report.requests as f64);
+        self.embedded_texts.inc_by(report.texts as u64);
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(ready as i64);
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+}
