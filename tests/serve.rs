@@ -749,3 +749,89 @@ async fn embeddings_models_health_and_metrics() {
     assert!(metrics.ends_with("# EOF\n"));
     h.shutdown().await;
 }
+
+/// `kroute serve` as a process: the port it picked, then SIGTERM while a request is in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_finishes_in_flight_requests_on_sigterm() {
+    use std::io::BufRead;
+    let mock = MockUpstream::start().await;
+    let text = &fixture().queries[6];
+    let model = &ranking(text, &defaults())[0];
+    mock.set(
+        upstream_name(model),
+        Behavior::Stall(Duration::from_millis(1500)),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kroute.toml");
+    std::fs::write(&config, config_text(&mock.base_url, "")).unwrap();
+    let router = fixture().router.to_str().unwrap();
+    let config = config.to_str().unwrap();
+
+    // A missing key variable stops start-up with the variable's name.
+    let (ok, stderr) = common::run(&["serve", "--router", router, "--config", config]);
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!("environment variable {KEY_VAR}")),
+        "{stderr}"
+    );
+
+    let mut child = common::kroute_bin()
+        .args([
+            "serve", "--router", router, "--config", config, "--port", "0",
+        ])
+        .env(KEY_VAR, KEY)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines() {
+            let _ = lines_tx.send(line.unwrap());
+        }
+    });
+    let mut log = Vec::new();
+    let base = loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a log line");
+        log.push(line.clone());
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    let http = reqwest::Client::new();
+    while http
+        .get(format!("{base}/health"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        != 200
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let in_flight = tokio::spawn({
+        let (http, url) = (http.clone(), format!("{base}/v1/chat/completions"));
+        let body = chat_body("kroute", text, false);
+        async move { http.post(url).json(&body).send().await.unwrap().status() }
+    });
+    while mock.requests().is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    assert_eq!(in_flight.await.unwrap(), 200);
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status}");
+    log.extend(lines.try_iter());
+    let log = log.join("\n");
+    assert!(log.contains("shutting down"), "{log}");
+    // The provider key is never logged.
+    assert!(!log.contains(KEY), "{log}");
+}

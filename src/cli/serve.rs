@@ -135,6 +135,10 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(&address)
             .await
             .map_err(|e| Error::Invalid(format!("cannot listen on {address}: {e}")))?;
+        // The port the OS picked for --port 0.
+        let address = listener
+            .local_addr()
+            .map_err(|e| Error::Invalid(format!("{address}: {e}")))?;
         let server = Server::start(embedder, router, engine, config, options)?;
         tracing::info!(
             "listening on http://{address} ({upstreams} models, {auth}); GET /health turns 200 once warmed up"

@@ -266,3 +266,114 @@ impl UpstreamBlock {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn models() -> Vec<String> {
+        vec!["gpt-4".into(), "mixtral".into()]
+    }
+
+    fn env(var: &str) -> Option<String> {
+        match var {
+            "GATEWAY_KEY" => Some("sk-gateway".into()),
+            "OTHER_KEY" => Some("sk-other".into()),
+            _ => None,
+        }
+    }
+
+    fn parse(text: &str) -> Result<ServeConfig> {
+        ServeConfig::parse(
+            text,
+            Path::new("kroute.toml"),
+            &models(),
+            RouteParams::default(),
+            env,
+        )
+    }
+
+    #[test]
+    fn model_blocks_inherit_from_default_but_keys_stay_with_their_host() {
+        let config = parse(
+            r#"
+            [routing]
+            alpha = 0.8
+            [upstream.default]
+            base_url = "https://gateway.example/v1/"
+            api_key_env = "GATEWAY_KEY"
+            timeout_s = 30
+            headers = { "X-Team" = "routing" }
+            [upstream."gpt-4"]
+            model = "gpt-4-turbo"
+            price = { input_per_mtok = 10.0, output_per_mtok = 30.0 }
+            [upstream.mixtral]
+            base_url = "http://other.example/v1"
+            [upstream.extra]
+            base_url = "http://extra.example/v1"
+            api_key_env = "OTHER_KEY"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.routing.scoring.alpha(), 0.8);
+        let gpt4 = &config.upstreams["gpt-4"];
+        assert_eq!(gpt4.base_url, "https://gateway.example/v1");
+        assert_eq!(gpt4.model, "gpt-4-turbo");
+        assert_eq!(gpt4.api_key.as_ref().unwrap().expose(), "sk-gateway");
+        assert_eq!(gpt4.timeout, Duration::from_secs(30));
+        assert_eq!(
+            gpt4.headers,
+            [("X-Team".to_string(), "routing".to_string())]
+        );
+        assert_eq!(gpt4.price.unwrap().cost(1_000_000, 0), 10.0);
+        let mixtral = &config.upstreams["mixtral"];
+        assert_eq!(mixtral.model, "mixtral");
+        assert!(mixtral.api_key.is_none() && mixtral.headers.is_empty());
+        assert_eq!(mixtral.timeout, Duration::from_secs(30));
+        // A block for a model the router does not know can still be called by name.
+        assert_eq!(
+            config.upstreams["extra"].api_key.as_ref().unwrap().expose(),
+            "sk-other"
+        );
+        // Keys never show in debug output.
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("sk-gateway") && debug.contains("***"));
+    }
+
+    #[test]
+    fn startup_errors_name_the_block_and_the_fix() {
+        let error = |text: &str| parse(text).unwrap_err().to_string();
+        let only_gpt4 = "[upstream.\"gpt-4\"]\nbase_url = \"http://a.example/v1\"\n";
+        assert_eq!(
+            error(only_gpt4),
+            "kroute.toml: router model `mixtral` has no upstream: add [upstream.default] or \
+             [upstream.\"mixtral\"]"
+        );
+        let missing_env =
+            "[upstream.default]\nbase_url = \"http://a.example\"\napi_key_env = \"NOPE\"\n";
+        assert_eq!(
+            error(missing_env),
+            "kroute.toml: [upstream.default]: environment variable NOPE (api_key_env) is not set"
+        );
+        assert!(error("[upstream.default]\nbase_url = \"ftp://a\"\n").contains("http://"));
+        assert!(error("[upstream.default]\napi_key_env = \"GATEWAY_KEY\"\n").contains("base_url"));
+        assert!(
+            error("[upstream.default]\nbase_url = \"http://a\"\ntimeout_s = 0\n")
+                .contains("timeout_s")
+        );
+        assert!(
+            error("[upstream.default]\nbase_url = \"http://a\"\nmodel = \"x\"\n")
+                .contains("that model's block")
+        );
+        assert!(
+            error("[upstream.default]\nbase_url = \"http://a\"\nbase_ur = \"x\"\n")
+                .contains("unknown field")
+        );
+        assert!(
+            error("[routing]\nalpha = 1.5\n[upstream.default]\nbase_url = \"http://a\"\n")
+                .contains("[routing]")
+        );
+        // The located TOML syntax error.
+        assert!(error("[upstream.default\n").contains("line 1"));
+    }
+}
