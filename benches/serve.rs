@@ -1,0 +1,268 @@
+//! Load test of `kroute serve` on loopback: the kroute binary in its own process, a mock
+//! provider that answers at once (in this process), and a closed-loop client at several
+//! concurrencies. Because the provider answers instantly, a request's latency through kroute is
+//! kroute's overhead (tokenize, queue, embed, route, proxy); the same load sent straight to the
+//! mock gives the loopback baseline.
+//!
+//! ```text
+//! kroute train data/routerbench-3k.jsonl.gz -o router
+//! cargo bench --bench serve -- router                       # concurrency 1, 16, 64
+//! cargo bench --bench serve -- router --soak 600            # RSS over 10 min at concurrency 64
+//! ```
+//! Options: `--seconds S` per level (default 20), `--words N` (queries cut to N words, default
+//! 12: one short question), `--concurrency 1,16,64`. Prints a table, then one JSON line.
+
+#[path = "../tests/common/upstream.rs"]
+#[allow(dead_code)]
+mod upstream;
+
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use upstream::MockUpstream;
+
+struct Options {
+    router: String,
+    seconds: f64,
+    words: usize,
+    concurrency: Vec<usize>,
+    soak: Option<f64>,
+}
+
+fn parse_options() -> Options {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .map(|i| args[i + 1].clone())
+    };
+    Options {
+        router: args
+            .first()
+            .filter(|a| !a.starts_with("--"))
+            .cloned()
+            .unwrap_or_else(|| "router".into()),
+        seconds: value("--seconds").map_or(20.0, |v| v.parse().unwrap()),
+        words: value("--words").map_or(12, |v| v.parse().unwrap()),
+        concurrency: value("--concurrency").map_or(vec![1, 16, 64], |v| {
+            v.split(',').map(|c| c.parse().unwrap()).collect()
+        }),
+        soak: value("--soak").map(|v| v.parse().unwrap()),
+    }
+}
+
+/// Held-out RouterBench queries, each cut to its first `words` words.
+fn queries(words: usize) -> Vec<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/data/routerbench-3k.jsonl.gz");
+    let reader = flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap());
+    std::io::BufReader::new(reader)
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(&line.unwrap()).unwrap())
+        .filter(|record| record["split"] == "test")
+        .map(|record| {
+            let query = record["query"].as_str().unwrap();
+            query
+                .split_whitespace()
+                .take(words)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(router: &str, mock: &MockUpstream, dir: &std::path::Path) -> Server {
+    let config = dir.join("kroute.toml");
+    std::fs::write(
+        &config,
+        format!("[upstream.default]\nbase_url = \"{}\"\n", mock.base_url),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kroute"))
+        .args(["serve", "--router", router, "--port", "0", "--config"])
+        .arg(&config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                let _ = tx.send(rest.split_whitespace().next().unwrap().to_string());
+            }
+        }
+    });
+    let base = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("kroute serve started");
+    Server { child, base }
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+/// Latencies (seconds) of every request finished during `seconds` of closed-loop load.
+async fn load(url: &str, queries: &[String], concurrency: usize, seconds: f64) -> Vec<f64> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..concurrency)
+        .map(|worker| {
+            let (http, url, stop) = (http.clone(), url.to_string(), stop.clone());
+            let queries = queries.to_vec();
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut i = worker;
+                while !stop.load(Ordering::Relaxed) {
+                    let body = json!({"model": "kroute",
+                        "messages": [{"role": "user", "content": queries[i % queries.len()]}]});
+                    let started = Instant::now();
+                    let response = http.post(&url).json(&body).send().await.unwrap();
+                    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+                    response.bytes().await.unwrap();
+                    latencies.push(started.elapsed().as_secs_f64());
+                    i += concurrency;
+                }
+                latencies
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for worker in workers {
+        all.extend(worker.await.unwrap());
+    }
+    all
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+struct Level {
+    requests: usize,
+    per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+async fn measure(url: &str, queries: &[String], concurrency: usize, seconds: f64) -> Level {
+    load(url, queries, concurrency, seconds.min(2.0)).await; // warm connections and caches
+    let mut latencies = load(url, queries, concurrency, seconds).await;
+    latencies.sort_by(f64::total_cmp);
+    Level {
+        requests: latencies.len(),
+        per_s: latencies.len() as f64 / seconds,
+        p50_ms: percentile(&latencies, 0.5) * 1e3,
+        p99_ms: percentile(&latencies, 0.99) * 1e3,
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let options = parse_options();
+    let queries = queries(options.words);
+    let mock = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(&options.router, &mock, dir.path());
+    let http = reqwest::Client::new();
+    while http
+        .get(format!("{}/health", server.base))
+        .send()
+        .await
+        .map_or(true, |r| r.status() != 200)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let kroute_url = format!("{}/v1/chat/completions", server.base);
+    let mock_url = format!("{}/chat/completions", mock.base_url);
+
+    if let Some(seconds) = options.soak {
+        let pid = server.child.id();
+        let mut samples = vec![(0.0, rss_mib(pid))];
+        let started = Instant::now();
+        let mut requests = 0;
+        while started.elapsed().as_secs_f64() < seconds {
+            requests += load(&kroute_url, &queries, 64, 10.0).await.len();
+            samples.push((started.elapsed().as_secs_f64(), rss_mib(pid)));
+            eprintln!(
+                "{:>5.0} s  {:>8} requests  RSS {:.1} MiB",
+                samples.last().unwrap().0,
+                requests,
+                samples.last().unwrap().1
+            );
+        }
+        let rss: Vec<f64> = samples.iter().map(|s| s.1).collect();
+        println!(
+            "{}",
+            json!({"soak_seconds": seconds, "concurrency": 64, "requests": requests,
+                   "rss_mib": rss, "rss_first_minute_mib": rss[rss.len().min(7) - 1],
+                   "rss_last_mib": rss.last()})
+        );
+        return;
+    }
+
+    println!(
+        "{:>11}  {:>8}  {:>9}  {:>9}  {:>9}  {:>12}  {:>12}",
+        "concurrency", "requests", "req/s", "p50 ms", "p99 ms", "direct p50", "direct p99"
+    );
+    let mut rows = Vec::new();
+    for &concurrency in &options.concurrency {
+        let through = measure(&kroute_url, &queries, concurrency, options.seconds).await;
+        let direct = measure(&mock_url, &queries, concurrency, options.seconds.min(5.0)).await;
+        println!(
+            "{:>11}  {:>8}  {:>9.1}  {:>9.2}  {:>9.2}  {:>12.2}  {:>12.2}",
+            concurrency,
+            through.requests,
+            through.per_s,
+            through.p50_ms,
+            through.p99_ms,
+            direct.p50_ms,
+            direct.p99_ms
+        );
+        rows.push(
+            json!({"concurrency": concurrency, "requests": through.requests,
+            "requests_per_s": through.per_s, "p50_ms": through.p50_ms, "p99_ms": through.p99_ms,
+            "direct_p50_ms": direct.p50_ms, "direct_p99_ms": direct.p99_ms}),
+        );
+    }
+    let tokens: Vec<usize> = queries
+        .iter()
+        .map(|q| q.split_whitespace().count())
+        .collect();
+    println!(
+        "{}",
+        json!({"words_per_query": options.words,
+               "mean_words": tokens.iter().sum::<usize>() as f64 / tokens.len() as f64,
+               "seconds_per_level": options.seconds, "levels": rows,
+               "rss_mib_after": rss_mib(server.child.id())})
+    );
+}
