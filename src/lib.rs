@@ -5,7 +5,13 @@
 //! - [`model`]: the registry of known embedding models and resolving a model id to verified files;
 //! - [`embed`]: the BERT-family encoder, tokenization and token-budget batching ([`Embedder`]);
 //! - [`cluster`]: k-means on the device as tensor ops;
-//! - [`io`]: reading texts (with file/line/field errors) and writing embeddings atomically.
+//! - [`records`]: routing records (JSONL) with file/line/field errors, splits and summaries;
+//! - [`router`]: per-cluster statistics, scoring, batched routing and the router directory;
+//! - [`eval`]: the α sweep against single models and the oracle, calibration, reports, plots;
+//! - [`bench`]: throughput per device (`kroute bench`);
+//! - [`engine`]: serving's model side (queue, dynamic batcher, model thread);
+//! - [`serve`]: serving's HTTP side (`kroute serve`, OpenAI-compatible);
+//! - [`io`]: reading texts (with file/line/field errors) and writing outputs atomically.
 //!
 //! ```no_run
 //! use kroute::{Embedder, device::DeviceSpec};

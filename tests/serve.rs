@@ -75,26 +75,23 @@ fn load_router() -> Router {
     Router::load(&fixture().router, &Device::Cpu).unwrap()
 }
 
-/// The library's per-model totals for `text` (the reference the server must agree with).
-fn totals(text: &str, params: &RouteParams) -> (Vec<String>, Vec<f32>) {
+/// The library's per-model totals for `text` (the reference the server must agree with) and
+/// its ranking of the models, best first.
+fn reference(text: &str, params: &RouteParams) -> (Vec<String>, Vec<f32>, Vec<String>) {
     let router = load_router();
     let routed = router
         .route(&fixture().embedder.embed(&[text]).unwrap(), params)
         .unwrap();
-    (router.models.clone(), routed.totals(0).to_vec())
-}
-
-/// The library's ranking of the models for `text`, best first.
-fn ranking(text: &str, params: &RouteParams) -> Vec<String> {
-    let router = load_router();
-    let routed = router
-        .route(&fixture().embedder.embed(&[text]).unwrap(), params)
-        .unwrap();
-    routed
+    let ranking = routed
         .ranking(0)
         .into_iter()
         .map(|m| router.models[m].clone())
-        .collect()
+        .collect();
+    (router.models, routed.totals(0).to_vec(), ranking)
+}
+
+fn ranking(text: &str, params: &RouteParams) -> Vec<String> {
+    reference(text, params).2
 }
 
 fn defaults() -> RouteParams {
@@ -648,7 +645,7 @@ async fn concurrent_requests_are_all_answered_and_batched() {
     for (text, (model, body)) in queries.iter().zip(&answers) {
         // Batched and single embeddings differ by float noise: the choice must be a best model
         // up to that noise.
-        let (models, totals) = totals(text, &defaults());
+        let (models, totals, _) = reference(text, &defaults());
         let chosen = models.iter().position(|m| m == model).unwrap();
         let best = totals.iter().cloned().fold(f32::MIN, f32::max);
         assert!(totals[chosen] >= best - 1e-4, "{text}: {model}");

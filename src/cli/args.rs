@@ -7,7 +7,7 @@ use kroute::cluster::KMeansConfig;
 use kroute::device::{parse_dtype, DeviceSpec};
 use kroute::model::{resolve, DEFAULT_MODEL};
 use kroute::records::{Exclusion, MissingCost, RoutingData, SplitOptions, TrainTest};
-use kroute::router::{ReferenceScoring, RouteParams, Scoring};
+use kroute::router::{ReferenceScoring, RouteParams, Router, Scoring};
 use kroute::{Embedder, EmbedderOptions, Error, Result};
 
 /// Model, device and batching flags of every command that embeds.
@@ -52,6 +52,23 @@ impl EmbedderArgs {
             .or(default_model)
             .unwrap_or(DEFAULT_MODEL);
         Embedder::from_files(resolve(model)?, &device, self.dtype, options)
+    }
+    /// Loads the embedding model a router was trained with (or `--model`, which must then give
+    /// the same vectors), truncating as in training unless `--max-seq-length` says otherwise.
+    pub fn load_for(&self, router: &Router) -> Result<Embedder> {
+        let trained_with = match &router.embedding.revision {
+            Some(revision) => format!("{}@{revision}", router.embedding.model),
+            None => router.embedding.model.clone(),
+        };
+        let args = EmbedderArgs {
+            max_seq_length: self
+                .max_seq_length
+                .or(Some(router.embedding.max_seq_length)),
+            ..self.clone()
+        };
+        let embedder = args.load(Some(&trained_with), true)?;
+        router.embedding.check(&embedder)?;
+        Ok(embedder)
     }
 }
 

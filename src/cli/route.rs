@@ -84,15 +84,7 @@ pub fn run(mut args: RouteArgs) -> Result<()> {
         return Err(Error::Invalid("no queries to route".into()));
     }
 
-    let trained_with = match &router.embedding.revision {
-        Some(revision) => format!("{}@{revision}", router.embedding.model),
-        None => router.embedding.model.clone(),
-    };
-    args.embedder
-        .max_seq_length
-        .get_or_insert(router.embedding.max_seq_length);
-    let embedder = args.embedder.load(Some(&trained_with), true)?;
-    router.embedding.check(&embedder)?;
+    let embedder = args.embedder.load_for(&router)?;
 
     let chosen = match &args.output {
         Some(path) => {

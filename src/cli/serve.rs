@@ -88,21 +88,13 @@ pub struct ServeArgs {
     pub embedder: EmbedderArgs,
 }
 
-pub fn run(mut args: ServeArgs) -> Result<()> {
+pub fn run(args: ServeArgs) -> Result<()> {
     let device = args.embedder.device.open()?;
     let router = Router::load(&args.router, &device)?;
     let config = ServeConfig::load(&args.config, &router.models, router.defaults, |var| {
         std::env::var(var).ok()
     })?;
-    let trained_with = match &router.embedding.revision {
-        Some(revision) => format!("{}@{revision}", router.embedding.model),
-        None => router.embedding.model.clone(),
-    };
-    args.embedder
-        .max_seq_length
-        .get_or_insert(router.embedding.max_seq_length);
-    let embedder = args.embedder.load(Some(&trained_with), true)?;
-    router.embedding.check(&embedder)?;
+    let embedder = args.embedder.load_for(&router)?;
     if !(args.batch_wait_ms >= 0.0 && args.batch_wait_ms.is_finite()) {
         return Err(Error::Invalid(format!(
             "--batch-wait-ms must be ≥ 0, got {}",
