@@ -10,7 +10,8 @@
 //! cargo bench --bench serve -- router --soak 600            # RSS over 10 min at concurrency 64
 //! ```
 //! Options: `--seconds S` per level (default 20), `--words N` (queries cut to N words, default
-//! 12: one short question), `--concurrency 1,16,64`. Prints a table, then one JSON line.
+//! 12: one short question), `--concurrency 1,16,64`. Prints a table, the encoder's batched
+//! ceiling (64 queries per embeddings request), then one JSON line.
 
 #[path = "../tests/common/upstream.rs"]
 #[allow(dead_code)]
@@ -254,6 +255,23 @@ async fn main() {
             "direct_p50_ms": direct.p50_ms, "direct_p99_ms": direct.p99_ms}),
         );
     }
+    // The encoder's batched ceiling: the same queries 64 to a request, one request at a time.
+    let embeddings_url = format!("{}/v1/embeddings", server.base);
+    let started = Instant::now();
+    let mut embedded = 0;
+    for batch in queries.chunks(64).take(20) {
+        let response = http
+            .post(&embeddings_url)
+            .json(&json!({"input": batch}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.bytes().await.unwrap();
+        embedded += batch.len();
+    }
+    let ceiling = embedded as f64 / started.elapsed().as_secs_f64();
+    println!("encoder ceiling (64 queries per /v1/embeddings request): {ceiling:.1} queries/s");
     let tokens: Vec<usize> = queries
         .iter()
         .map(|q| q.split_whitespace().count())
@@ -263,6 +281,7 @@ async fn main() {
         json!({"words_per_query": options.words,
                "mean_words": tokens.iter().sum::<usize>() as f64 / tokens.len() as f64,
                "seconds_per_level": options.seconds, "levels": rows,
+               "encoder_ceiling_queries_per_s": ceiling,
                "rss_mib_after": rss_mib(server.child.id())})
     );
 }
