@@ -45,6 +45,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1", env = "KROUTE_HOST")]
     pub host: String,
 
+    /// Port to listen on (0: any free port; the log line says which).
     #[arg(long, default_value_t = 8080, env = "KROUTE_PORT")]
     pub port: u16,
 
