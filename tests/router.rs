@@ -6,10 +6,9 @@ mod common;
 
 use std::path::Path;
 
-use common::{bundled_sample, embedder, files_in, run, run_json};
-use kroute::cluster::KMeansConfig;
+use common::{bundled_sample, embedder, files_in, run, run_json, small_router};
 use kroute::records::{MissingCost, RoutingData};
-use kroute::router::{EmbeddingInfo, RouteParams, Router, Scoring};
+use kroute::router::{RouteParams, Router, Scoring};
 use kroute::EmbedderOptions;
 
 #[test]
@@ -24,22 +23,8 @@ fn save_load_round_trip_gives_identical_decisions() {
             .map(|&i| data.records[i].query.clone())
             .collect()
     };
-    let train_embeddings = embedder.embed(&texts(&train)).unwrap();
     let test_embeddings = embedder.embed(&texts(&test)).unwrap();
-    let kmeans = KMeansConfig {
-        k: 12,
-        n_init: 2,
-        ..Default::default()
-    };
-    let router = Router::fit(
-        &train_embeddings,
-        &data,
-        &train,
-        &kmeans,
-        EmbeddingInfo::of(&embedder),
-        RouteParams::default(),
-    )
-    .unwrap();
+    let router = small_router(&data, &train, &embedder);
     // Cluster sizes add up to the training set, and every model's count is bounded by them.
     assert_eq!(router.clusters.iter().map(|c| c.size).sum::<usize>(), 240);
     assert!(router

@@ -10,12 +10,11 @@ use std::time::Duration;
 
 use candle_core::Device;
 use common::upstream::{chunk, Behavior, MockUpstream};
-use common::{bundled_sample, cosine, embedder};
+use common::{bundled_sample, cosine, embedder, small_router};
 use futures_util::StreamExt;
-use kroute::cluster::KMeansConfig;
 use kroute::engine::EngineOptions;
 use kroute::records::{MissingCost, RoutingData};
-use kroute::router::{EmbeddingInfo, RouteParams, Router};
+use kroute::router::{RouteParams, Router};
 use kroute::serve::{ServeConfig, ServeOptions, Server};
 use kroute::{Embedder, EmbedderOptions};
 use serde_json::{json, Value};
@@ -39,24 +38,7 @@ fn fixture() -> &'static Fixture {
         let data = RoutingData::read(&bundled_sample(&dir, 400, true), MissingCost::Error).unwrap();
         let embedder = embedder(EmbedderOptions::default());
         let train: Vec<usize> = (0..300).collect();
-        let texts: Vec<&str> = train
-            .iter()
-            .map(|&i| data.records[i].query.as_str())
-            .collect();
-        let kmeans = KMeansConfig {
-            k: 12,
-            n_init: 2,
-            ..Default::default()
-        };
-        let router = Router::fit(
-            &embedder.embed(&texts).unwrap(),
-            &data,
-            &train,
-            &kmeans,
-            EmbeddingInfo::of(&embedder),
-            RouteParams::default(),
-        )
-        .unwrap();
+        let router = small_router(&data, &train, &embedder);
         let path = dir.join("router");
         router.save(&path).unwrap();
         let queries = data.records[300..]

@@ -102,3 +102,29 @@ pub fn fetch_offline(hf_home: &Path, args: &[&str], env: &[(&str, &str)]) -> std
     }
     command.output().unwrap()
 }
+
+/// A small router (12 clusters, 2 restarts) fitted on `rows` of `data` with `embedder`.
+pub fn small_router(
+    data: &kroute::records::RoutingData,
+    rows: &[usize],
+    embedder: &Embedder,
+) -> kroute::router::Router {
+    let texts: Vec<&str> = rows
+        .iter()
+        .map(|&i| data.records[i].query.as_str())
+        .collect();
+    let kmeans = kroute::cluster::KMeansConfig {
+        k: 12,
+        n_init: 2,
+        ..Default::default()
+    };
+    kroute::router::Router::fit(
+        &embedder.embed(&texts).unwrap(),
+        data,
+        rows,
+        &kmeans,
+        kroute::router::EmbeddingInfo::of(embedder),
+        kroute::router::RouteParams::default(),
+    )
+    .unwrap()
+}
