@@ -53,8 +53,12 @@ fn fixture() -> &'static Fixture {
     })
 }
 
+/// The fixture's router as `Router::load` reads it back (loaded once; cloned per server).
 fn load_router() -> Router {
-    Router::load(&fixture().router, &Device::Cpu).unwrap()
+    static LOADED: OnceLock<Router> = OnceLock::new();
+    LOADED
+        .get_or_init(|| Router::load(&fixture().router, &Device::Cpu).unwrap())
+        .clone()
 }
 
 /// The library's per-model totals for `text` (the reference the server must agree with) and

@@ -161,24 +161,15 @@ pub enum RouteOn {
 /// The text of `messages` that routing embeds.
 pub fn routing_text(messages: &[Value], route_on: RouteOn) -> Result<String, ApiError> {
     let is_user = |m: &&Value| m.get("role").and_then(Value::as_str) == Some("user");
-    let texts: Vec<String> = match route_on {
-        RouteOn::LastUser => messages
-            .iter()
-            .rev()
-            .find(is_user)
-            .map(message_text)
-            .into_iter()
-            .collect::<Result<_, _>>()?,
-        RouteOn::AllUser => messages
-            .iter()
-            .filter(is_user)
-            .map(message_text)
-            .collect::<Result<_, _>>()?,
-        RouteOn::Conversation => messages
-            .iter()
-            .map(message_text)
-            .collect::<Result<_, _>>()?,
+    let chosen: Vec<&Value> = match route_on {
+        RouteOn::LastUser => messages.iter().rev().find(is_user).into_iter().collect(),
+        RouteOn::AllUser => messages.iter().filter(is_user).collect(),
+        RouteOn::Conversation => messages.iter().collect(),
     };
+    let texts = chosen
+        .into_iter()
+        .map(message_text)
+        .collect::<Result<Vec<_>, _>>()?;
     let text = texts.join("\n");
     if text.trim().is_empty() {
         return Err(ApiError::bad_request(match route_on {
