@@ -1,6 +1,6 @@
 //! k-means as tensor ops on the embedding device: k-means++ seeding (greedy, as scikit-learn
-//! does it), Lloyd iterations with distances from one matmul per tile, centroid updates by
-//! segment sums (`index_add`), restarts keeping the lowest inertia. Large inputs are first
+//! does it), Lloyd iterations with distances from one matmul per tile (a fused kernel on
+//! CUDA), centroid updates by segment sums, restarts keeping the lowest inertia. Large inputs are first
 //! clustered on a random sample (as faiss does) and then refined on every point.
 
 use candle_core::{DType, Device, Tensor, D};
@@ -8,6 +8,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::error::{Error, Result};
+use crate::kernels;
 
 #[derive(Debug, Clone)]
 pub struct KMeansConfig {
@@ -205,9 +206,15 @@ impl Data {
         Ok(Tensor::cat(&[&centroids.affine(-2.0, 0.0)?, &c_sq], 1)?)
     }
 
-    /// Nearest centroid and its squared distance for every row, tile by tile: one matmul, an
-    /// argmin and a gather per tile; the `(rows, k)` scores never exist for all rows at once.
+    /// Nearest centroid and its squared distance for every row. On CUDA the fused kernel keeps
+    /// the `(rows, k)` scores in registers. Elsewhere tile by tile: one matmul, an argmin and a
+    /// gather per tile, so the scores never exist for all rows at once; on CPU that beats the
+    /// kernel's CPU version, which has no matmul's cache blocking (docs/BENCHMARKS.md).
     fn assign(&self, centroids: &Tensor) -> Result<(Tensor, Tensor)> {
+        if self.device().is_cuda() && kernels::active(self.device()) {
+            let nearest = kernels::nearest_centroid(&self.points()?, &self.sq_norms, centroids)?;
+            return Ok((nearest.labels, nearest.distances));
+        }
         let rhs = Self::augment(centroids)?.t()?;
         let (mut labels, mut distances) = (Vec::new(), Vec::new());
         for start in (0..self.n()).step_by(self.tile_rows) {
@@ -297,11 +304,15 @@ impl Data {
             let (labels, distances) = self.assign(&centroids)?;
             let inertia = distances.sum_all()?.to_scalar::<f32>()? as f64;
             // Segment sums of the augmented rows: the appended 1s sum to the cluster sizes.
-            let sums = Tensor::zeros((k, self.dim + 1), DType::F32, self.device())?.index_add(
-                &labels,
-                &self.x_aug,
-                0,
-            )?;
+            let sums = if kernels::active(self.device()) {
+                kernels::segment_sum(&self.x_aug, &labels, k)?
+            } else {
+                Tensor::zeros((k, self.dim + 1), DType::F32, self.device())?.index_add(
+                    &labels,
+                    &self.x_aug,
+                    0,
+                )?
+            };
             let counts = sums.narrow(1, self.dim, 1)?;
             let mut updated = sums
                 .narrow(1, 0, self.dim)?

@@ -5,6 +5,7 @@
 //! - [`model`]: the registry of known embedding models and resolving a model id to verified files;
 //! - [`embed`]: the BERT-family encoder, tokenization and token-budget batching ([`Embedder`]);
 //! - [`cluster`]: k-means on the device as tensor ops;
+//! - [`kernels`]: fused CUDA kernels for the hot paths, each with its CPU reference;
 //! - [`records`]: routing records (JSONL) with file/line/field errors, splits and summaries;
 //! - [`router`]: per-cluster statistics, scoring, batched routing and the router directory;
 //! - [`eval`]: the α sweep against single models and the oracle, calibration, reports, plots;
@@ -30,6 +31,7 @@ pub mod engine;
 pub mod error;
 pub mod eval;
 pub mod io;
+pub mod kernels;
 pub mod model;
 pub mod records;
 pub mod router;

@@ -4,10 +4,14 @@ use candle_core::{DType, Tensor, D};
 
 use super::config::Pooling;
 use crate::error::Result;
+use crate::kernels;
 
 /// `hidden`: `(batch, seq, dim)`; `mask`: `(batch, seq)` f32 with 1 for real tokens.
-/// Returns `(batch, dim)` in f32.
+/// Returns `(batch, dim)` in f32. Mean pooling runs as one fused kernel where there is one.
 pub fn pool(hidden: &Tensor, mask: &Tensor, pooling: Pooling, normalize: bool) -> Result<Tensor> {
+    if pooling == Pooling::Mean && kernels::active(hidden.device()) {
+        return kernels::mean_pool(hidden, mask, normalize);
+    }
     let hidden = hidden.to_dtype(DType::F32)?;
     let pooled = match pooling {
         Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,

@@ -3,9 +3,9 @@
 //!
 //! Training ([`Router::fit`]) takes embeddings already on the device, so an evaluation can embed
 //! once and train many routers. Routing ([`Router::route`]) runs batched on the device: one
-//! matmul for the distances to every centroid, a sort for the `top_p` nearest, a softmax for
-//! their weights, and a weighted sum of their per-model votes; only the `(queries, models)`
-//! totals come back to the host.
+//! matmul for the distances to every centroid, then one fused kernel ([`kernels::top_p_vote`])
+//! picks the `top_p` nearest, weighs them by a softmax and sums their per-model votes; only the
+//! totals and the chosen clusters come back to the host.
 
 mod artifact;
 mod scoring;
@@ -21,6 +21,7 @@ pub use stats::ClusterStats;
 
 use crate::cluster::{KMeans, KMeansConfig};
 use crate::error::{Error, Result};
+use crate::kernels;
 use crate::records::RoutingData;
 
 /// How queries are routed; stored in the router as its defaults and overridable per call.
@@ -159,32 +160,53 @@ impl Router {
             let q = queries.narrow(0, start, rows)?;
             // Cosine distance to each centroid as stored (not re-normalised): 1 − q·c.
             let distances = q.matmul(&self.centroids.t()?)?.affine(-1.0, 1.0)?;
-            let nearest = distances
-                .arg_sort_last_dim(true)?
-                .narrow(1, 0, top_p)?
-                .contiguous()?;
-            let near = distances.gather(&nearest, 1)?;
-            let weights = candle_nn::ops::softmax_last_dim(&near.affine(-params.beta, 0.0)?)?;
-            // Σ over the p nearest clusters of weight × vote; summing p terms element by element
-            // (not a matmul) keeps equal votes giving exactly equal totals, so ties stay ties.
-            let totals = votes
-                .index_select(&nearest.flatten_all()?, 0)?
-                .reshape((rows, top_p, m))?
-                .broadcast_mul(&weights.unsqueeze(2)?)?
-                .sum(1)?;
-            batch.totals.extend(totals.flatten_all()?.to_vec1::<f32>()?);
+            let fused = kernels::active(self.device())
+                && (!self.device().is_cuda() || top_p <= kernels::MAX_KERNEL_TOP_P);
+            let vote = if fused {
+                kernels::top_p_vote(&distances, &votes, top_p, params.beta as f32)?
+            } else {
+                vote_by_generic_ops(&distances, &votes, top_p, params.beta)?
+            };
+            let host = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+            batch.totals.extend(host(&vote.totals)?);
             batch
                 .clusters
-                .extend(nearest.flatten_all()?.to_vec1::<u32>()?);
-            batch
-                .distances
-                .extend(near.flatten_all()?.to_vec1::<f32>()?);
-            batch
-                .weights
-                .extend(weights.flatten_all()?.to_vec1::<f32>()?);
+                .extend(vote.clusters.flatten_all()?.to_vec1::<u32>()?);
+            batch.distances.extend(host(&vote.distances)?);
+            batch.weights.extend(host(&vote.weights)?);
         }
         Ok(batch)
     }
+}
+
+/// [`kernels::top_p_vote`] composed of candle's generic ops, for devices without the kernel: a
+/// full sort of each row for the `top_p` nearest, a gather, a softmax, and the weighted votes.
+fn vote_by_generic_ops(
+    distances: &Tensor,
+    votes: &Tensor,
+    top_p: usize,
+    beta: f64,
+) -> Result<kernels::Vote> {
+    let (rows, models) = (distances.dim(0)?, votes.dim(1)?);
+    let nearest = distances
+        .arg_sort_last_dim(true)?
+        .narrow(1, 0, top_p)?
+        .contiguous()?;
+    let near = distances.gather(&nearest, 1)?;
+    let weights = candle_nn::ops::softmax_last_dim(&near.affine(-beta, 0.0)?)?;
+    // Σ over the p nearest clusters of weight × vote; summing p terms element by element (not
+    // a matmul) keeps equal votes giving exactly equal totals, so ties stay ties.
+    let totals = votes
+        .index_select(&nearest.flatten_all()?, 0)?
+        .reshape((rows, top_p, models))?
+        .broadcast_mul(&weights.unsqueeze(2)?)?
+        .sum(1)?;
+    Ok(kernels::Vote {
+        totals,
+        clusters: nearest,
+        distances: near,
+        weights,
+    })
 }
 
 /// Routing results of a batch of queries, on the host.
