@@ -10,11 +10,10 @@ use std::sync::{Mutex, MutexGuard};
 
 use candle_core::{DType, Device, Tensor};
 use kroute::cluster::{KMeans, KMeansConfig};
-use kroute::embed::EmbeddingInfo;
 use kroute::embed::{pool, Pooling};
 use kroute::kernels::reference::{self, VoteOutputs};
 use kroute::kernels::{self, Points};
-use kroute::router::{ClusterStats, RouteParams, Router, TrainingInfo};
+use kroute::router::{RouteParams, Router};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -369,32 +368,15 @@ fn kmeans_agrees_with_generic_ops() {
 /// A router over random centroids whose clusters' accuracies and costs take few distinct
 /// values, so that some models tie exactly.
 fn random_router(rng: &mut StdRng, k: usize, dim: usize, models: usize) -> Router {
+    let mut router = kroute::bench::random_router(k, models, dim, &Device::Cpu).unwrap();
     let centroids = Tensor::from_vec(uniform(rng, k * dim), (k, dim), &Device::Cpu).unwrap();
+    router.centroids = kroute::embed::l2_normalize(&centroids).unwrap();
     let mut pick = |values: &[f64]| Some(values[rng.random_range(0..values.len())]);
-    let clusters = (0..k)
-        .map(|_| ClusterStats {
-            size: 10,
-            count: vec![10; models],
-            accuracy: (0..models).map(|_| pick(&[0.0, 0.5, 0.7, 1.0])).collect(),
-            cost: (0..models).map(|_| pick(&[0.001, 0.01, 0.02])).collect(),
-        })
-        .collect();
-    Router {
-        models: (0..models).map(|m| format!("model-{m}")).collect(),
-        centroids: kroute::embed::l2_normalize(&centroids).unwrap(),
-        clusters,
-        embedding: EmbeddingInfo {
-            model: "random".into(),
-            revision: None,
-            weights_sha256: String::new(),
-            dim,
-            normalized: true,
-            pooling: Pooling::Mean,
-            max_seq_length: 256,
-        },
-        defaults: RouteParams::default(),
-        training: TrainingInfo::default(),
+    for stats in &mut router.clusters {
+        stats.accuracy = (0..models).map(|_| pick(&[0.0, 0.5, 0.7, 1.0])).collect();
+        stats.cost = (0..models).map(|_| pick(&[0.001, 0.01, 0.02])).collect();
     }
+    router
 }
 
 fn random_queries(rng: &mut StdRng, queries: usize, dim: usize) -> Tensor {
