@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Issue 6's GPU measurements in one device call, prepared here and run there.
+#
+#   bash scripts/gpu_session.sh pack     # here: CUDA binaries (stripped, gzipped) and the
+#                                        # default model in f16 into gpu/ (gitignored, < 64 MiB)
+#   device tool: command "bash scripts/gpu_session.sh run", carry ["gpu"]
+#
+# `run` (on the GPU machine: no Rust, no network) holds every CUDA kernel to its CPU reference
+# (tests/kernels.rs, k-means inertia and routing decisions GPU vs CPU included), compares f16
+# GPU embeddings of the bundled queries with f32 CPU ones (cosine), runs `kroute bench --device
+# cuda` and sentence-transformers fp16 on the same texts and weights, and writes it all to $OUT.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+pack() {
+  # shellcheck disable=SC1091
+  source "$HOME/.cache/cuda13/13.0/env.sh"
+  export CUDA_PATH="$CUDA_HOME" CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/cuda}"
+  rm -rf gpu && mkdir -p gpu/model
+  cargo build --release --features cuda --bin kroute
+  local tests
+  tests=$(cargo test --release --features cuda --test kernels --no-run --message-format=json |
+    python3 -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable")][-1])')
+  for bin in "$CARGO_TARGET_DIR/release/kroute:kroute" "$tests:kernel-tests"; do
+    strip -o "gpu/${bin#*:}" "${bin%%:*}" && gzip -9 "gpu/${bin#*:}"
+  done
+  local model
+  model=$(cargo run --release --quiet -- models fetch | sed -n 's/.*verified): //p')
+  cp -rL "$model"/. gpu/model/  # the cache holds symlinks into its blob store
+  "${KROUTE_PYTHON:-python3}" - gpu/model/model.safetensors <<'PY'
+import sys
+from safetensors.numpy import load_file, save_file
+tensors = load_file(sys.argv[1])
+save_file({k: v.astype("float16") if v.dtype.kind == "f" else v for k, v in tensors.items()}, sys.argv[1])
+PY
+  du -sh gpu
+}
+
+run() {
+  local lib=/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13/lib
+  export LD_LIBRARY_PATH="$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" HF_HUB_OFFLINE=1
+  local py=/opt/torch/.venv/bin/python bin=/tmp/kroute-gpu
+  mkdir -p "$bin"
+  for f in kroute kernel-tests; do gunzip -c "gpu/$f.gz" > "$bin/$f" && chmod +x "$bin/$f"; done
+  nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
+  "$bin/kernel-tests" --test-threads 1 2>&1 | tee "$OUT/kernel-tests.txt" || true
+
+  local data=data/routerbench-3k.jsonl.gz
+  "$bin/kroute" embed "$data" -o "$OUT/gpu-f16.npy" --model gpu/model --device cuda --quiet \
+    --summary "$OUT/embed-gpu.json" || true
+  "$bin/kroute" embed "$data" -o "$OUT/cpu-f32.npy" --model gpu/model --device cpu --quiet \
+    --summary "$OUT/embed-cpu.json" || true
+  "$bin/kroute" bench --device cuda --model gpu/model --peak-tflops 989 --json \
+    > "$OUT/bench-cuda.json" 2> "$OUT/bench-cuda.log" || true
+  "$bin/kroute" bench --device cuda --model gpu/model --dtype bf16 --peak-tflops 989 --quick \
+    --json > "$OUT/bench-cuda-bf16.json" 2>&1 || true
+
+  "$py" - "$data" gpu/model "$OUT" <<'PY' 2>&1 | tee "$OUT/sentence-transformers.txt"
+import gzip, json, sys, time
+import numpy as np, torch
+from sentence_transformers import SentenceTransformer
+data, model_dir, out = sys.argv[1:4]
+texts = [json.loads(l)["query"] for l in gzip.open(data, "rt")]
+try:
+    gpu, cpu = np.load(f"{out}/gpu-f16.npy"), np.load(f"{out}/cpu-f32.npy")
+    cos = (gpu * cpu).sum(1) / np.linalg.norm(gpu, axis=1) / np.linalg.norm(cpu, axis=1)
+    print(f"kroute cuda f16 vs cpu f32: min cos {cos.min():.6f}, mean {cos.mean():.6f}")
+except FileNotFoundError as e:
+    print("no embeddings to compare:", e)
+model = SentenceTransformer(model_dir, device="cuda").half()
+# ~32-token sentences, as kroute bench's 32-token case: the corpus' queries cut to 32 tokens.
+model.max_seq_length = 32
+for batch in (256, 1024):
+    model.encode(texts[:batch], batch_size=batch)
+    torch.cuda.synchronize()
+    reps = max(1, 100_000 // len(texts))
+    start = time.perf_counter()
+    for _ in range(reps):
+        model.encode(texts, batch_size=batch, convert_to_numpy=False)
+    torch.cuda.synchronize()
+    rate = reps * len(texts) / (time.perf_counter() - start)
+    print(f"sentence-transformers fp16 cuda, batch {batch}, max 32 tokens: {rate:,.0f} sentences/s")
+PY
+}
+
+case "${1:-}" in
+  pack) pack ;;
+  run) run ;;
+  *) echo "usage: $0 pack|run" >&2; exit 2 ;;
+esac
