@@ -293,11 +293,24 @@ fn check_votes(
 #[test]
 fn top_p_vote_matches_exact_votes() {
     let (mut rng, _guard) = setup("top_p_vote");
-    let (queries, k, models) = (300, 45, 11);
-    let (distances, votes) = vote_inputs(&mut rng, queries, k, models);
-    let d = Tensor::from_vec(distances.clone(), (queries, k), &Device::Cpu).unwrap();
-    let v = Tensor::from_vec(votes.clone(), (k, models), &Device::Cpu).unwrap();
-    for top_p in [1, 4, k] {
+    let k = 45;
+    vote_and_check(&Device::Cpu, &mut rng, (300, k, 11), &[1, 4, k]);
+    let distances = Tensor::zeros((2, k), DType::F32, &Device::Cpu).unwrap();
+    let votes = Tensor::zeros((k, 3), DType::F32, &Device::Cpu).unwrap();
+    assert!(kernels::top_p_vote(&distances, &votes, k + 1, 1.0).is_err());
+}
+
+/// Votes on `device` for each of `top_ps` with a random β, checked against exact ones.
+fn vote_and_check(
+    device: &Device,
+    rng: &mut StdRng,
+    (queries, k, models): (usize, usize, usize),
+    top_ps: &[usize],
+) {
+    let (distances, votes) = vote_inputs(rng, queries, k, models);
+    let d = Tensor::from_vec(distances.clone(), (queries, k), device).unwrap();
+    let v = Tensor::from_vec(votes.clone(), (k, models), device).unwrap();
+    for &top_p in top_ps {
         let beta = rng.random_range(0.0..20.0);
         let vote = kernels::top_p_vote(&d, &v, top_p, beta).unwrap();
         let out = VoteOutputs {
@@ -308,7 +321,6 @@ fn top_p_vote_matches_exact_votes() {
         };
         check_votes(&distances, &votes, (k, models, top_p), beta as f64, &out);
     }
-    assert!(kernels::top_p_vote(&d, &v, k + 1, 1.0).is_err());
 }
 
 /// Runs `f` with the kernels off, then on, and returns both results.
@@ -503,21 +515,8 @@ mod cuda {
     #[test]
     fn top_p_vote_matches_cpu() {
         let (mut rng, _guard) = setup("cuda_top_p_vote");
-        let (queries, k, models) = (1_000, 300, 11);
-        let (distances, votes) = vote_inputs(&mut rng, queries, k, models);
-        let d = Tensor::from_vec(distances.clone(), (queries, k), &gpu()).unwrap();
-        let v = Tensor::from_vec(votes.clone(), (k, models), &gpu()).unwrap();
-        for top_p in [1, 4, kernels::MAX_KERNEL_TOP_P] {
-            let beta = rng.random_range(0.0..20.0);
-            let vote = kernels::top_p_vote(&d, &v, top_p, beta).unwrap();
-            let out = VoteOutputs {
-                totals: host(&vote.totals),
-                clusters: host(&vote.clusters),
-                distances: host(&vote.distances),
-                weights: host(&vote.weights),
-            };
-            check_votes(&distances, &votes, (k, models, top_p), beta as f64, &out);
-        }
+        let top_ps = [1, 4, kernels::MAX_KERNEL_TOP_P];
+        vote_and_check(&gpu(), &mut rng, (1_000, 300, 11), &top_ps);
     }
 
     #[test]
