@@ -9,7 +9,7 @@
 //! - [`records`]: routing records (JSONL) with file/line/field errors, splits and summaries;
 //! - [`router`]: per-cluster statistics, scoring, batched routing and the router directory;
 //! - [`eval`]: the α sweep against single models and the oracle, calibration, reports, plots;
-//! - [`bench`]: throughput per device (`kroute bench`);
+//! - [`mod@bench`]: throughput per device (`kroute bench`);
 //! - [`engine`]: serving's model side (queue, dynamic batcher, model thread);
 //! - [`serve`]: serving's HTTP side (`kroute serve`, OpenAI-compatible);
 //! - [`io`]: reading texts (with file/line/field errors) and writing outputs atomically.

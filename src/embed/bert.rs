@@ -4,7 +4,7 @@
 //! its own forward pass because inference lets us do less work than the generic model:
 //! - Q, K and V are one fused matmul, with the 1/√d attention scale folded into Q's weights;
 //! - biases, GELU, residuals, layer norms and the mask are fused passes after the matmuls
-//!   ([`super::ops`]);
+//!   (`ops.rs`);
 //! - the token-type embedding (always type 0 for single sentences) is folded into the position
 //!   table at load time;
 //! - hidden states stay 2-D (`tokens × hidden`), so every linear layer is one GEMM;
