@@ -26,8 +26,7 @@ __device__ float block_sum(float value, float *scratch) {
     return value;
 }
 
-// blockDim.x is a multiple of 32 with dim ≤ MAX_COLUMNS_PER_THREAD × blockDim.x; dynamic
-// shared memory holds seq + 32 floats.
+// blockDim.x is a multiple of 32 (at most 1024) with dim ≤ MAX_COLUMNS_PER_THREAD × blockDim.x.
 template <typename T>
 __device__ void mean_pool(
     const T *__restrict__ hidden,    // (batch, seq, dim)
@@ -36,17 +35,14 @@ __device__ void mean_pool(
     const uint32_t seq,
     const uint32_t dim,
     const uint32_t normalize) {
-    extern __shared__ float shared[];
-    float *row_mask = shared;
-    float *scratch = shared + seq;
+    __shared__ float scratch[32];
     const size_t sequence = blockIdx.x;
+    // Every thread reads the whole mask row; it is small and stays in L1.
+    const float *row_mask = mask + sequence * seq;
 
     float count = 0.f;
-    for (uint32_t t = threadIdx.x; t < seq; t += blockDim.x) {
-        row_mask[t] = mask[sequence * seq + t];
-        count += row_mask[t];
-    }
-    count = fmaxf(block_sum(count, scratch), 1e-9f);  // also makes row_mask visible
+    for (uint32_t t = threadIdx.x; t < seq; t += blockDim.x) count += row_mask[t];
+    count = fmaxf(block_sum(count, scratch), 1e-9f);
 
     const T *states = hidden + sequence * seq * dim;
     float pooled[MAX_COLUMNS_PER_THREAD];

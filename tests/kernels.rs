@@ -557,3 +557,196 @@ mod cuda {
         }
     }
 }
+
+/// The CUDA sources themselves, run on the CPU through `kernels/emulate` (a C++ stand-in for
+/// the CUDA runtime: threads, barriers, warp shuffles), so that the kernels' indexing, tile
+/// edges, reductions and tie-breaks are tested on machines without a GPU. Needs a C++20
+/// compiler (`c++`, or `$CXX`).
+mod emulated {
+    use super::*;
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+    use std::sync::OnceLock;
+
+    fn harness() -> &'static Path {
+        static BUILT: OnceLock<PathBuf> = OnceLock::new();
+        BUILT.get_or_init(|| {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels/emulate");
+            let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kernel-harness");
+            let compiler = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+            let status = Command::new(&compiler)
+                .args([
+                    "-std=c++20",
+                    "-O1",
+                    "-pthread",
+                    "-Wno-unknown-pragmas",
+                    "-I",
+                ])
+                .arg(&dir)
+                .arg(dir.join("harness.cpp"))
+                .arg("-o")
+                .arg(&out)
+                .status()
+                .unwrap_or_else(|e| panic!("running {compiler} for the kernel emulation: {e}"));
+            assert!(
+                status.success(),
+                "kernels/emulate/harness.cpp did not compile"
+            );
+            out
+        })
+    }
+
+    /// Little-endian scalars and arrays, in the order harness.cpp reads them.
+    #[derive(Default)]
+    struct Bytes(Vec<u8>);
+
+    impl Bytes {
+        fn u32(mut self, value: usize) -> Self {
+            self.0.extend((value as u32).to_le_bytes());
+            self
+        }
+        fn f32s(mut self, values: &[f32]) -> Self {
+            values.iter().for_each(|v| self.0.extend(v.to_le_bytes()));
+            self
+        }
+        fn u32s(mut self, values: &[u32]) -> Self {
+            values.iter().for_each(|v| self.0.extend(v.to_le_bytes()));
+            self
+        }
+    }
+
+    /// The kernel's outputs, read in order.
+    struct Outputs(std::vec::IntoIter<u8>);
+
+    impl Outputs {
+        fn words(&mut self, len: usize) -> Vec<[u8; 4]> {
+            (0..len)
+                .map(|_| std::array::from_fn(|_| self.0.next().expect("output too short")))
+                .collect()
+        }
+        fn f32s(&mut self, len: usize) -> Vec<f32> {
+            self.words(len)
+                .into_iter()
+                .map(f32::from_le_bytes)
+                .collect()
+        }
+        fn u32s(&mut self, len: usize) -> Vec<u32> {
+            self.words(len)
+                .into_iter()
+                .map(u32::from_le_bytes)
+                .collect()
+        }
+    }
+
+    fn run(kernel: &str, input: Bytes) -> Outputs {
+        let dir = tempfile::tempdir().unwrap();
+        let (input_path, output_path) = (dir.path().join("in"), dir.path().join("out"));
+        std::fs::write(&input_path, input.0).unwrap();
+        let status = Command::new(harness())
+            .arg(kernel)
+            .arg(&input_path)
+            .arg(&output_path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "emulated {kernel} failed");
+        Outputs(std::fs::read(output_path).unwrap().into_iter())
+    }
+
+    #[test]
+    fn nearest_centroid_kernel() {
+        let (mut rng, _guard) = setup("emulated_nearest_centroid");
+        // Three blocks of 128 points, the last one partial; 37 centroids in one partial tile;
+        // 67 dimensions: four full steps of 16 and a partial one; rows strided.
+        let c = Clustering::random(&mut rng, 300, 37, 67);
+        let row_stride = c.wide.dim(1).unwrap();
+        let sq = |rows: &[f32]| -> Vec<f32> {
+            rows.chunks(c.dim)
+                .map(|x| x.iter().map(|v| v * v).sum())
+                .collect()
+        };
+        let input = Bytes::default()
+            .u32(c.n)
+            .u32(c.k)
+            .u32(c.dim)
+            .u32(row_stride)
+            .f32s(&host::<f32>(&c.wide))
+            .f32s(&sq(&c.points))
+            .f32s(&c.centroids)
+            .f32s(&sq(&c.centroids));
+        let mut out = run("nearest_centroid", input);
+        let (labels, distances) = (out.u32s(c.n), out.f32s(c.n));
+        c.check(&labels, &distances);
+    }
+
+    #[test]
+    fn segment_sum_kernel() {
+        let (mut rng, _guard) = setup("emulated_segment_sum");
+        let (n, width, segments) = (700, 33, 17);
+        let values = uniform(&mut rng, n * width);
+        let labels: Vec<u32> = (0..n)
+            .map(|_| rng.random_range(0..segments as u32 - 1))
+            .collect();
+        let input = Bytes::default()
+            .u32(n)
+            .u32(width)
+            .u32(segments)
+            .f32s(&values)
+            .u32s(&labels);
+        let sums = run("segment_sum", input).f32s(segments * width);
+        check_segment_sums(&values, &labels, width, segments, &sums);
+    }
+
+    #[test]
+    fn mean_pool_kernel() {
+        let (mut rng, _guard) = setup("emulated_mean_pool");
+        // 1,100 dimensions: 1,024 threads, some with two columns.
+        for (batch, seq, dim) in [(5, 23, 50), (3, 7, 1_100)] {
+            let (hidden, mask) = pooling_inputs(&mut rng, batch, seq, dim);
+            for normalize in [false, true] {
+                let input = Bytes::default()
+                    .u32(batch)
+                    .u32(seq)
+                    .u32(dim)
+                    .u32(normalize as usize)
+                    .f32s(&hidden)
+                    .f32s(&mask);
+                let pooled = run("mean_pool_f32", input).f32s(batch * dim);
+                let exact = exact_mean_pool(&hidden, &mask, seq, dim, normalize);
+                assert_close(&pooled, &exact, 1e-5, "emulated pooling");
+            }
+        }
+    }
+
+    #[test]
+    fn top_p_vote_kernel() {
+        let (mut rng, _guard) = setup("emulated_top_p_vote");
+        // 21 queries: three blocks of eight warps, the last one partly idle.
+        let (queries, k, models) = (21, 45, 11);
+        let (distances, votes) = vote_inputs(&mut rng, queries, k, models);
+        for top_p in [1, 4, kernels::MAX_KERNEL_TOP_P] {
+            let beta: f32 = rng.random_range(0.0..20.0);
+            let input = Bytes::default()
+                .u32(queries)
+                .u32(k)
+                .u32(models)
+                .u32(top_p)
+                .u32(beta.to_bits() as usize)
+                .f32s(&distances)
+                .f32s(&votes);
+            let mut out = run("top_p_vote", input);
+            let outputs = VoteOutputs {
+                totals: out.f32s(queries * models),
+                clusters: out.u32s(queries * top_p),
+                distances: out.f32s(queries * top_p),
+                weights: out.f32s(queries * top_p),
+            };
+            check_votes(
+                &distances,
+                &votes,
+                (k, models, top_p),
+                beta as f64,
+                &outputs,
+            );
+        }
+    }
+}

@@ -46,11 +46,11 @@ fn u32_arg(value: usize, what: &str) -> Result<u32> {
     u32::try_from(value).map_err(|_| Error::Invalid(format!("{what} {value} exceeds u32")))
 }
 
-fn launch_config(blocks: usize, threads: u32, shared_mem_bytes: u32) -> Result<LaunchConfig> {
+fn launch_config(blocks: usize, threads: u32) -> Result<LaunchConfig> {
     Ok(LaunchConfig {
         grid_dim: (u32_arg(blocks.max(1), "grid size")?, 1, 1),
         block_dim: (threads, 1, 1),
-        shared_mem_bytes,
+        shared_mem_bytes: 0,
     })
 }
 
@@ -94,7 +94,7 @@ pub fn nearest_centroid(
         .arg(&k32)
         .arg(&dim32)
         .arg(&stride32);
-    let config = launch_config(n.div_ceil(POINTS_PER_BLOCK), 256, 0)?;
+    let config = launch_config(n.div_ceil(POINTS_PER_BLOCK), 256)?;
     // SAFETY: argument types and order match the kernel's signature; the buffers hold n, k × dim
     // and n elements as the kernel indexes them.
     unsafe { launch.launch(config) }.w()?;
@@ -142,7 +142,7 @@ pub fn segment_sum(
         .arg(&width32)
         .arg(&segments32);
     let blocks = n.div_ceil(WARPS_PER_BLOCK).min(MAX_BLOCKS);
-    let config = launch_config(blocks, 32 * WARPS_PER_BLOCK as u32, 0)?;
+    let config = launch_config(blocks, 32 * WARPS_PER_BLOCK as u32)?;
     // SAFETY: signature as declared in segment_sum.cu; every label was checked < segments.
     unsafe { launch.launch(config) }.w()?;
     Ok(tensor(sums, device, (segments, width)))
@@ -164,8 +164,7 @@ pub fn mean_pool(
         )));
     }
     let threads = dim.div_ceil(32).clamp(1, MAX_THREADS / 32) * 32;
-    let shared_mem_bytes = u32_arg((seq + 32) * std::mem::size_of::<f32>(), "shared memory")?;
-    let config = launch_config(batch, threads as u32, shared_mem_bytes)?;
+    let config = launch_config(batch, threads as u32)?;
     let args = MeanPoolArgs {
         mask,
         shape: (u32_arg(seq, "seq")?, u32_arg(dim, "dim")?),
@@ -208,8 +207,8 @@ impl MeanPoolArgs<'_> {
             .arg(&self.shape.0)
             .arg(&self.shape.1)
             .arg(&self.normalize);
-        // SAFETY: signature as declared in mean_pool.cu for `T`; dim ≤ 4 × threads and the
-        // dynamic shared memory holds seq + 32 floats, as the kernel requires.
+        // SAFETY: signature as declared in mean_pool.cu for `T`; dim ≤ 4 × threads, as the
+        // kernel requires.
         unsafe { launch.launch(self.config) }.w()?;
         Ok(out)
     }
@@ -254,7 +253,6 @@ pub fn top_p_vote(
     let config = launch_config(
         queries.div_ceil(WARPS_PER_BLOCK),
         32 * WARPS_PER_BLOCK as u32,
-        0,
     )?;
     // SAFETY: signature as declared in top_p_vote.cu; 1 ≤ top_p ≤ min(k, 32) was checked.
     unsafe { launch.launch(config) }.w()?;
