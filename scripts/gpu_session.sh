@@ -8,7 +8,8 @@
 # `run` (on the GPU machine: no Rust, no network) holds every CUDA kernel to its CPU reference
 # (tests/kernels.rs, k-means inertia and routing decisions GPU vs CPU included), compares f16
 # GPU embeddings of the bundled queries with f32 CPU ones (cosine), runs `kroute bench --device
-# cuda` and sentence-transformers fp16 on the same texts and weights, and writes it all to $OUT.
+# cuda` (also with --generic-ops, to see what the fused kernels gain) and sentence-transformers
+# fp16 on the same texts and weights, and writes it all to $OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,6 +55,8 @@ run() {
     > "$OUT/bench-cuda.json" 2> "$OUT/bench-cuda.log" || true
   "$bin/kroute" bench --device cuda --model gpu/model --dtype bf16 --peak-tflops 989 --quick \
     --json > "$OUT/bench-cuda-bf16.json" 2>&1 || true
+  "$bin/kroute" bench --device cuda --model gpu/model --quick --generic-ops --json \
+    > "$OUT/bench-cuda-generic-ops.json" 2>&1 || true
 
   "$py" - "$data" gpu/model "$OUT" <<'PY' 2>&1 | tee "$OUT/sentence-transformers.txt"
 import gzip, json, sys, time

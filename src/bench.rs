@@ -127,6 +127,8 @@ pub struct BenchReport {
     pub threads: usize,
     pub kroute_version: String,
     pub features: Vec<&'static str>,
+    /// Whether k-means, pooling and routing ran the fused kernels (`kernels::active`).
+    pub fused_kernels: bool,
     pub model: String,
     pub encoder: Vec<EncoderCase>,
     pub latency: Latency,
@@ -230,6 +232,7 @@ pub fn run(
         .into_iter()
         .filter_map(|(name, on)| on.then_some(name))
         .collect(),
+        fused_kernels: crate::kernels::active(device),
         model: model.to_string(),
         encoder: cases,
         latency,

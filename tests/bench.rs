@@ -67,6 +67,26 @@ fn bench_reports_every_section_as_json() {
     assert_eq!(kmeans, [8, 16]);
     assert!(report["route"]["queries_per_s"].as_f64().unwrap() > 0.0);
     assert!(report["device"].as_str().unwrap().starts_with("cpu"));
+    assert_eq!(report["fused_kernels"], true);
+
+    let generic = run_json(&[
+        "bench",
+        "--random-weights",
+        config.to_str().unwrap(),
+        "--seq-lens",
+        "8",
+        "--batch-tokens",
+        "64",
+        "--kmeans-points",
+        "500",
+        "--kmeans-clusters",
+        "4",
+        "--route-queries",
+        "100",
+        "--generic-ops",
+        "--json",
+    ]);
+    assert_eq!(generic["fused_kernels"], false);
 }
 
 #[test]

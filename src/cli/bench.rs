@@ -13,6 +13,7 @@ Examples:
   kroute bench --device cuda --json > h100.json
   kroute bench --random-weights models/minilm-config.json --device cuda --dtype bf16
   kroute bench --quick
+  kroute bench --device cuda --generic-ops    # what the fused kernels gain
 
 Encoder throughput runs random token ids at each --seq-lens × --batch-tokens (rows = budget / \
 length, no padding), pooling and normalisation included, with the device synchronised inside the \
@@ -56,6 +57,11 @@ pub struct BenchArgs {
     #[arg(long)]
     pub peak_tflops: Option<f64>,
 
+    /// Switch the fused kernels off (candle's generic ops instead), to measure what they gain:
+    /// run once with and once without.
+    #[arg(long)]
+    pub generic_ops: bool,
+
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -65,6 +71,7 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
+    kroute::kernels::set_enabled(!args.generic_ops);
     let device = args.embedder.device.open()?;
     let mut config = BenchConfig {
         seq_lens: args.seq_lens.clone(),
@@ -134,8 +141,13 @@ fn print_report(r: &BenchReport) {
     } else {
         r.features.join(", ")
     };
+    let ops = if r.fused_kernels {
+        "fused kernels"
+    } else {
+        "generic ops"
+    };
     println!(
-        "kroute {} bench: {}, {}, {} threads, features: {features}\nmodel: {}\n",
+        "kroute {} bench: {}, {}, {} threads, features: {features}, {ops}\nmodel: {}\n",
         r.kroute_version, r.device, r.dtype, r.threads, r.model
     );
     println!(
