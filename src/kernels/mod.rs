@@ -4,7 +4,8 @@
 //!
 //! Each op has a CUDA kernel (`kernels/*.cu`, compiled to PTX by nvcc at build time under the
 //! `cuda` feature and embedded in the binary) and a CPU implementation over plain slices
-//! (`reference`), which is what the CUDA kernels are tested against and what CPU tensors run.
+//! (`reference`): what the CUDA kernels are tested against, and what CPU tensors run, except in
+//! k-means, whose CPU assignment stays a tiled matmul (faster there, docs/BENCHMARKS.md).
 //! Other devices (Metal) have no kernels; callers ask [`active`] and otherwise compose candle's
 //! generic ops, which is also what [`set_enabled`]`(false)` makes them do everywhere.
 //!
