@@ -1,7 +1,7 @@
 //! k-means as tensor ops on the embedding device: k-means++ seeding (greedy, as scikit-learn
 //! does it), Lloyd iterations with distances from one matmul per tile (a fused kernel on
-//! CUDA), centroid updates by segment sums, restarts keeping the lowest inertia. Large inputs are first
-//! clustered on a random sample (as faiss does) and then refined on every point.
+//! CUDA), centroid updates by segment sums, restarts keeping the lowest inertia. Large inputs
+//! are first clustered on a random sample (as faiss does) and then refined on every point.
 
 use candle_core::{DType, Device, Tensor, D};
 use rand::rngs::StdRng;
