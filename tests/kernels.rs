@@ -95,6 +95,13 @@ impl Clustering {
         (points, sq_norms, centroids)
     }
 
+    /// The squared norm of each `dim`-long row of `rows` (points or centroids).
+    fn sq_norms(&self, rows: &[f32]) -> Vec<f32> {
+        rows.chunks(self.dim)
+            .map(|x| x.iter().map(|v| v * v).sum())
+            .collect()
+    }
+
     /// Checks labels and distances against exact f64 distances: a label may differ from the
     /// oracle's only where the two centroids are equally near to f32 precision.
     fn check(&self, labels: &[u32], distances: &[f32]) {
@@ -423,16 +430,7 @@ fn routing_agrees_with_generic_ops() {
 fn cpu_references_write_every_output() {
     let (mut rng, _guard) = setup("references_poisoned");
     let c = Clustering::random(&mut rng, 300, 9, 20);
-    let x_sq: Vec<f32> = c
-        .points
-        .chunks(c.dim)
-        .map(|x| x.iter().map(|v| v * v).sum())
-        .collect();
-    let c_sq: Vec<f32> = c
-        .centroids
-        .chunks(c.dim)
-        .map(|x| x.iter().map(|v| v * v).sum())
-        .collect();
+    let (x_sq, c_sq) = (c.sq_norms(&c.points), c.sq_norms(&c.centroids));
     let (mut labels, mut distances) = (vec![u32::MAX; c.n], vec![f32::NAN; c.n]);
     let points = Points {
         data: &c.points,
@@ -659,20 +657,15 @@ mod emulated {
         // 67 dimensions: four full steps of 16 and a partial one; rows strided.
         let c = Clustering::random(&mut rng, 300, 37, 67);
         let row_stride = c.wide.dim(1).unwrap();
-        let sq = |rows: &[f32]| -> Vec<f32> {
-            rows.chunks(c.dim)
-                .map(|x| x.iter().map(|v| v * v).sum())
-                .collect()
-        };
         let input = Bytes::default()
             .u32(c.n)
             .u32(c.k)
             .u32(c.dim)
             .u32(row_stride)
             .f32s(&host::<f32>(&c.wide))
-            .f32s(&sq(&c.points))
+            .f32s(&c.sq_norms(&c.points))
             .f32s(&c.centroids)
-            .f32s(&sq(&c.centroids));
+            .f32s(&c.sq_norms(&c.centroids));
         let mut out = run("nearest_centroid", input);
         let (labels, distances) = (out.u32s(c.n), out.f32s(c.n));
         c.check(&labels, &distances);
