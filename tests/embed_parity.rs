@@ -1,9 +1,13 @@
-//! The embedding engine against sentence-transformers' own output, and invariance to batching.
+//! The embedding engine against sentence-transformers' own output on real weights (MiniLM, the
+//! default BERT model, and MPNet), and invariance to batching.
 
 mod common;
 
+use candle_core::Device;
 use common::{cosine, embedder, fixture_path};
-use kroute::EmbedderOptions;
+use kroute::embed::models::Architecture;
+use kroute::model::resolve;
+use kroute::{Embedder, EmbedderOptions};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -13,23 +17,19 @@ struct Fixture {
     embeddings: Vec<Vec<f32>>,
 }
 
-fn fixture() -> Fixture {
-    let text = std::fs::read_to_string(fixture_path("minilm_parity.json")).unwrap();
+fn fixture(name: &str) -> Fixture {
+    let text = std::fs::read_to_string(fixture_path(name)).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
-#[test]
-fn matches_sentence_transformers_on_cpu_f32() {
-    let fixture = fixture();
+/// Every text's vector within cosine 0.9999 of sentence-transformers', unit length.
+fn assert_matches(embedder: &Embedder, fixture: &Fixture, max_seq_length: usize) {
     assert!(fixture.texts.len() >= 48);
-    assert!(fixture.untruncated_tokens.iter().any(|&n| n > 256));
     assert!(fixture
         .untruncated_tokens
         .iter()
-        .any(|&n| n > 128 && n <= 256));
-
-    let embedder = embedder(EmbedderOptions::default());
-    assert_eq!(embedder.max_seq_length(), 256);
+        .any(|&n| n > max_seq_length));
+    assert_eq!(embedder.max_seq_length(), max_seq_length);
     let ours = embedder.embed_vecs(&fixture.texts).unwrap();
     assert_eq!(ours.len(), fixture.texts.len());
     for (i, (got, want)) in ours.iter().zip(&fixture.embeddings).enumerate() {
@@ -46,8 +46,29 @@ fn matches_sentence_transformers_on_cpu_f32() {
 }
 
 #[test]
+fn matches_sentence_transformers_on_cpu_f32() {
+    let fixture = fixture("minilm_parity.json");
+    assert!(fixture
+        .untruncated_tokens
+        .iter()
+        .any(|&n| n > 128 && n <= 256));
+    assert_matches(&embedder(EmbedderOptions::default()), &fixture, 256);
+}
+
+#[test]
+fn mpnet_matches_sentence_transformers_on_cpu_f32() {
+    let files = resolve("sentence-transformers/all-mpnet-base-v2")
+        .expect("all-mpnet-base-v2 resolves (`kroute models fetch sentence-transformers/all-mpnet-base-v2`)");
+    let embedder =
+        Embedder::from_files(files, &Device::Cpu, None, EmbedderOptions::default()).unwrap();
+    assert_eq!(embedder.encoder().architecture(), Architecture::Mpnet);
+    assert_eq!(embedder.dim(), 768);
+    assert_matches(&embedder, &fixture("mpnet_parity.json"), 384);
+}
+
+#[test]
 fn truncation_is_counted() {
-    let fixture = fixture();
+    let fixture = fixture("minilm_parity.json");
     let embedder = embedder(EmbedderOptions::default());
     let texts: Vec<&str> = fixture.texts.iter().map(String::as_str).collect();
     let mut rows = 0;
@@ -74,7 +95,7 @@ fn truncation_is_counted() {
 
 #[test]
 fn batch_composition_does_not_change_results() {
-    let fixture = fixture();
+    let fixture = fixture("minilm_parity.json");
     let texts = &fixture.texts;
     // Tiny budget: nearly one text per batch; tiny chunks: sorting only within few texts.
     let one_by_one = embedder(EmbedderOptions {

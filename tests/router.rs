@@ -60,16 +60,44 @@ fn save_load_round_trip_gives_identical_decisions() {
     // Another model's vectors are refused, naming the model to use.
     let mut other = loaded.embedding.clone();
     other.weights_sha256 = "f".repeat(64);
-    let err = other.check(&embedder).unwrap_err().to_string();
+    let err = other
+        .check(&embedder, "the router")
+        .unwrap_err()
+        .to_string();
     assert!(
-        err.contains("embedding model mismatch") && err.contains("--model"),
+        err.contains("embedding model mismatch in `weights_sha256`") && err.contains("--model"),
         "{err}"
     );
     let mut shorter = loaded.embedding.clone();
     shorter.max_seq_length = 128;
-    let err = shorter.check(&embedder).unwrap_err().to_string();
-    assert!(err.contains("--max-seq-length 128"), "{err}");
-    loaded.embedding.check(&embedder).unwrap();
+    let err = shorter
+        .check(&embedder, "the router")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`max_seq_length`") && err.contains("--max-seq-length 128"),
+        "{err}"
+    );
+    // Every field that changes the vectors is checked and named, with the flag that sets it.
+    let mut prompted = loaded.embedding.clone();
+    prompted.prompt = "query: ".into();
+    let err = prompted
+        .check(&embedder, "the router")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`prompt`: the router expects \"query: \", the model in use has no prompt")
+            && err.contains("--prompt \"query: \""),
+        "{err}"
+    );
+    let mut cls = loaded.embedding.clone();
+    cls.pooling = kroute::embed::Pooling::Cls;
+    let err = cls.check(&embedder, "the router").unwrap_err().to_string();
+    assert!(
+        err.contains("`pooling`") && err.contains("--pooling cls"),
+        "{err}"
+    );
+    loaded.embedding.check(&embedder, "the router").unwrap();
 }
 
 fn read_lines(path: &Path) -> Vec<serde_json::Value> {

@@ -2,6 +2,7 @@
 //! data in a cluster, α at both ends, and the softmax vote over the nearest clusters.
 
 use candle_core::{Device, Tensor};
+use kroute::embed::models::Architecture;
 use kroute::embed::Pooling;
 use kroute::router::{
     ClusterStats, EmbeddingInfo, ReferenceScoring, RouteParams, Router, Scoring, TrainingInfo,
@@ -139,9 +140,11 @@ fn toy_router() -> Router {
             model: "toy".into(),
             revision: None,
             weights_sha256: "0".repeat(64),
+            architecture: Architecture::Bert,
             dim: 2,
             normalized: true,
             pooling: Pooling::Mean,
+            prompt: String::new(),
             max_seq_length: 8,
         },
         defaults: RouteParams::default(),

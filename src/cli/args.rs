@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use kroute::cluster::KMeansConfig;
 use kroute::device::{parse_dtype, DeviceSpec};
+use kroute::embed::{EmbeddingInfo, Pooling};
 use kroute::model::{resolve, DEFAULT_MODEL};
 use kroute::records::{Exclusion, MissingCost, RoutingData, SplitOptions, TrainTest};
 use kroute::router::{ReferenceScoring, RouteParams, Router, Scoring};
@@ -31,9 +32,26 @@ pub struct EmbedderArgs {
     #[arg(long)]
     pub max_batch_tokens: Option<usize>,
 
-    /// Truncate inputs to this many tokens [default: the model's max_seq_length, 256 for MiniLM].
+    /// Truncate inputs to this many tokens, prompt and special tokens included [default: the
+    /// model's max_seq_length, 256 for MiniLM; for a trained router: its own].
     #[arg(long)]
     pub max_seq_length: Option<usize>,
+
+    /// Text prepended to every input before tokenization, e.g. "query: " for e5 models
+    /// (quote it; "" for none) [default: the model's default prompt if it has one; for a trained
+    /// router: its own].
+    #[arg(long, value_name = "TEXT", allow_hyphen_values = true)]
+    pub prompt: Option<String>,
+
+    /// Prepend the model's prompt of this name (from config_sentence_transformers.json, or the
+    /// registry card), e.g. `query`.
+    #[arg(long, value_name = "NAME", conflicts_with = "prompt")]
+    pub prompt_name: Option<String>,
+
+    /// Override the model's pooling: mean, cls (first token) or last (last real token)
+    /// [default: the model's 1_Pooling/config.json; for a trained router: its own].
+    #[arg(long, value_name = "mean|cls|last", value_parser = parse_pooling)]
+    pub pooling: Option<Pooling>,
 }
 
 impl EmbedderArgs {
@@ -44,6 +62,9 @@ impl EmbedderArgs {
             max_batch_tokens: self.max_batch_tokens,
             max_seq_length: self.max_seq_length,
             normalize,
+            prompt: self.prompt.clone(),
+            prompt_name: self.prompt_name.clone(),
+            pooling: self.pooling,
             ..Default::default()
         };
         let model = self
@@ -54,25 +75,50 @@ impl EmbedderArgs {
         Embedder::from_files(resolve(model)?, &device, self.dtype, options)
     }
     /// Loads the embedding model a router was trained with (or `--model`, which must then give
-    /// the same vectors), truncating as in training unless `--max-seq-length` says otherwise.
+    /// the same vectors), with the router's prompt, pooling and truncation unless flags say
+    /// otherwise; vectors that would differ from the router's are refused.
     pub fn load_for(&self, router: &Router) -> Result<Embedder> {
-        let trained_with = match &router.embedding.revision {
-            Some(revision) => format!("{}@{revision}", router.embedding.model),
-            None => router.embedding.model.clone(),
+        self.load_matching(&router.embedding, "the router")
+    }
+
+    /// Loads an embedder that gives vectors of the kind `expected` describes, filling the flags
+    /// not given from it; `expected_by` names who expects them in the error.
+    pub fn load_matching(&self, expected: &EmbeddingInfo, expected_by: &str) -> Result<Embedder> {
+        let trained_with = match &expected.revision {
+            Some(revision) => format!("{}@{revision}", expected.model),
+            None => expected.model.clone(),
+        };
+        let prompt = if self.prompt.is_some() || self.prompt_name.is_some() {
+            self.prompt.clone()
+        } else {
+            Some(expected.prompt.clone())
         };
         let args = EmbedderArgs {
-            max_seq_length: self
-                .max_seq_length
-                .or(Some(router.embedding.max_seq_length)),
+            max_seq_length: self.max_seq_length.or(Some(expected.max_seq_length)),
+            prompt,
+            pooling: self.pooling.or(Some(expected.pooling)),
             ..self.clone()
         };
-        let embedder = args.load(Some(&trained_with), true)?;
-        router.embedding.check(&embedder)?;
+        let embedder = args.load(Some(&trained_with), expected.normalized)?;
+        expected.check(&embedder, expected_by)?;
         Ok(embedder)
+    }
+
+    /// Whether any flag that changes the vectors was given.
+    pub fn changes_vectors(&self) -> bool {
+        self.model.is_some()
+            || self.max_seq_length.is_some()
+            || self.prompt.is_some()
+            || self.prompt_name.is_some()
+            || self.pooling.is_some()
     }
 }
 
 fn parse_device(s: &str) -> Result<DeviceSpec, String> {
+    s.parse().map_err(|e: Error| e.to_string())
+}
+
+fn parse_pooling(s: &str) -> Result<Pooling, String> {
     s.parse().map_err(|e: Error| e.to_string())
 }
 

@@ -55,7 +55,8 @@ pub struct EvalArgs {
     pub validation_ratio: f64,
 
     /// Use these embeddings of DATA's queries (a `.safetensors` from `kroute embed DATA`, in
-    /// record order) instead of embedding them again.
+    /// record order) instead of embedding them again. With --model, --prompt, --prompt-name,
+    /// --pooling or --max-seq-length, the file must hold that model's vectors.
     #[arg(long)]
     pub embeddings: Option<PathBuf>,
 
@@ -127,6 +128,10 @@ fn precomputed(
 ) -> Result<(candle_core::Tensor, EmbeddingInfo)> {
     let (embeddings, metadata) = read_embeddings(path, &embedder.device.open()?)?;
     let info = EmbeddingInfo::from_metadata(&metadata, path)?;
+    if embedder.changes_vectors() {
+        // The flags ask for particular vectors: the file must hold those.
+        embedder.load_matching(&info, &path.display().to_string())?;
+    }
     let rows = embeddings.dim(0)?;
     if rows != data.records.len() || !info.normalized {
         return Err(Error::Invalid(format!(

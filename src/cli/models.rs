@@ -4,7 +4,8 @@ use kroute::Result;
 
 #[derive(Subcommand, Debug)]
 pub enum ModelsCommand {
-    /// List the registered models (id, revision, dim, pooling, max length, mirrors).
+    /// List the registered models (id, architecture, dim, pooling, max length, prompts,
+    /// mirrors).
     List {
         /// Print the registry as JSON.
         #[arg(long)]
@@ -29,22 +30,33 @@ pub fn run(command: ModelsCommand) -> Result<()> {
                 );
             } else {
                 println!(
-                    "{:<45} {:>5} {:>8} {:>7}  mirrors",
-                    "id", "dim", "pooling", "max_len"
+                    "{:<40} {:<12} {:>5} {:>8} {:>7}  {:<14} offline mirror",
+                    "id", "architecture", "dim", "pooling", "max_len", "prompts"
                 );
                 for card in registry() {
                     let mirrors: Vec<String> = card
                         .mirrors
                         .iter()
-                        .map(|m| format!("pypi:{}=={}", m.pypi, m.version))
+                        .map(|m| format!("pypi:{}", m.name()))
                         .collect();
+                    let prompts: Vec<&str> = card.prompts.keys().map(String::as_str).collect();
                     println!(
-                        "{:<45} {:>5} {:>8} {:>7}  {}",
+                        "{:<40} {:<12} {:>5} {:>8} {:>7}  {:<14} {}",
                         card.id,
+                        card.architecture,
                         card.dim,
-                        card.pooling,
+                        card.pooling.as_str(),
                         card.max_seq_length,
-                        mirrors.join(", ")
+                        if prompts.is_empty() {
+                            "-".to_string()
+                        } else {
+                            prompts.join(",")
+                        },
+                        if mirrors.is_empty() {
+                            "-".to_string()
+                        } else {
+                            mirrors.join(", ")
+                        }
                     );
                 }
             }

@@ -5,10 +5,9 @@
 //! the encoder on the current one. Memory is bounded by the chunk size, not the input size.
 
 mod batch;
-pub mod bert;
 pub mod config;
 mod info;
-mod ops;
+pub mod models;
 mod pooling;
 mod tokenize;
 
@@ -16,13 +15,12 @@ use std::sync::mpsc::sync_channel;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
 use serde::Serialize;
 
 pub use batch::{plan_batches, BatchPlan};
-use bert::BertEncoder;
 pub use config::{Pooling, SentenceConfig};
 pub use info::EmbeddingInfo;
+use models::{Encoder, EncoderConfig};
 pub use pooling::{l2_normalize, pool};
 use tokenize::TextTokenizer;
 pub use tokenize::Tokens;
@@ -42,6 +40,13 @@ pub struct EmbedderOptions {
     pub max_seq_length: Option<usize>,
     /// Texts tokenized, sorted and batched together; bounds memory when streaming.
     pub chunk_size: usize,
+    /// Text prepended to every input before tokenization; `Some("")` means none even where the
+    /// model has a default prompt.
+    pub prompt: Option<String>,
+    /// A prompt of the model's `config_sentence_transformers.json` (or registry card) by name.
+    pub prompt_name: Option<String>,
+    /// Override the model's pooling.
+    pub pooling: Option<Pooling>,
 }
 
 impl Default for EmbedderOptions {
@@ -51,6 +56,9 @@ impl Default for EmbedderOptions {
             normalize: true,
             max_seq_length: None,
             chunk_size: 4096,
+            prompt: None,
+            prompt_name: None,
+            pooling: None,
         }
     }
 }
@@ -99,8 +107,7 @@ impl EmbedStats {
 
 /// A sentence encoder loaded on a device.
 pub struct Embedder {
-    encoder: BertEncoder,
-    config: candle_transformers::models::bert::Config,
+    encoder: Box<dyn Encoder>,
     tokenizer: TextTokenizer,
     model: ModelFiles,
     pooling: Pooling,
@@ -135,6 +142,9 @@ impl Embedder {
         Self::from_files(resolve(model)?, device, dtype, EmbedderOptions::default())
     }
 
+    /// Loads the model in `model`'s directory: the architecture from `config.json`'s
+    /// `model_type`, pooling, length limit and prompts from its sentence-transformers configs
+    /// (or registry card), each overridden by `options`.
     pub fn from_files(
         model: ModelFiles,
         device: &Device,
@@ -142,27 +152,34 @@ impl Embedder {
         options: EmbedderOptions,
     ) -> Result<Self> {
         let dtype = dtype.unwrap_or_else(|| DeviceSpec::of(device).default_dtype());
-        let config: candle_transformers::models::bert::Config =
-            config::read_json(&model.path("config.json"))?.ok_or_else(|| {
-                Error::Invalid(format!("{}: no config.json", model.dir.display()))
-            })?;
-        let sentence = SentenceConfig::read(&model)?;
-        let weights = model.path("model.safetensors");
-        // SAFETY: the weights file is memory-mapped read-only; kroute never writes to it.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], dtype, device)? };
-        let encoder = BertEncoder::load(vb, &config)?;
+        let config = EncoderConfig::read(&model.path("config.json"))?;
+        let sentence = SentenceConfig::read(&model, model.card())?;
+        let prompt = sentence.prompt(options.prompt.as_deref(), options.prompt_name.as_deref())?;
+        let encoder = models::load(&config, &model.path("model.safetensors"), dtype, device)?;
         let max_seq_length = options
             .max_seq_length
             .or(sentence.max_seq_length)
             .unwrap_or(encoder.max_positions())
             .min(encoder.max_positions());
-        let tokenizer = TextTokenizer::load(&model.path("tokenizer.json"), max_seq_length)?;
+        let tokenizer = TextTokenizer::load(&model.path("tokenizer.json"), max_seq_length, prompt)?;
+        if let Some(largest) = tokenizer.largest_id() {
+            if largest as usize >= encoder.vocab_size() {
+                return Err(Error::Invalid(format!(
+                    "{}: token id {largest} is outside the model's {} embeddings ({})",
+                    model.path("tokenizer.json").display(),
+                    encoder.vocab_size(),
+                    model.path("config.json").display()
+                )));
+            }
+        }
         Ok(Self {
             encoder,
-            config,
             tokenizer,
             model,
-            pooling: sentence.pooling,
+            pooling: options
+                .pooling
+                .or(sentence.pooling)
+                .unwrap_or(Pooling::Mean),
             max_seq_length,
             options,
             device: device.clone(),
@@ -171,13 +188,8 @@ impl Embedder {
     }
 
     /// The encoder itself, for running pre-tokenized batches (benchmarks).
-    pub fn encoder(&self) -> &BertEncoder {
-        &self.encoder
-    }
-
-    /// The model's `config.json`.
-    pub fn bert_config(&self) -> &candle_transformers::models::bert::Config {
-        &self.config
+    pub fn encoder(&self) -> &dyn Encoder {
+        self.encoder.as_ref()
     }
 
     pub fn model(&self) -> &ModelFiles {
@@ -206,6 +218,11 @@ impl Embedder {
 
     pub fn max_seq_length(&self) -> usize {
         self.max_seq_length
+    }
+
+    /// The text prepended to every input ("" for none).
+    pub fn prompt(&self) -> &str {
+        self.tokenizer.prompt()
     }
 
     /// Embeds `texts` into an `(n, dim)` f32 tensor on the embedder's device, in input order.
@@ -329,7 +346,12 @@ impl Embedder {
             batches.push(PreparedBatch {
                 rows,
                 input_ids: Tensor::from_vec(ids, (rows, seq), &self.device)?,
-                attention_bias: bert::attention_bias(&row_lengths, seq, self.dtype, &self.device)?,
+                attention_bias: models::attention_bias(
+                    &row_lengths,
+                    seq,
+                    self.dtype,
+                    &self.device,
+                )?,
                 mask: Tensor::from_vec(mask, (rows, seq), &self.device)?,
             });
         }

@@ -1,4 +1,5 @@
-//! Sentence vectors from token states: mean or CLS pooling, then optional L2 normalisation.
+//! Sentence vectors from token states: mean, first-token or last-token pooling, then optional L2
+//! normalisation.
 
 use candle_core::{DType, Tensor, D};
 
@@ -15,6 +16,18 @@ pub fn pool(hidden: &Tensor, mask: &Tensor, pooling: Pooling, normalize: bool) -
     let hidden = hidden.to_dtype(DType::F32)?;
     let pooled = match pooling {
         Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
+        Pooling::Last => {
+            // The last real token of each row, wherever the padding sits: the largest position
+            // whose mask is 1.
+            let (batch, seq, dim) = hidden.dims3()?;
+            let positions = Tensor::arange(0f32, seq as f32, mask.device())?;
+            let last = mask.broadcast_mul(&positions)?.argmax_keepdim(1)?;
+            let index = last
+                .unsqueeze(2)?
+                .broadcast_as((batch, 1, dim))?
+                .contiguous()?;
+            hidden.gather(&index, 1)?.squeeze(1)?
+        }
         Pooling::Mean => {
             let summed = hidden.broadcast_mul(&mask.unsqueeze(2)?)?.sum(1)?;
             let counts = mask.sum_keepdim(1)?.clamp(1e-9, f64::MAX)?;

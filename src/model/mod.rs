@@ -6,7 +6,7 @@ mod pypi;
 mod registry;
 mod resolve;
 
-pub use registry::{find_card, registry, Mirror, ModelCard};
+pub use registry::{find_card, registry, Mirror, ModelCard, Wheel};
 pub use resolve::{resolve, sha256_file, ModelFiles, ModelSource};
 
 /// The model used when `--model` is not given.

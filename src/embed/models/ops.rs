@@ -44,16 +44,26 @@ pub fn bias_residual_norm(
     }
 }
 
-/// `softmax(scores + bias)` over the last axis; `scores`: `(batch, heads, seq, seq)`,
-/// `bias`: `(batch, seq)` additive key mask.
-pub fn masked_softmax(scores: &Tensor, bias: &Tensor) -> Result<Tensor> {
+/// `softmax(scores + position_bias + key_bias)` over the last axis; `scores`:
+/// `(batch, heads, seq, seq)`, `key_bias`: `(batch, seq)` additive key mask, `position_bias`: an
+/// optional `(heads, seq, seq)` term shared by every sequence (MPNet's relative positions).
+pub fn masked_softmax(
+    scores: &Tensor,
+    key_bias: &Tensor,
+    position_bias: Option<&Tensor>,
+) -> Result<Tensor> {
     if fused(scores) {
-        Ok(scores.apply_op2_no_bwd(bias, &MaskedSoftmax)?)
-    } else {
-        let (batch, _, _, seq) = scores.dims4()?;
-        let masked = scores.broadcast_add(&bias.reshape((batch, 1, 1, seq))?)?;
-        Ok(candle_nn::ops::softmax_last_dim(&masked)?)
+        return Ok(match position_bias {
+            Some(position) => scores.apply_op3_no_bwd(key_bias, position, &MaskedSoftmax)?,
+            None => scores.apply_op2_no_bwd(key_bias, &MaskedSoftmax)?,
+        });
     }
+    let (batch, _, _, seq) = scores.dims4()?;
+    let mut masked = scores.broadcast_add(&key_bias.reshape((batch, 1, 1, seq))?)?;
+    if let Some(position) = position_bias {
+        masked = masked.broadcast_add(&position.unsqueeze(0)?)?;
+    }
+    Ok(candle_nn::ops::softmax_last_dim(&masked)?)
 }
 
 /// Splits `x·W_qkv` `(batch·seq, 3·heads·dim)` plus its bias into Q, K, V, each
@@ -161,7 +171,44 @@ impl CustomOp3 for BiasResidualNorm {
     }
 }
 
+/// The fused masked softmax, with or without a position bias (as an op of two or three inputs).
 struct MaskedSoftmax;
+
+impl MaskedSoftmax {
+    fn run(
+        scores: &[f32],
+        shape: &Shape,
+        key_bias: &[f32],
+        position_bias: Option<&[f32]>,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (_, heads, queries, seq) = shape.dims4()?;
+        let mut out = vec![0f32; scores.len()];
+        out.par_chunks_mut(seq)
+            .zip(scores.par_chunks(seq))
+            .enumerate()
+            .with_min_len(rows_per_task(seq))
+            .for_each(|(row, (out, scores))| {
+                let key_bias = &key_bias[(row / (heads * queries)) * seq..][..seq];
+                for i in 0..seq {
+                    out[i] = scores[i] + key_bias[i];
+                }
+                if let Some(position) = position_bias {
+                    // Rows run (batch, head, query); the bias is shared across the batch.
+                    let position = &position[(row % (heads * queries)) * seq..][..seq];
+                    out.iter_mut().zip(position).for_each(|(o, p)| *o += p);
+                }
+                let max = out.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0f32;
+                for v in out.iter_mut() {
+                    *v = (*v - max).exp();
+                    sum += *v;
+                }
+                let inv = 1.0 / sum;
+                out.iter_mut().for_each(|v| *v *= inv);
+            });
+        Ok((CpuStorage::F32(out), shape.clone()))
+    }
+}
 
 impl CustomOp2 for MaskedSoftmax {
     fn name(&self) -> &'static str {
@@ -175,30 +222,36 @@ impl CustomOp2 for MaskedSoftmax {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let scores = f32_slice(s1, l1, self.name())?;
-        let bias = f32_slice(s2, l2, self.name())?;
+        let name = CustomOp2::name(self);
+        let scores = f32_slice(s1, l1, name)?;
+        let key_bias = f32_slice(s2, l2, name)?;
+        Self::run(scores, l1.shape(), key_bias, None)
+    }
+}
+
+impl CustomOp3 for MaskedSoftmax {
+    fn name(&self) -> &'static str {
+        "masked-softmax-position-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let name = CustomOp3::name(self);
+        let scores = f32_slice(s1, l1, name)?;
+        let key_bias = f32_slice(s2, l2, name)?;
+        let position = f32_slice(s3, l3, name)?;
         let (_, heads, queries, seq) = l1.shape().dims4()?;
-        let mut out = vec![0f32; scores.len()];
-        out.par_chunks_mut(seq)
-            .zip(scores.par_chunks(seq))
-            .enumerate()
-            .with_min_len(rows_per_task(seq))
-            .for_each(|(row, (out, scores))| {
-                let bias = &bias[(row / (heads * queries)) * seq..][..seq];
-                let mut max = f32::NEG_INFINITY;
-                for i in 0..seq {
-                    out[i] = scores[i] + bias[i];
-                    max = max.max(out[i]);
-                }
-                let mut sum = 0f32;
-                for v in out.iter_mut() {
-                    *v = (*v - max).exp();
-                    sum += *v;
-                }
-                let inv = 1.0 / sum;
-                out.iter_mut().for_each(|v| *v *= inv);
-            });
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
+        if position.len() != heads * queries * seq {
+            candle_core::bail!("{name}: position bias is not (heads, seq, seq)");
+        }
+        Self::run(scores, l1.shape(), key_bias, Some(position))
     }
 }
 
@@ -393,12 +446,24 @@ mod tests {
 
         let scores = random(&[batch, heads, seq, seq]);
         let mut mask = vec![0f32; batch * seq];
-        mask[seq - 2..seq].fill(crate::embed::bert::MASK_BIAS);
+        mask[seq - 2..seq].fill(super::super::transformer::MASK_BIAS);
         let mask = Tensor::from_vec(mask, (batch, seq), &Device::Cpu).unwrap();
         let masked = f64(&scores).broadcast_add(&f64(&mask).reshape((batch, 1, 1, seq)).unwrap());
-        let want = candle_nn::ops::softmax(&masked.unwrap(), 3).unwrap();
-        let got = masked_softmax(&scores, &mask).unwrap();
+        let want = candle_nn::ops::softmax(masked.as_ref().unwrap(), 3).unwrap();
+        let got = masked_softmax(&scores, &mask, None).unwrap();
         assert!(max_abs_diff(&got, &want) < 1e-6);
+        // With a position bias shared across the batch (MPNet): the bias of (head, query, key)
+        // lands on that entry of every sequence.
+        let position = random(&[heads, seq, seq]);
+        let with_position = masked
+            .unwrap()
+            .broadcast_add(&f64(&position).unsqueeze(0).unwrap())
+            .unwrap();
+        let want_position = candle_nn::ops::softmax(&with_position, 3).unwrap();
+        let got_position = masked_softmax(&scores, &mask, Some(&position)).unwrap();
+        assert!(max_abs_diff(&got_position, &want_position) < 1e-6);
+        let generic = masked_softmax(&f64(&scores), &f64(&mask), Some(&f64(&position))).unwrap();
+        assert!(max_abs_diff(&got_position, &generic) < 1e-6);
         assert_eq!(
             got.i((0, 0, 0, seq - 1))
                 .unwrap()

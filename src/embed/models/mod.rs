@@ -1,0 +1,174 @@
+//! Encoder architectures behind one interface. Each architecture is one file that turns a padded
+//! batch of token ids into token states; tokenization, batching, pooling, normalisation, devices
+//! and dtypes are the embedder's and shared by all of them.
+//!
+//! Adding an architecture: write `models/<name>.rs` with its `config.json` fields and an
+//! [`Encoder`] implementation (reusing `transformer.rs` where the model is a post-norm encoder),
+//! add a variant to [`Architecture`] with its `model_type` names, and build it in [`build`].
+
+mod bert;
+mod mpnet;
+mod ops;
+mod transformer;
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use serde::{Deserialize, Serialize};
+
+use crate::embed::config::read_json;
+use crate::error::{Error, Result};
+
+pub use mpnet::relative_bucket;
+pub use transformer::{attention_bias, MASK_BIAS};
+
+/// A sentence encoder's transformer: token ids in, token states out.
+pub trait Encoder: Send + Sync {
+    fn architecture(&self) -> Architecture;
+
+    /// Runs a right-padded batch. `input_ids`: `(batch, seq)` u32; `attention_bias`:
+    /// `(batch, seq)` holding 0 for real tokens and [`MASK_BIAS`] for padding, in the model
+    /// dtype (see [`attention_bias`]). Returns the last hidden states, `(batch, seq, hidden)`.
+    fn forward(&self, input_ids: &Tensor, attention_bias: &Tensor) -> Result<Tensor>;
+
+    fn hidden_size(&self) -> usize;
+
+    /// Tokens a sequence can hold.
+    fn max_positions(&self) -> usize;
+
+    fn vocab_size(&self) -> usize;
+
+    /// Floating-point operations per token at sequence length `seq` (2 per multiply-add), for
+    /// the benchmark's TFLOP/s.
+    fn flops_per_token(&self, seq: usize) -> f64;
+}
+
+/// The architectures kroute runs, named as in `config.json`'s `model_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Architecture {
+    #[serde(rename = "bert")]
+    Bert,
+    #[serde(rename = "roberta")]
+    Roberta,
+    #[serde(rename = "xlm-roberta")]
+    XlmRoberta,
+    #[serde(rename = "mpnet")]
+    Mpnet,
+}
+
+impl Architecture {
+    pub const ALL: [Architecture; 4] = [
+        Architecture::Bert,
+        Architecture::Roberta,
+        Architecture::XlmRoberta,
+        Architecture::Mpnet,
+    ];
+
+    /// The `model_type` of `config.json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Architecture::Bert => "bert",
+            Architecture::Roberta => "roberta",
+            Architecture::XlmRoberta => "xlm-roberta",
+            Architecture::Mpnet => "mpnet",
+        }
+    }
+
+    pub fn from_model_type(model_type: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == model_type)
+    }
+
+    /// Every supported `model_type`, for error messages and `--help`.
+    pub fn supported() -> String {
+        Self::ALL.map(Self::as_str).join(", ")
+    }
+}
+
+/// A model's `config.json`: its architecture and the raw fields that architecture reads.
+pub struct EncoderConfig {
+    pub architecture: Architecture,
+    json: serde_json::Value,
+    path: std::path::PathBuf,
+}
+
+impl EncoderConfig {
+    /// Reads `config.json` and finds its architecture; a missing file, a missing `model_type` or
+    /// an unsupported one is an error naming the file and the supported ones.
+    pub fn read(path: &Path) -> Result<Self> {
+        let json: serde_json::Value = read_json(path)?
+            .ok_or_else(|| Error::Invalid(format!("{}: no such file", path.display())))?;
+        let model_type = json
+            .get("model_type")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{}: no `model_type` (supported: {})",
+                    path.display(),
+                    Architecture::supported()
+                ))
+            })?;
+        let architecture = Architecture::from_model_type(model_type).ok_or_else(|| {
+            Error::Invalid(format!(
+                "{}: model_type `{model_type}` is not supported (supported: {})",
+                path.display(),
+                Architecture::supported()
+            ))
+        })?;
+        Ok(Self {
+            architecture,
+            json,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The architecture's typed configuration; a missing or malformed field names the file.
+    fn typed<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        T::deserialize(&self.json).map_err(|e| {
+            Error::Invalid(format!(
+                "{}: {} config: {e}",
+                self.path.display(),
+                self.architecture.as_str()
+            ))
+        })
+    }
+
+    /// Builds the encoder from the weights under `vb`.
+    pub fn build(&self, vb: VarBuilder) -> Result<Box<dyn Encoder>> {
+        Ok(match self.architecture {
+            arch @ (Architecture::Bert | Architecture::Roberta | Architecture::XlmRoberta) => {
+                Box::new(bert::Bert::load(vb, &self.typed()?, arch)?)
+            }
+            Architecture::Mpnet => Box::new(mpnet::Mpnet::load(vb, &self.typed()?)?),
+        })
+    }
+}
+
+/// Loads the encoder `config` describes from a safetensors file, memory-mapped; weights that do
+/// not fit the configuration are an error naming both files.
+pub fn load(
+    config: &EncoderConfig,
+    weights: &Path,
+    dtype: DType,
+    device: &Device,
+) -> Result<Box<dyn Encoder>> {
+    // SAFETY: the weights file is memory-mapped read-only; kroute never writes to it.
+    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], dtype, device) }
+        .map_err(|e| Error::Invalid(format!("{}: {e}", weights.display())))?;
+    config.build(vb).map_err(|e| match e {
+        Error::Candle(e) => Error::Invalid(format!(
+            "{} does not match {} ({}): {e}",
+            weights.display(),
+            config.path.display(),
+            config.architecture.as_str()
+        )),
+        other => other,
+    })
+}
+
+/// The encoder `config_json` describes with random weights, for benchmarking shapes whose
+/// weights are not at hand.
+pub fn random(config_json: &Path, dtype: DType, device: &Device) -> Result<Box<dyn Encoder>> {
+    let vars = VarMap::new();
+    EncoderConfig::read(config_json)?.build(VarBuilder::from_varmap(&vars, dtype, device))
+}
