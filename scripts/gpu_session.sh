@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 6's GPU measurements in one device call, prepared here and run there.
+# The GPU measurements of issues 6 and 12 in one device call, prepared here and run there.
 #
 #   bash scripts/gpu_session.sh pack     # here: CUDA binaries (stripped, gzipped) and the
 #                                        # default model in f16 into gpu/ (gitignored, < 64 MiB)
@@ -9,7 +9,9 @@
 # (tests/kernels.rs, k-means inertia and routing decisions GPU vs CPU included), compares f16
 # GPU embeddings of the bundled queries with f32 CPU ones (cosine), runs `kroute bench --device
 # cuda` (also with --generic-ops, to see what the fused kernels gain) and sentence-transformers
-# fp16 on the same texts and weights, and writes it all to $OUT.
+# fp16 on the same texts and weights; checks the tiny BERT, XLM-RoBERTa and MPNet checkpoints'
+# CUDA vectors against CPU ones and benches all-mpnet-base-v2's shape with random weights beside
+# transformers' MPNetModel fp16 (real MPNet weights are too large to carry); writes it all to $OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +30,9 @@ pack() {
   local model
   model=$(cargo run --release --quiet -- models fetch | sed -n 's/.*verified): //p')
   cp -rL "$model"/. gpu/model/  # the cache holds symlinks into its blob store
+  model=$(cargo run --release --quiet -- models fetch sentence-transformers/all-mpnet-base-v2 |
+    sed -n 's/.*verified): //p')
+  cp -L "$model/config.json" gpu/mpnet-config.json
   "${KROUTE_PYTHON:-python3}" - gpu/model/model.safetensors <<'PY'
 import sys
 from safetensors.numpy import load_file, save_file
@@ -58,6 +63,17 @@ run() {
   "$bin/kroute" bench --device cuda --model gpu/model --quick --generic-ops --json \
     > "$OUT/bench-cuda-generic-ops.json" 2>&1 || true
 
+  # Every architecture on CUDA (f32, so differences are the kernels', not rounding) vs CPU.
+  { zcat "$data" | head -n 500 > /tmp/sample.jsonl; } || true
+  for arch in bert xlm-roberta mpnet; do
+    for device in cuda cpu; do
+      "$bin/kroute" embed /tmp/sample.jsonl -o "$OUT/tiny-$arch-$device.npy" --quiet \
+        --model "tests/fixtures/tiny/$arch" --device "$device" --dtype f32 || true
+    done
+  done
+  "$bin/kroute" bench --device cuda --random-weights gpu/mpnet-config.json --dtype f16 \
+    --peak-tflops 989 --quick --json > "$OUT/bench-cuda-mpnet-f16.json" 2>&1 || true
+
   "$py" - "$data" gpu/model "$OUT" <<'PY' 2>&1 | tee "$OUT/sentence-transformers.txt"
 import gzip, json, sys, time
 import numpy as np, torch
@@ -83,6 +99,31 @@ for batch in (256, 1024):
     torch.cuda.synchronize()
     rate = reps * len(texts) / (time.perf_counter() - start)
     print(f"sentence-transformers fp16 cuda, batch {batch}, max 32 tokens: {rate:,.0f} sentences/s")
+
+for arch in ("bert", "xlm-roberta", "mpnet"):
+    try:
+        gpu, cpu = np.load(f"{out}/tiny-{arch}-cuda.npy"), np.load(f"{out}/tiny-{arch}-cpu.npy")
+        cos = (gpu * cpu).sum(1) / np.linalg.norm(gpu, axis=1) / np.linalg.norm(cpu, axis=1)
+        print(f"tiny {arch}: kroute cuda f32 vs cpu f32 over {len(cos)} queries: min cos {cos.min():.6f}")
+    except FileNotFoundError as e:
+        print(f"tiny {arch}: no embeddings to compare:", e)
+
+# all-mpnet-base-v2's shape, random weights, fp16: transformers' MPNetModel beside kroute bench.
+from transformers import MPNetConfig, MPNetModel
+mpnet = MPNetModel(MPNetConfig.from_json_file("gpu/mpnet-config.json")).half().cuda().eval()
+for seq, rows in ((32, 512), (128, 128)):
+    ids = torch.randint(3, 30000, (rows, seq), device="cuda")
+    mask = torch.ones_like(ids)
+    with torch.inference_mode():
+        for _ in range(3):
+            mpnet(input_ids=ids, attention_mask=mask)
+        torch.cuda.synchronize()
+        start, reps = time.perf_counter(), 20
+        for _ in range(reps):
+            mpnet(input_ids=ids, attention_mask=mask)
+        torch.cuda.synchronize()
+    rate = reps * rows / (time.perf_counter() - start)
+    print(f"transformers MPNetModel fp16 cuda, {seq} tokens × {rows} rows: {rate:,.0f} sentences/s")
 PY
 }
 

@@ -3,7 +3,8 @@
 //! The crate is organised by concern:
 //! - [`device`]: picking a compute device and dtype from user input;
 //! - [`model`]: the registry of known embedding models and resolving a model id to verified files;
-//! - [`embed`]: the BERT-family encoder, tokenization and token-budget batching ([`Embedder`]);
+//! - [`embed`]: the encoders (one file per architecture behind one trait), tokenization, prompts
+//!   and token-budget batching ([`Embedder`]);
 //! - [`cluster`]: k-means on the device as tensor ops;
 //! - [`kernels`]: fused CUDA kernels for the hot paths, each with its CPU reference;
 //! - [`records`]: routing records (JSONL) with file/line/field errors, splits and summaries;

@@ -91,28 +91,35 @@ fn bench_reports_every_section_as_json() {
 }
 
 #[test]
-fn random_weights_bench_every_architecture() {
+fn every_architecture_benches_from_its_weights_or_its_config() {
     for architecture in ["bert", "xlm-roberta", "mpnet"] {
-        let config = fixture_path("tiny").join(architecture).join("config.json");
-        let report = run_json(&[
-            "bench",
-            "--random-weights",
-            config.to_str().unwrap(),
-            "--seq-lens",
-            "16",
-            "--batch-tokens",
-            "64",
-            "--kmeans-points",
-            "500",
-            "--kmeans-clusters",
-            "4",
-            "--route-queries",
-            "100",
-            "--json",
-        ]);
-        let case = &report["encoder"][0];
-        assert_eq!(case["rows"], 4, "{architecture}");
-        assert!(case["tflops"].as_f64().unwrap() > 0.0, "{architecture}");
+        let dir = fixture_path("tiny").join(architecture);
+        let config = dir.join("config.json");
+        for subject in [
+            ["--model", dir.to_str().unwrap()],
+            ["--random-weights", config.to_str().unwrap()],
+        ] {
+            let mut args = vec![
+                "bench",
+                "--seq-lens",
+                "16",
+                "--batch-tokens",
+                "64",
+                "--kmeans-points",
+                "500",
+                "--kmeans-clusters",
+                "4",
+                "--route-queries",
+                "100",
+                "--json",
+            ];
+            args.extend(subject);
+            let report = run_json(&args);
+            let case = &report["encoder"][0];
+            assert_eq!(case["rows"], 4, "{architecture} {subject:?}");
+            assert!(case["tflops"].as_f64().unwrap() > 0.0, "{architecture}");
+            assert!(report["latency"]["p50_ms"].as_f64().unwrap() > 0.0);
+        }
     }
 }
 

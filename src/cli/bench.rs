@@ -11,7 +11,8 @@ use super::args::EmbedderArgs;
 Examples:
   kroute bench
   kroute bench --device cuda --json > h100.json
-  kroute bench --random-weights models/minilm-config.json --device cuda --dtype bf16
+  kroute bench --model sentence-transformers/all-mpnet-base-v2
+  kroute bench --random-weights some-model/config.json --device cuda --dtype bf16
   kroute bench --quick
   kroute bench --device cuda --generic-ops    # what the fused kernels gain
 
@@ -23,8 +24,9 @@ included) with --model, or runs one 16-token row with --random-weights. k-means 
 iterations on random unit vectors (no seeding), routing routes random queries through 60 \
 clusters × 11 models.")]
 pub struct BenchArgs {
-    /// Build the encoder from this BERT `config.json` with random weights instead of loading
-    /// --model (for measuring where the weights are not at hand).
+    /// Build the encoder from this `config.json` (any supported model_type: bert, roberta,
+    /// xlm-roberta, mpnet) with random weights instead of loading --model (for measuring where
+    /// the weights are not at hand).
     #[arg(long, conflicts_with = "model")]
     pub random_weights: Option<PathBuf>,
 

@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 use super::{find_card, pypi, ModelCard};
 use crate::error::{Error, ModelError, Result};
 
-/// Files every BERT-style sentence encoder needs.
+/// Files every sentence encoder needs.
 const REQUIRED: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
 /// sentence-transformers' own configs; without them the registry card or defaults apply.
 const OPTIONAL: [&str; 4] = [
