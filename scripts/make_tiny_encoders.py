@@ -4,11 +4,14 @@ tests that need no hub and no real weights (tests/architectures.rs).
 
 For each architecture (BERT with CLS pooling and a named prompt, like bge; XLM-RoBERTa with mean
 pooling and a default `query` prompt, like multilingual-e5; MPNet with mean pooling and
-last-token references) it trains a small tokenizer of the architecture's kind on the parity
-texts, builds a 2-layer model with every parameter random (biases and layer norms included, so
-none of them can be silently dropped), saves Transformer + Pooling + Normalize with
-max_seq_length 48 (so the long texts are truncated), and records the embeddings of the parity
-texts. It also records transformers' MPNet relative-position buckets for distances up to 600.
+last-token references; Qwen3 with grouped-query attention, a head size that is not
+hidden/heads, last-token pooling, an EOS-appending tokenizer that pads on the left and an
+instruction prompt, like Qwen3-Embedding) it trains a small tokenizer of the architecture's kind
+on the parity texts, builds a 2-layer model with every parameter random (biases and norms
+included, so none of them can be silently dropped), saves Transformer + Pooling + Normalize
+with max_seq_length 48 (so the long texts are truncated), and records the embeddings of the
+parity texts. It also records transformers' MPNet relative-position buckets for distances up to
+600.
 
 Run (not in CI):
     python3 -m venv /tmp/ref && /tmp/ref/bin/pip install sentence-transformers
@@ -26,7 +29,7 @@ import torch
 import transformers
 from sentence_transformers import SentenceTransformer, models
 from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors, trainers
-from tokenizers.models import Unigram, WordPiece
+from tokenizers.models import BPE, Unigram, WordPiece
 from transformers import PreTrainedTokenizerFast
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -85,13 +88,31 @@ def unigram() -> Tokenizer:
     return tokenizer
 
 
+def byte_bpe() -> Tokenizer:
+    """A byte-level BPE tokenizer like Qwen's, appending <|endoftext|> to every text."""
+    tokenizer = Tokenizer(BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=500,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tokenizer.train_from_iterator(CORPUS, trainer)
+    eos = tokenizer.token_to_id("<|endoftext|>")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="$A <|endoftext|>", special_tokens=[("<|endoftext|>", eos)]
+    )
+    return tokenizer
+
+
 def randomise(model: torch.nn.Module, seed: int) -> None:
-    """Every parameter random: layer-norm gains around 1, everything else around 0."""
+    """Every parameter random: norm gains around 1, everything else around 0."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             noise = torch.randn(parameter.shape, generator=generator)
-            if "LayerNorm.weight" in name:
+            if "LayerNorm.weight" in name or name.endswith("norm.weight"):
                 parameter.copy_(1.0 + 0.2 * noise)
             elif "relative_attention_bias" in name:
                 parameter.copy_(1.0 * noise)
@@ -195,6 +216,28 @@ def main() -> None:
         modules=[st[0], models.Pooling(32, pooling_mode="lasttoken"), models.Normalize()],
         device="cpu")
     write_reference("mpnet", st, {"mean": encode(st), "last": encode(last)})
+
+    # Qwen3, Qwen3-Embedding-style: 4 query heads sharing 2 key/value heads, head size 16 (not
+    # 32 / 4), last-token pooling, EOS appended, left padding, an instruction prompt.
+    qwen_tokens = byte_bpe()
+    config = transformers.Qwen3Config(
+        vocab_size=qwen_tokens.get_vocab_size(), hidden_size=32, intermediate_size=64,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+        max_position_embeddings=128, rope_theta=10000.0, rms_norm_eps=1e-6,
+        tie_word_embeddings=True, attention_bias=False, hidden_act="silu")
+    st = build("qwen3", config, transformers.Qwen3Model, qwen_tokens,
+               dict(eos_token="<|endoftext|>", pad_token="<|endoftext|>", padding_side="left"),
+               "lasttoken",
+               {"query": "Instruct: Given a web search query, retrieve relevant passages that "
+                         "answer the query\nQuery:"},
+               None, seed=4)
+    assert st.tokenizer.padding_side == "left"
+    left = encode(st)
+    query = encode(st, prompt_name="query")
+    dim16 = encode(st, truncate_dim=16, normalize_embeddings=True)
+    st.tokenizer.padding_side = "right"
+    write_reference("qwen3", st, {
+        "left": left, "query": query, "right": encode(st), "dim16": dim16})
 
     from transformers.models.mpnet.modeling_mpnet import MPNetEncoder
     distances = torch.arange(-600, 601)

@@ -60,9 +60,19 @@ pub enum Subject<'a> {
 }
 
 impl Subject<'_> {
-    /// Random weights in `dtype` on `device`, shaped by a `config.json`.
-    pub fn random(config_json: &std::path::Path, device: &Device, dtype: DType) -> Result<Self> {
-        Ok(Subject::Random(models::random(config_json, dtype, device)?))
+    /// Placeholder weights on `device`, shaped by a `config.json`, in `dtype` or the
+    /// architecture's default; returns the dtype used too.
+    pub fn random(
+        config_json: &std::path::Path,
+        device: &Device,
+        dtype: Option<DType>,
+    ) -> Result<(Self, DType)> {
+        let config = models::EncoderConfig::read(config_json)?;
+        let dtype = dtype.unwrap_or(config.architecture.default_dtype(device));
+        Ok((
+            Subject::Random(models::random(&config, dtype, device)?),
+            dtype,
+        ))
     }
 
     fn encoder(&self) -> &dyn Encoder {

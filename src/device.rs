@@ -26,14 +26,6 @@ impl DeviceSpec {
         }
     }
 
-    /// f32 on CPU (half precision is slow there); f16 on GPUs.
-    pub fn default_dtype(self) -> DType {
-        match self {
-            DeviceSpec::Cpu => DType::F32,
-            DeviceSpec::Cuda(_) | DeviceSpec::Metal => DType::F16,
-        }
-    }
-
     /// The spec of an already-open device.
     pub fn of(device: &Device) -> Self {
         match device {

@@ -145,6 +145,149 @@ fn mpnet_with_mean_and_last_token_pooling() {
 }
 
 #[test]
+fn qwen3_with_grouped_query_attention_last_token_pooling_and_prompts() {
+    let embedder = load(&tiny("qwen3"), EmbedderOptions::default()).unwrap();
+    assert_eq!(embedder.encoder().architecture(), Architecture::Qwen3);
+    assert_eq!(embedder.pooling(), Pooling::Last);
+    assert_eq!(embedder.dim(), 32);
+    // The reference pads on the left as the model's tokenizer asks, kroute on the right: the
+    // vectors agree either way, and with a right-padding reference too.
+    assert_matches("qwen3", EmbedderOptions::default(), "left");
+    assert_matches("qwen3", EmbedderOptions::default(), "right");
+    let query = EmbedderOptions {
+        prompt_name: Some("query".into()),
+        ..Default::default()
+    };
+    assert!(load(&tiny("qwen3"), query.clone())
+        .unwrap()
+        .prompt()
+        .starts_with("Instruct: "));
+    assert_matches("qwen3", query, "query");
+}
+
+#[test]
+fn matryoshka_dimensions_truncate_then_renormalise() {
+    let options = EmbedderOptions {
+        dimensions: Some(16),
+        ..Default::default()
+    };
+    let embedder = load(&tiny("qwen3"), options.clone()).unwrap();
+    assert_eq!(embedder.dim(), 16);
+    assert_matches("qwen3", options, "dim16");
+    let err = load(
+        &tiny("qwen3"),
+        EmbedderOptions {
+            dimensions: Some(64),
+            ..Default::default()
+        },
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.contains("--dimensions 64") && err.contains("32"),
+        "{err}"
+    );
+}
+
+#[test]
+fn qwen3_configs_that_cannot_work_are_explained() {
+    for (edit, needle) in [
+        (
+            serde_json::json!({"num_key_value_heads": 3}),
+            "num_attention_heads 4 is not a multiple of num_key_value_heads 3",
+        ),
+        (
+            serde_json::json!({"head_dim": 15}),
+            "head_dim 15 must be even",
+        ),
+        (
+            serde_json::json!({"hidden_act": "gelu"}),
+            "hidden_act `gelu`",
+        ),
+        (
+            serde_json::json!({"rope_parameters": null}),
+            "no rope_theta",
+        ),
+        (
+            serde_json::json!({"rope_parameters": {"rope_theta": 1e4, "rope_type": "yarn"}}),
+            "rope_scaling",
+        ),
+        (
+            serde_json::json!({"num_hidden_layers": "two"}),
+            "field `num_hidden_layers`: invalid type",
+        ),
+    ] {
+        let dir = edited_copy("qwen3", |c| {
+            for (key, value) in edit.as_object().unwrap() {
+                c[key] = value.clone();
+            }
+        });
+        let err = load_error(dir.path());
+        assert!(err.contains(needle), "{edit}: {err}");
+    }
+}
+
+/// Weights split into shards with a `model.safetensors.index.json`, as large checkpoints
+/// (Qwen3-Embedding-4B/8B) ship: the same vectors, and an identity made of the shards' digests.
+#[test]
+fn sharded_weights_load_like_one_file() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&tiny("qwen3"), dir.path());
+    let single = dir.path().join("model.safetensors");
+    let bytes = std::fs::read(&single).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<String> = tensors.names().into_iter().map(String::from).collect();
+    names.sort();
+    let (first, second) = names.split_at(names.len() / 2);
+    let mut weight_map = serde_json::Map::new();
+    for (shard, part) in [
+        ("model-00001-of-00002.safetensors", first),
+        ("model-00002-of-00002.safetensors", second),
+    ] {
+        let views: Vec<(String, safetensors::tensor::TensorView)> = part
+            .iter()
+            .map(|name| (name.clone(), tensors.tensor(name).unwrap()))
+            .collect();
+        safetensors::serialize_to_file(views, None, &dir.path().join(shard)).unwrap();
+        for name in part {
+            weight_map.insert(name.clone(), shard.into());
+        }
+    }
+    std::fs::write(
+        dir.path().join("model.safetensors.index.json"),
+        serde_json::json!({"metadata": {}, "weight_map": weight_map}).to_string(),
+    )
+    .unwrap();
+    std::fs::remove_file(&single).unwrap();
+
+    let reference = reference("qwen3");
+    let want = load(&tiny("qwen3"), EmbedderOptions::default())
+        .unwrap()
+        .embed_vecs(&reference.texts)
+        .unwrap();
+    let sharded = load(dir.path(), EmbedderOptions::default()).unwrap();
+    assert_eq!(sharded.embed_vecs(&reference.texts).unwrap(), want);
+    let digest = |shard: &str| kroute::model::sha256_file(&dir.path().join(shard)).unwrap();
+    let (a, b) = (
+        digest("model-00001-of-00002.safetensors"),
+        digest("model-00002-of-00002.safetensors"),
+    );
+    assert_eq!(
+        sharded.model().weights_sha256,
+        kroute::model::weights_digest([
+            ("model-00002-of-00002.safetensors", b.as_str()),
+            ("model-00001-of-00002.safetensors", a.as_str()),
+        ])
+    );
+
+    // A shard the index names but the directory lacks is named.
+    std::fs::remove_file(dir.path().join("model-00002-of-00002.safetensors")).unwrap();
+    let err = load_error(dir.path());
+    assert!(err.contains("model-00002-of-00002.safetensors"), "{err}");
+}
+
+#[test]
 fn mpnet_buckets_match_transformers() {
     #[derive(Deserialize)]
     struct Buckets {
@@ -273,7 +416,7 @@ fn heads_that_do_not_divide_the_width_are_refused() {
 
 #[test]
 fn weights_that_do_not_fit_the_config_name_both_files() {
-    for architecture in ["bert", "xlm-roberta", "mpnet"] {
+    for architecture in ["bert", "xlm-roberta", "mpnet", "qwen3"] {
         let dir = edited_copy(architecture, |c| c["intermediate_size"] = 96.into());
         let err = load_error(dir.path());
         assert!(

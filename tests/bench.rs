@@ -92,7 +92,7 @@ fn bench_reports_every_section_as_json() {
 
 #[test]
 fn every_architecture_benches_from_its_weights_or_its_config() {
-    for architecture in ["bert", "xlm-roberta", "mpnet"] {
+    for architecture in ["bert", "xlm-roberta", "mpnet", "qwen3"] {
         let dir = fixture_path("tiny").join(architecture);
         let config = dir.join("config.json");
         for subject in [
@@ -138,6 +138,7 @@ fn flops_per_token_follows_the_model_shape() {
         .to_string(),
     )
     .unwrap();
+    let config = models::EncoderConfig::read(&config).unwrap();
     let encoder =
         models::random(&config, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
     assert_eq!(

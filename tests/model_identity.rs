@@ -150,3 +150,78 @@ fn embedding_files_carry_the_identity_and_eval_checks_it() {
     let (ok, stderr) = eval(&["--model", &model]);
     assert!(ok, "the file's own model and prompt: {stderr}");
 }
+
+/// The whole pipeline on a Qwen3 embedder (the tiny random-weight checkpoint, so the pipeline,
+/// not the quality): train with the instruction prompt and Matryoshka dimensions, evaluate, route.
+#[test]
+fn a_qwen3_router_trains_evaluates_and_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = bundled_sample(dir.path(), 200, false);
+    let model = fixture_path("tiny/qwen3").to_str().unwrap().to_string();
+    let router = dir.path().join("router");
+    let common = [
+        "--model",
+        model.as_str(),
+        "--prompt-name",
+        "query",
+        "--dimensions",
+        "16",
+        "--clusters",
+        "5",
+        "--n-init",
+        "2",
+        "--quiet",
+    ];
+    let mut train = vec![
+        "train",
+        data.to_str().unwrap(),
+        "-o",
+        router.to_str().unwrap(),
+    ];
+    train.extend(common);
+    let (ok, stderr) = run(&train);
+    assert!(ok, "{stderr}");
+    let embedding = &router_json(&router)["embedding"];
+    assert_eq!(embedding["architecture"], "qwen3");
+    assert_eq!(embedding["pooling"], "last");
+    assert_eq!(embedding["dim"], 16);
+    assert!(embedding["prompt"]
+        .as_str()
+        .unwrap()
+        .starts_with("Instruct: "));
+
+    let report = dir.path().join("report");
+    let mut eval = vec![
+        "eval",
+        data.to_str().unwrap(),
+        "-o",
+        report.to_str().unwrap(),
+        "--seeds",
+        "1,2",
+        "--alphas",
+        "0,0.5,1",
+        "--no-plots",
+    ];
+    eval.extend(common);
+    let (ok, stderr) = run(&eval);
+    assert!(ok, "{stderr}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["runs"]["runs"].as_array().unwrap().len(), 2);
+
+    let routed = run_json(&[
+        "route",
+        router.to_str().unwrap(),
+        "Write a function that merges two sorted lists",
+    ]);
+    assert!(routed["model"].is_string(), "{routed}");
+    let (ok, stderr) = run(&[
+        "route",
+        router.to_str().unwrap(),
+        "a query",
+        "--dimensions",
+        "32",
+    ]);
+    assert!(!ok && stderr.contains("mismatch in `dim`"), "{stderr}");
+}

@@ -52,6 +52,11 @@ pub struct EmbedderArgs {
     /// [default: the model's 1_Pooling/config.json; for a trained router: its own].
     #[arg(long, value_name = "mean|cls|last", value_parser = parse_pooling)]
     pub pooling: Option<Pooling>,
+
+    /// Keep the first N dimensions of every vector, then L2-normalise again (Matryoshka models
+    /// such as Qwen3-Embedding) [default: all; for a trained router: its own].
+    #[arg(long, value_name = "N")]
+    pub dimensions: Option<usize>,
 }
 
 impl EmbedderArgs {
@@ -65,6 +70,7 @@ impl EmbedderArgs {
             prompt: self.prompt.clone(),
             prompt_name: self.prompt_name.clone(),
             pooling: self.pooling,
+            dimensions: self.dimensions,
             ..Default::default()
         };
         let model = self
@@ -97,6 +103,7 @@ impl EmbedderArgs {
             max_seq_length: self.max_seq_length.or(Some(expected.max_seq_length)),
             prompt,
             pooling: self.pooling.or(Some(expected.pooling)),
+            dimensions: self.dimensions.or(Some(expected.dim)),
             ..self.clone()
         };
         let embedder = args.load(Some(&trained_with), expected.normalized)?;
@@ -111,6 +118,7 @@ impl EmbedderArgs {
             || self.prompt.is_some()
             || self.prompt_name.is_some()
             || self.pooling.is_some()
+            || self.dimensions.is_some()
     }
 }
 

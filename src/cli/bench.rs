@@ -94,11 +94,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let embedder;
     let (subject, model, dtype) = match &args.random_weights {
         Some(path) => {
-            let dtype = args
-                .embedder
-                .dtype
-                .unwrap_or_else(|| args.embedder.device.default_dtype());
-            let subject = Subject::random(path, &device, dtype)?;
+            let (subject, dtype) = Subject::random(path, &device, args.embedder.dtype)?;
             (
                 subject,
                 format!("random weights ({})", path.display()),

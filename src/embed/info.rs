@@ -186,7 +186,14 @@ impl EmbeddingInfo {
                 None,
             )
         })
-        .or_else(|| differ("dim", self.dim.to_string(), used.dim.to_string(), None))
+        .or_else(|| {
+            differ(
+                "dim",
+                self.dim.to_string(),
+                used.dim.to_string(),
+                Some(format!("--dimensions {}", self.dim)),
+            )
+        })
     }
 }
 

@@ -25,7 +25,6 @@ pub use pooling::{l2_normalize, pool};
 use tokenize::TextTokenizer;
 pub use tokenize::Tokens;
 
-use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
 use crate::model::{resolve, ModelFiles};
 
@@ -47,6 +46,8 @@ pub struct EmbedderOptions {
     pub prompt_name: Option<String>,
     /// Override the model's pooling.
     pub pooling: Option<Pooling>,
+    /// Keep the first N dimensions of each vector (Matryoshka models), normalised again.
+    pub dimensions: Option<usize>,
 }
 
 impl Default for EmbedderOptions {
@@ -59,6 +60,7 @@ impl Default for EmbedderOptions {
             prompt: None,
             prompt_name: None,
             pooling: None,
+            dimensions: None,
         }
     }
 }
@@ -137,7 +139,7 @@ pub struct Prepared {
 
 impl Embedder {
     /// Resolves `model` (directory or hub id) and loads it with default options.
-    /// `dtype` defaults to f32 on CPU and f16 on GPUs.
+    /// `dtype` defaults to f32 on CPU, f16 on GPUs (bf16 for Qwen3).
     pub fn load(model: &str, device: &Device, dtype: Option<DType>) -> Result<Self> {
         Self::from_files(resolve(model)?, device, dtype, EmbedderOptions::default())
     }
@@ -151,15 +153,25 @@ impl Embedder {
         dtype: Option<DType>,
         options: EmbedderOptions,
     ) -> Result<Self> {
-        let dtype = dtype.unwrap_or_else(|| DeviceSpec::of(device).default_dtype());
         let config = EncoderConfig::read(&model.path("config.json"))?;
+        let dtype = dtype.unwrap_or(config.architecture.default_dtype(device));
         let sentence = SentenceConfig::read(&model, model.card())?;
         let prompt = sentence.prompt(options.prompt.as_deref(), options.prompt_name.as_deref())?;
-        let encoder = models::load(&config, &model.path("model.safetensors"), dtype, device)?;
+        let encoder = models::load(&config, &model.weights()?, dtype, device)?;
+        if let Some(n) = options.dimensions {
+            if n == 0 || n > encoder.hidden_size() {
+                return Err(Error::Invalid(format!(
+                    "--dimensions {n}: the model's vectors have {} dimensions",
+                    encoder.hidden_size()
+                )));
+            }
+        }
         let max_seq_length = options
             .max_seq_length
-            .or(sentence.max_seq_length)
-            .unwrap_or(encoder.max_positions())
+            .or(sentence
+                .max_seq_length
+                .filter(|&n| n <= encoder.max_positions()))
+            .unwrap_or(encoder.default_max_length())
             .min(encoder.max_positions());
         let tokenizer = TextTokenizer::load(&model.path("tokenizer.json"), max_seq_length, prompt)?;
         if let Some(largest) = tokenizer.largest_id() {
@@ -179,7 +191,7 @@ impl Embedder {
             pooling: options
                 .pooling
                 .or(sentence.pooling)
-                .unwrap_or(Pooling::Mean),
+                .unwrap_or(config.architecture.default_pooling()),
             max_seq_length,
             options,
             device: device.clone(),
@@ -196,8 +208,11 @@ impl Embedder {
         &self.model
     }
 
+    /// Dimensions of the output vectors (`dimensions` if set, else the model's).
     pub fn dim(&self) -> usize {
-        self.encoder.hidden_size()
+        self.options
+            .dimensions
+            .unwrap_or(self.encoder.hidden_size())
     }
 
     pub fn device(&self) -> &Device {
@@ -380,7 +395,18 @@ impl Embedder {
         let hidden = self
             .encoder
             .forward(&batch.input_ids, &batch.attention_bias)?;
-        pooling::pool(&hidden, &batch.mask, self.pooling, self.options.normalize)
+        let pooled = pooling::pool(&hidden, &batch.mask, self.pooling, self.options.normalize)?;
+        match self.options.dimensions {
+            Some(n) if n < pooled.dim(1)? => {
+                let kept = pooled.narrow(1, 0, n)?;
+                if self.options.normalize {
+                    l2_normalize(&kept)
+                } else {
+                    Ok(kept.contiguous()?)
+                }
+            }
+            _ => Ok(pooled),
+        }
     }
 }
 

@@ -7,7 +7,10 @@ mod registry;
 mod resolve;
 
 pub use registry::{find_card, registry, Mirror, ModelCard, Wheel};
-pub use resolve::{resolve, sha256_file, ModelFiles, ModelSource};
+pub use resolve::{
+    resolve, sha256_file, weight_files, weights_digest, ModelFiles, ModelSource, WEIGHTS,
+    WEIGHTS_INDEX,
+};
 
 /// The model used when `--model` is not given.
 pub const DEFAULT_MODEL: &str = "sentence-transformers/all-MiniLM-L6-v2";

@@ -51,6 +51,20 @@ pub struct Wheel {
     pub member: Option<String>,
 }
 
+impl ModelCard {
+    /// The identity of the pinned weights ([`super::weights_digest`] of every pinned
+    /// `.safetensors` file), `None` if the card pins none.
+    pub fn weights_sha256(&self) -> Option<String> {
+        let weights: Vec<(&str, &str)> = self
+            .files
+            .iter()
+            .filter(|(name, _)| name.ends_with(".safetensors"))
+            .map(|(name, sha)| (name.as_str(), sha.as_str()))
+            .collect();
+        (!weights.is_empty()).then(|| super::weights_digest(weights))
+    }
+}
+
 impl Mirror {
     /// `pkg==version`, or `first==version … last` for a split archive.
     pub fn name(&self) -> String {
@@ -98,7 +112,7 @@ mod tests {
         for card in cards {
             assert_eq!(card.revision.len(), 40, "{}: revision is a commit", card.id);
             assert!(
-                card.files.contains_key("model.safetensors"),
+                card.weights_sha256().is_some(),
                 "{}: weights pinned",
                 card.id
             );

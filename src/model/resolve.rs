@@ -7,8 +7,12 @@ use sha2::{Digest, Sha256};
 use super::{find_card, pypi, ModelCard};
 use crate::error::{Error, ModelError, Result};
 
-/// Files every sentence encoder needs.
-const REQUIRED: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
+/// Files every sentence encoder needs besides its weights.
+const REQUIRED: [&str; 2] = ["config.json", "tokenizer.json"];
+/// Single-file weights.
+pub const WEIGHTS: &str = "model.safetensors";
+/// The shard list of sharded weights (`weight_map`: tensor → shard file).
+pub const WEIGHTS_INDEX: &str = "model.safetensors.index.json";
 /// sentence-transformers' own configs; without them the registry card or defaults apply.
 const OPTIONAL: [&str; 4] = [
     "modules.json",
@@ -34,7 +38,8 @@ pub struct ModelFiles {
     /// The commit of a hub model; `None` for a local directory.
     pub revision: Option<String>,
     pub dir: PathBuf,
-    /// sha256 of `model.safetensors`: the identity routers are checked against.
+    /// sha256 of `model.safetensors` (of the shard digests for sharded weights, see
+    /// [`weights_digest`]): the identity routers are checked against.
     pub weights_sha256: String,
     pub source: ModelSource,
 }
@@ -49,8 +54,83 @@ impl ModelFiles {
     pub fn card(&self) -> Option<&'static ModelCard> {
         super::registry()
             .iter()
-            .find(|card| card.files["model.safetensors"] == self.weights_sha256)
+            .find(|card| card.weights_sha256().as_deref() == Some(self.weights_sha256.as_str()))
     }
+
+    /// The safetensors files holding the weights.
+    pub fn weights(&self) -> Result<Vec<PathBuf>> {
+        Ok(weight_files(&self.dir)?
+            .iter()
+            .map(|name| self.dir.join(name))
+            .collect())
+    }
+}
+
+/// The weight files of a model directory, relative to it: `model.safetensors`, or the shards
+/// `model.safetensors.index.json` lists, in name order.
+pub fn weight_files(dir: &Path) -> Result<Vec<String>> {
+    if dir.join(WEIGHTS).is_file() {
+        return Ok(vec![WEIGHTS.to_string()]);
+    }
+    let index = dir.join(WEIGHTS_INDEX);
+    if !index.is_file() {
+        return Err(Error::Invalid(format!(
+            "{}: no {WEIGHTS} nor {WEIGHTS_INDEX}",
+            dir.display()
+        )));
+    }
+    shards(&index)
+}
+
+/// The shard files an index names, in name order.
+fn shards(index: &Path) -> Result<Vec<String>> {
+    #[derive(serde::Deserialize)]
+    struct Index {
+        weight_map: std::collections::BTreeMap<String, String>,
+    }
+    let bytes = std::fs::read(index).map_err(|e| Error::io(index, e))?;
+    let index_file: Index = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Invalid(format!("{}: {e}", index.display())))?;
+    let mut files: Vec<String> = index_file.weight_map.into_values().collect();
+    files.sort();
+    files.dedup();
+    if files.is_empty() {
+        return Err(Error::Invalid(format!("{}: no shards", index.display())));
+    }
+    Ok(files)
+}
+
+/// The identity of a set of weight files from their sha256s: the file's own for a single file,
+/// else the sha256 of the `name  sha256` lines of the shards in name order (what
+/// `sha256sum` prints), so sharded models hash each shard once, as the registry pins them.
+pub fn weights_digest<'a>(files: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut files: Vec<(&str, &str)> = files.into_iter().collect();
+    if let [(name, sha)] = files.as_slice() {
+        if *name == WEIGHTS {
+            return sha.to_string();
+        }
+    }
+    files.sort();
+    let listing: String = files
+        .iter()
+        .map(|(name, sha)| format!("{sha}  {name}\n"))
+        .collect();
+    hex::encode(Sha256::digest(listing.as_bytes()))
+}
+
+/// [`weights_digest`] of a directory's weights, hashing every file.
+fn digest_dir(dir: &Path) -> Result<String> {
+    let names = weight_files(dir)?;
+    let shas = names
+        .iter()
+        .map(|name| sha256_file(&dir.join(name)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(weights_digest(
+        names
+            .iter()
+            .map(String::as_str)
+            .zip(shas.iter().map(String::as_str)),
+    ))
 }
 
 /// Resolves `--model` to verified files: a local directory as is; a hub id (`org/name` or
@@ -76,10 +156,10 @@ pub fn resolve(model: &str) -> Result<ModelFiles> {
     let mut attempts = Vec::new();
 
     let found = |dir: PathBuf, source: ModelSource| -> Result<ModelFiles> {
-        // A registered model's weights were just checked against the pin: no second hash.
-        let weights_sha256 = match card {
-            Some(card) => card.files["model.safetensors"].clone(),
-            None => sha256_file(&dir.join("model.safetensors"))?,
+        // A registered model's weights were just checked against the pins: no second hash.
+        let weights_sha256 = match card.and_then(ModelCard::weights_sha256) {
+            Some(digest) => digest,
+            None => digest_dir(&dir)?,
         };
         Ok(ModelFiles {
             id: id.to_owned(),
@@ -129,7 +209,15 @@ pub fn resolve(model: &str) -> Result<ModelFiles> {
 }
 
 fn resolve_local(model: &str, dir: &Path) -> Result<ModelFiles> {
-    let missing: Vec<_> = REQUIRED.iter().filter(|f| !dir.join(f).is_file()).collect();
+    let mut missing: Vec<String> = REQUIRED
+        .iter()
+        .filter(|f| !dir.join(f).is_file())
+        .map(|f| f.to_string())
+        .collect();
+    match weight_files(dir) {
+        Ok(files) => missing.extend(files.into_iter().filter(|f| !dir.join(f).is_file())),
+        Err(_) => missing.push(format!("{WEIGHTS} (or {WEIGHTS_INDEX} and its shards)")),
+    }
     if !missing.is_empty() {
         return Err(ModelError {
             model: model.to_owned(),
@@ -143,7 +231,7 @@ fn resolve_local(model: &str, dir: &Path) -> Result<ModelFiles> {
     Ok(ModelFiles {
         id: model.to_owned(),
         revision: None,
-        weights_sha256: sha256_file(&dir.join("model.safetensors"))?,
+        weights_sha256: digest_dir(dir)?,
         dir: dir.to_path_buf(),
         source: ModelSource::LocalDir,
     })
@@ -156,7 +244,8 @@ fn hub_offline() -> bool {
 }
 
 /// The files to fetch: the registry's pinned ones with their sha256, and every required file
-/// the card does not pin (an unregistered model's are all unpinned).
+/// the card does not pin (an unregistered model's are all unpinned; its weights are found by
+/// [`verified_snapshot`]). Pinned shards bring their index along.
 fn wanted_files(card: Option<&ModelCard>) -> Vec<(String, Option<String>)> {
     let pinned = card.map(|c| &c.files);
     let mut files: Vec<(String, Option<String>)> = pinned
@@ -164,7 +253,9 @@ fn wanted_files(card: Option<&ModelCard>) -> Vec<(String, Option<String>)> {
         .flatten()
         .map(|(f, sha)| (f.clone(), Some(sha.clone())))
         .collect();
-    for file in REQUIRED {
+    let sharded = pinned.is_some_and(|p| !p.contains_key(WEIGHTS));
+    let index = sharded.then_some(WEIGHTS_INDEX);
+    for file in REQUIRED.into_iter().chain(index) {
         if !pinned.is_some_and(|p| p.contains_key(file)) {
             files.push((file.to_string(), None));
         }
@@ -198,7 +289,8 @@ fn from_hub(repo: &Repo, card: Option<&ModelCard>) -> Result<PathBuf, String> {
 }
 
 /// Gets every wanted file through `get`, checks each against its pinned sha256, and returns the
-/// snapshot directory that holds them.
+/// snapshot directory that holds them. Without a card, the weights are `model.safetensors` or,
+/// failing that, the shards of `model.safetensors.index.json`.
 fn verified_snapshot(
     card: Option<&ModelCard>,
     get: impl Fn(&str) -> Result<PathBuf, String>,
@@ -208,6 +300,14 @@ fn verified_snapshot(
         let path = get(&file)?;
         verify(&path, &file, sha.as_deref())?;
         dir.get_or_insert_with(|| snapshot_dir(&path, &file));
+    }
+    if card.is_none() {
+        if let Err(single) = get(WEIGHTS) {
+            let index = get(WEIGHTS_INDEX).map_err(|sharded| format!("{single}; {sharded}"))?;
+            for shard in shards(&index).map_err(|e| e.to_string())? {
+                get(&shard)?;
+            }
+        }
     }
     dir.ok_or_else(|| "no files".into())
 }

@@ -4,11 +4,13 @@
 //!
 //! Adding an architecture: write `models/<name>.rs` with its `config.json` fields and an
 //! [`Encoder`] implementation (reusing `transformer.rs` where the model is a post-norm encoder),
-//! add a variant to [`Architecture`] with its `model_type` names, and build it in [`build`].
+//! add a variant to [`Architecture`] with its `model_type` name, and build it in
+//! [`EncoderConfig::build`].
 
 mod bert;
 mod mpnet;
 mod ops;
+mod qwen3;
 mod transformer;
 
 use std::path::Path;
@@ -18,6 +20,7 @@ use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
 use crate::embed::config::read_json;
+use crate::embed::Pooling;
 use crate::error::{Error, Result};
 
 pub use mpnet::relative_bucket;
@@ -37,6 +40,11 @@ pub trait Encoder: Send + Sync {
     /// Tokens a sequence can hold.
     fn max_positions(&self) -> usize;
 
+    /// The input limit when the model directory sets none.
+    fn default_max_length(&self) -> usize {
+        self.max_positions()
+    }
+
     fn vocab_size(&self) -> usize;
 
     /// Floating-point operations per token at sequence length `seq` (2 per multiply-add), for
@@ -55,14 +63,17 @@ pub enum Architecture {
     XlmRoberta,
     #[serde(rename = "mpnet")]
     Mpnet,
+    #[serde(rename = "qwen3")]
+    Qwen3,
 }
 
 impl Architecture {
-    pub const ALL: [Architecture; 4] = [
+    pub const ALL: [Architecture; 5] = [
         Architecture::Bert,
         Architecture::Roberta,
         Architecture::XlmRoberta,
         Architecture::Mpnet,
+        Architecture::Qwen3,
     ];
 
     /// The `model_type` of `config.json`.
@@ -72,6 +83,27 @@ impl Architecture {
             Architecture::Roberta => "roberta",
             Architecture::XlmRoberta => "xlm-roberta",
             Architecture::Mpnet => "mpnet",
+            Architecture::Qwen3 => "qwen3",
+        }
+    }
+
+    /// The pooling of a model directory that declares none: decoders summarise a text in their
+    /// last token, encoders are mean-pooled.
+    pub fn default_pooling(self) -> Pooling {
+        match self {
+            Architecture::Qwen3 => Pooling::Last,
+            _ => Pooling::Mean,
+        }
+    }
+
+    /// The dtype when none is asked for: f32 on CPU (half precision is slow there); on GPUs
+    /// bf16 for Qwen3 (trained and shipped in bf16, whose range its activations need) and f16
+    /// for the encoders.
+    pub fn default_dtype(self, device: &Device) -> DType {
+        match (device, self) {
+            (Device::Cpu, _) => DType::F32,
+            (_, Architecture::Qwen3) => DType::BF16,
+            _ => DType::F16,
         }
     }
 
@@ -122,13 +154,21 @@ impl EncoderConfig {
         })
     }
 
-    /// The architecture's typed configuration; a missing or malformed field names the file.
+    /// The architecture's typed configuration; a missing or malformed field names the file and
+    /// the field.
     fn typed<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
-        T::deserialize(&self.json).map_err(|e| {
+        serde_path_to_error::deserialize(&self.json).map_err(|e| {
+            let field = e.path().to_string();
             Error::Invalid(format!(
-                "{}: {} config: {e}",
+                "{}: {} config{}: {}",
                 self.path.display(),
-                self.architecture.as_str()
+                self.architecture.as_str(),
+                if field == "." {
+                    String::new()
+                } else {
+                    format!(": field `{field}`")
+                },
+                e.inner()
             ))
         })
     }
@@ -140,25 +180,34 @@ impl EncoderConfig {
                 Box::new(bert::Bert::load(vb, &self.typed()?, arch)?)
             }
             Architecture::Mpnet => Box::new(mpnet::Mpnet::load(vb, &self.typed()?)?),
+            Architecture::Qwen3 => Box::new(qwen3::Qwen3::load(vb, &self.typed()?)?),
         })
     }
 }
 
-/// Loads the encoder `config` describes from a safetensors file, memory-mapped; weights that do
-/// not fit the configuration are an error naming both files.
+/// Loads the encoder `config` describes from safetensors files (one, or a model's shards),
+/// memory-mapped and moved to `device` tensor by tensor; weights that do not fit the
+/// configuration are an error naming the files.
 pub fn load(
     config: &EncoderConfig,
-    weights: &Path,
+    weights: &[std::path::PathBuf],
     dtype: DType,
     device: &Device,
 ) -> Result<Box<dyn Encoder>> {
-    // SAFETY: the weights file is memory-mapped read-only; kroute never writes to it.
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], dtype, device) }
-        .map_err(|e| Error::Invalid(format!("{}: {e}", weights.display())))?;
+    let names = match weights {
+        [one] => one.display().to_string(),
+        _ => format!(
+            "the {} weight shards in {}",
+            weights.len(),
+            weights[0].parent().unwrap_or(Path::new(".")).display()
+        ),
+    };
+    // SAFETY: the weight files are memory-mapped read-only; kroute never writes to them.
+    let vb = unsafe { VarBuilder::from_mmaped_safetensors(weights, dtype, device) }
+        .map_err(|e| Error::Invalid(format!("{names}: {e}")))?;
     config.build(vb).map_err(|e| match e {
         Error::Candle(e) => Error::Invalid(format!(
-            "{} does not match {} ({}): {e}",
-            weights.display(),
+            "{names} does not match {} ({}): {e}",
             config.path.display(),
             config.architecture.as_str()
         )),
@@ -166,9 +215,9 @@ pub fn load(
     })
 }
 
-/// The encoder `config_json` describes with random weights, for benchmarking shapes whose
-/// weights are not at hand.
-pub fn random(config_json: &Path, dtype: DType, device: &Device) -> Result<Box<dyn Encoder>> {
+/// The encoder `config` describes with placeholder weights (zeros), for benchmarking shapes
+/// whose weights are not at hand.
+pub fn random(config: &EncoderConfig, dtype: DType, device: &Device) -> Result<Box<dyn Encoder>> {
     let vars = VarMap::new();
-    EncoderConfig::read(config_json)?.build(VarBuilder::from_varmap(&vars, dtype, device))
+    config.build(VarBuilder::from_varmap(&vars, dtype, device))
 }

@@ -45,8 +45,9 @@ pub fn bias_residual_norm(
 }
 
 /// `softmax(scores + position_bias + key_bias)` over the last axis; `scores`:
-/// `(batch, heads, seq, seq)`, `key_bias`: `(batch, seq)` additive key mask, `position_bias`: an
-/// optional `(heads, seq, seq)` term shared by every sequence (MPNet's relative positions).
+/// `(batch, heads, queries, seq)`, `key_bias`: `(batch, seq)` additive key mask, `position_bias`:
+/// an optional term shared by every sequence, `(heads, queries, seq)` (MPNet's relative
+/// positions) or `(queries, seq)` shared by the heads too (a causal mask).
 pub fn masked_softmax(
     scores: &Tensor,
     key_bias: &Tensor,
@@ -58,10 +59,14 @@ pub fn masked_softmax(
             None => scores.apply_op2_no_bwd(key_bias, &MaskedSoftmax)?,
         });
     }
-    let (batch, _, _, seq) = scores.dims4()?;
+    let (batch, _, queries, seq) = scores.dims4()?;
     let mut masked = scores.broadcast_add(&key_bias.reshape((batch, 1, 1, seq))?)?;
     if let Some(position) = position_bias {
-        masked = masked.broadcast_add(&position.unsqueeze(0)?)?;
+        let position = match position.rank() {
+            2 => position.reshape((1, 1, queries, seq))?,
+            _ => position.unsqueeze(0)?,
+        };
+        masked = masked.broadcast_add(&position)?;
     }
     Ok(candle_nn::ops::softmax_last_dim(&masked)?)
 }
@@ -193,8 +198,10 @@ impl MaskedSoftmax {
                     out[i] = scores[i] + key_bias[i];
                 }
                 if let Some(position) = position_bias {
-                    // Rows run (batch, head, query); the bias is shared across the batch.
-                    let position = &position[(row % (heads * queries)) * seq..][..seq];
+                    // Rows run (batch, head, query); the bias is shared across the batch, and
+                    // across the heads too when it has one row per query only.
+                    let shared_rows = position.len() / seq;
+                    let position = &position[(row % shared_rows) * seq..][..seq];
                     out.iter_mut().zip(position).for_each(|(o, p)| *o += p);
                 }
                 let max = out.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -248,8 +255,10 @@ impl CustomOp3 for MaskedSoftmax {
         let key_bias = f32_slice(s2, l2, name)?;
         let position = f32_slice(s3, l3, name)?;
         let (_, heads, queries, seq) = l1.shape().dims4()?;
-        if position.len() != heads * queries * seq {
-            candle_core::bail!("{name}: position bias is not (heads, seq, seq)");
+        if position.len() != heads * queries * seq && position.len() != queries * seq {
+            candle_core::bail!(
+                "{name}: position bias is neither (heads, queries, seq) nor (queries, seq)"
+            );
         }
         Self::run(scores, l1.shape(), key_bias, Some(position))
     }
