@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU measurements of issues 6 and 12 in one device call, prepared here and run there.
+# The GPU measurements of issues 6, 12 and 13 in one device call, prepared here and run there.
 #
 #   bash scripts/gpu_session.sh pack     # here: CUDA binaries (stripped, gzipped) and the
 #                                        # default model in f16 into gpu/ (gitignored, < 64 MiB)
@@ -11,7 +11,11 @@
 # cuda` (also with --generic-ops, to see what the fused kernels gain) and sentence-transformers
 # fp16 on the same texts and weights; checks the tiny BERT, XLM-RoBERTa and MPNet checkpoints'
 # CUDA vectors against CPU ones and benches all-mpnet-base-v2's shape with random weights beside
-# transformers' MPNetModel fp16 (real MPNet weights are too large to carry); writes it all to $OUT.
+# transformers' MPNetModel fp16 (real MPNet weights are too large to carry); benches
+# Qwen3-Embedding-0.6B's and -8B's shapes in bf16 with random weights beside transformers'
+# Qwen3Model (what sentence-transformers runs) in bf16 on the same GPU; loads a random 8B
+# checkpoint from safetensors shards while sampling host memory (benches/load_memory.py); writes
+# it all to $OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -65,7 +69,7 @@ run() {
 
   # Every architecture on CUDA (f32, so differences are the kernels', not rounding) vs CPU.
   { zcat "$data" | head -n 500 > /tmp/sample.jsonl; } || true
-  for arch in bert xlm-roberta mpnet; do
+  for arch in bert xlm-roberta mpnet qwen3; do
     for device in cuda cpu; do
       "$bin/kroute" embed /tmp/sample.jsonl -o "$OUT/tiny-$arch-$device.npy" --quiet \
         --model "tests/fixtures/tiny/$arch" --device "$device" --dtype f32 || true
@@ -73,6 +77,11 @@ run() {
   done
   "$bin/kroute" bench --device cuda --random-weights gpu/mpnet-config.json --dtype f16 \
     --peak-tflops 989 --quick --json > "$OUT/bench-cuda-mpnet-f16.json" 2>&1 || true
+  for shape in qwen3-embedding-0.6b qwen3-embedding-8b; do
+    "$bin/kroute" bench --device cuda --random-weights "benches/configs/$shape.json" --dtype bf16 \
+      --seq-lens 32,128,512 --batch-tokens 16384 --kmeans-points 1000 --kmeans-clusters 8 \
+      --route-queries 1000 --peak-tflops 989 --json > "$OUT/bench-cuda-$shape-bf16.json" 2>&1 || true
+  done
 
   "$py" - "$data" gpu/model "$OUT" <<'PY' 2>&1 | tee "$OUT/sentence-transformers.txt"
 import gzip, json, sys, time
@@ -124,7 +133,37 @@ for seq, rows in ((32, 512), (128, 128)):
         torch.cuda.synchronize()
     rate = reps * rows / (time.perf_counter() - start)
     print(f"transformers MPNetModel fp16 cuda, {seq} tokens × {rows} rows: {rate:,.0f} sentences/s")
+del mpnet
+
+# Qwen3-Embedding shapes, random weights, bf16, the batches kroute bench runs (16384 tokens).
+from transformers import Qwen3Config, Qwen3Model
+for shape in ("qwen3-embedding-0.6b", "qwen3-embedding-8b"):
+    config = Qwen3Config(**json.load(open(f"benches/configs/{shape}.json")))
+    torch.set_default_dtype(torch.bfloat16)
+    with torch.device("cuda"):
+        qwen = Qwen3Model(config).eval()
+    torch.set_default_dtype(torch.float32)
+    for seq in (32, 128, 512):
+        rows = 16384 // seq
+        ids = torch.randint(3, 150000, (rows, seq), device="cuda")
+        mask = torch.ones_like(ids)
+        with torch.inference_mode():
+            for _ in range(2):
+                qwen(input_ids=ids, attention_mask=mask)
+            torch.cuda.synchronize()
+            start, reps = time.perf_counter(), 10
+            for _ in range(reps):
+                qwen(input_ids=ids, attention_mask=mask)
+            torch.cuda.synchronize()
+        rate = reps * rows / (time.perf_counter() - start)
+        print(f"transformers Qwen3Model bf16 cuda ({shape}), {seq} tokens × {rows} rows: {rate:,.1f} sentences/s")
+    del qwen
+    torch.cuda.empty_cache()
 PY
+
+  # Loading 8B from bf16 safetensors shards: host memory beyond the mapped files.
+  "$py" benches/load_memory.py --shape qwen3-embedding-8b --device cuda --kroute "$bin/kroute" \
+    --dir /tmp > "$OUT/qwen3-8b-load-memory.md" 2>&1 || true
 }
 
 case "${1:-}" in

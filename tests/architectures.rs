@@ -288,6 +288,21 @@ fn sharded_weights_load_like_one_file() {
 }
 
 #[test]
+fn bf16_on_the_cpu_is_refused_before_loading() {
+    let files = resolve(tiny("bert").to_str().unwrap()).unwrap();
+    let err = Embedder::from_files(
+        files,
+        &Device::Cpu,
+        Some(candle_core::DType::BF16),
+        EmbedderOptions::default(),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("bf16") && err.contains("CPU"), "{err}");
+}
+
+#[test]
 fn mpnet_buckets_match_transformers() {
     #[derive(Deserialize)]
     struct Buckets {

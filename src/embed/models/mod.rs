@@ -202,6 +202,7 @@ pub fn load(
             weights[0].parent().unwrap_or(Path::new(".")).display()
         ),
     };
+    supported_dtype(dtype, device)?;
     // SAFETY: the weight files are memory-mapped read-only; kroute never writes to them.
     let vb = unsafe { VarBuilder::from_mmaped_safetensors(weights, dtype, device) }
         .map_err(|e| Error::Invalid(format!("{names}: {e}")))?;
@@ -218,6 +219,23 @@ pub fn load(
 /// The encoder `config` describes with placeholder weights (zeros), for benchmarking shapes
 /// whose weights are not at hand.
 pub fn random(config: &EncoderConfig, dtype: DType, device: &Device) -> Result<Box<dyn Encoder>> {
+    supported_dtype(dtype, device)?;
     let vars = VarMap::new();
     config.build(VarBuilder::from_varmap(&vars, dtype, device))
+}
+
+/// Refuses what the device cannot compute in, before any weight is read.
+fn supported_dtype(dtype: DType, device: &Device) -> Result<()> {
+    match (device, dtype) {
+        (_, DType::F32 | DType::F16) => Ok(()),
+        (Device::Cpu, DType::BF16) => Err(Error::Invalid(
+            "--dtype bf16 does not run on the CPU (candle's CPU matmul has no bf16); use f32 or f16"
+                .into(),
+        )),
+        (_, DType::BF16) => Ok(()),
+        (_, other) => Err(Error::Invalid(format!(
+            "--dtype {}: the encoders run in f32, f16 or bf16",
+            other.as_str()
+        ))),
+    }
 }
