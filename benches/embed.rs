@@ -13,6 +13,7 @@ fn corpus(n: usize) -> Vec<String> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/routerbench-3k.jsonl.gz");
     TextReader::open(&path, TextReaderOptions::default())
         .unwrap()
+        .texts()
         .take(n)
         .collect::<kroute::Result<_>>()
         .unwrap()

@@ -8,9 +8,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Bad user input: a malformed file, a missing field, an empty text.
+    /// Bad user input: a malformed file, a missing field, an empty text. (Boxed: it is the
+    /// largest variant.)
     #[error("{0}")]
-    Input(#[from] InputError),
+    Input(Box<InputError>),
 
     #[error("{}: {source}", path.display())]
     Io {
@@ -38,6 +39,15 @@ pub enum Error {
 
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+
+    #[error(transparent)]
+    Arrow(#[from] arrow_schema::ArrowError),
+}
+
+impl From<InputError> for Error {
+    fn from(e: InputError) -> Self {
+        Error::Input(Box::new(e))
+    }
 }
 
 impl Error {
@@ -49,12 +59,16 @@ impl Error {
     }
 }
 
-/// A problem in an input file, located as precisely as we can: `file:line: field `x`: message`.
+/// A problem in an input file, located as precisely as we can: `file:line: field `x`: message`
+/// for line-based files, `file: row N: column `x`: message` for columnar ones (Parquet, Arrow).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InputError {
     pub path: PathBuf,
     pub line: Option<usize>,
+    /// 1-based row of a columnar file.
+    pub row: Option<usize>,
     pub field: Option<String>,
+    pub column: Option<String>,
     pub message: String,
 }
 
@@ -63,7 +77,9 @@ impl InputError {
         Self {
             path: path.into(),
             line: None,
+            row: None,
             field: None,
+            column: None,
             message: message.into(),
         }
     }
@@ -73,8 +89,18 @@ impl InputError {
         self
     }
 
+    pub fn at_row(mut self, row: usize) -> Self {
+        self.row = Some(row);
+        self
+    }
+
     pub fn field(mut self, field: impl Into<String>) -> Self {
         self.field = Some(field.into());
+        self
+    }
+
+    pub fn column(mut self, column: impl Into<String>) -> Self {
+        self.column = Some(column.into());
         self
     }
 }
@@ -85,8 +111,14 @@ impl fmt::Display for InputError {
         if let Some(line) = self.line {
             write!(f, ":{line}")?;
         }
+        if let Some(row) = self.row {
+            write!(f, ": row {row}")?;
+        }
         if let Some(field) = &self.field {
             write!(f, ": field `{field}`")?;
+        }
+        if let Some(column) = &self.column {
+            write!(f, ": column `{column}`")?;
         }
         write!(f, ": {}", self.message)
     }

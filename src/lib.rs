@@ -13,7 +13,9 @@
 //! - [`mod@bench`]: throughput per device (`kroute bench`);
 //! - [`engine`]: serving's model side (queue, dynamic batcher, model thread);
 //! - [`serve`]: serving's HTTP side (`kroute serve`, OpenAI-compatible);
-//! - [`io`]: reading texts (with file/line/field errors) and writing outputs atomically.
+//! - [`io`]: reading texts (with file/line/field errors) and writing outputs atomically, and
+//!   the checkpoints of resumable runs;
+//! - [`job`]: batch embedding of a file (`kroute embed`): shards, checkpoints, resume.
 //!
 //! ```no_run
 //! use kroute::{Embedder, device::DeviceSpec};
@@ -32,6 +34,7 @@ pub mod engine;
 pub mod error;
 pub mod eval;
 pub mod io;
+pub mod job;
 pub mod kernels;
 pub mod model;
 pub mod records;

@@ -257,7 +257,7 @@ fn gzip_input_and_unknown_types() {
     assert_eq!(std::fs::read_to_string(&output).unwrap().lines().count(), 1);
 
     assert_rejected("in.csv", b"a,b\n", &[], &["in.csv", "unknown input type"]);
-    let (ok, stderr) = run(&["embed", input.to_str().unwrap(), "-o", "out.parquet"]);
+    let (ok, stderr) = run(&["embed", input.to_str().unwrap(), "-o", "out.csv"]);
     assert!(!ok && stderr.contains("unknown output type"), "{stderr}");
 }
 

@@ -60,10 +60,29 @@ pub struct EmbedderArgs {
 }
 
 impl EmbedderArgs {
+    /// Loads `--model` with `chunk_size` texts per chunk (what `kroute embed` checkpoints).
+    pub fn load_with_chunk_size(&self, normalize: bool, chunk_size: usize) -> Result<Embedder> {
+        self.load_options(None, normalize, chunk_size)
+    }
+
     /// Loads `--model`, or `default_model` when it is not given.
     pub fn load(&self, default_model: Option<&str>, normalize: bool) -> Result<Embedder> {
+        self.load_options(
+            default_model,
+            normalize,
+            EmbedderOptions::default().chunk_size,
+        )
+    }
+
+    fn load_options(
+        &self,
+        default_model: Option<&str>,
+        normalize: bool,
+        chunk_size: usize,
+    ) -> Result<Embedder> {
         let device = self.device.open()?;
         let options = EmbedderOptions {
+            chunk_size,
             max_batch_tokens: self.max_batch_tokens,
             max_seq_length: self.max_seq_length,
             normalize,
@@ -71,7 +90,6 @@ impl EmbedderArgs {
             prompt_name: self.prompt_name.clone(),
             pooling: self.pooling,
             dimensions: self.dimensions,
-            ..Default::default()
         };
         let model = self
             .model

@@ -1,9 +1,9 @@
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 
 use clap::Args;
-use kroute::embed::EmbeddingInfo;
-use kroute::io::{EmbeddingWriter, TextReader, TextReaderOptions};
+use kroute::io::checkpoint::partial_dir;
+use kroute::io::TextReaderOptions;
+use kroute::job::{EmbedJob, Shard};
 use kroute::{Error, Result};
 use serde_json::json;
 
@@ -15,26 +15,56 @@ use super::{emit_summary, interrupt_flag, progress_bar};
 Examples:
   kroute embed data/queries.txt -o queries.safetensors
   kroute embed data/routerbench-3k.jsonl.gz --field query -o emb.npy --device cuda
+  kroute embed train.parquet --field text --id-field id -o train-emb.parquet
+  kroute embed shards/ --field text -o emb.parquet --resume       # a directory of Parquet files
+  kroute embed big.parquet --field text --id-field id --shard 2/8 -o part-2.parquet --device cuda:2
 
-The input is read twice: once to validate every line (so bad input fails before any work is \
-done) and once to embed it in chunks, so memory stays flat however large the file is. The output \
-is written under a temporary name and renamed into place only when complete.")]
+The input is read twice: once to validate every row (so bad input fails before any work is \
+done) and once to embed it in chunks, so memory stays flat however large it is. Every chunk is \
+checkpointed in OUTPUT.partial/ (written whole or not at all); the output is assembled from the \
+chunks and renamed into place only when complete. An interrupted run (error, Ctrl-C, kill, power \
+loss) leaves no OUTPUT: run the same command with --resume to embed only what is missing. \
+--shard I/N embeds the I-th of N contiguous row ranges (0-based), for N processes, GPUs or \
+machines; with --id-field the parts can be joined back on their ids, or read together as a \
+directory of Parquet files.")]
 pub struct EmbedArgs {
-    /// Input texts: `.txt` (one per line), `.jsonl` or `.jsonl.gz` (text in `--field`).
+    /// Input texts: `.txt` (one per line), `.jsonl`/`.jsonl.gz` (text in `--field`), `.parquet`
+    /// or a directory of `.parquet` files (read in name order), or Arrow IPC `.arrow` (text in
+    /// the `--field` column).
     pub input: PathBuf,
 
     /// Output file; the extension picks the format: `.safetensors` (tensor `embeddings` plus
-    /// model metadata), `.npy` (float32) or `.jsonl` (`{"index", "embedding"}` per line).
+    /// model metadata), `.npy` (float32), `.jsonl` (`{"index", ["id",] "embedding"}` per line)
+    /// or `.parquet` (`[id,] embedding` as FixedSizeList<Float32, dim>, model metadata in the
+    /// key-value metadata).
     #[arg(short, long)]
     pub output: PathBuf,
 
-    /// JSONL field that holds the text.
+    /// JSONL field or Parquet/Arrow column that holds the text.
     #[arg(long, default_value = "query")]
     pub field: String,
 
-    /// Skip empty lines/texts (counted in the summary) instead of failing on the first one.
+    /// JSONL field or column holding an id (integer or string) to carry into the output
+    /// (`.parquet` and `.jsonl` outputs).
+    #[arg(long, value_name = "COLUMN")]
+    pub id_field: Option<String>,
+
+    /// Skip empty texts and nulls (counted in the summary) instead of failing on the first one.
     #[arg(long)]
     pub skip_empty: bool,
+
+    /// Embed only the I-th (0-based) of N contiguous, near-equal ranges of the input's rows.
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    pub shard: Option<Shard>,
+
+    /// Continue an interrupted run into the same OUTPUT from its checkpoint (OUTPUT.partial/);
+    /// refused, naming what changed, if the input, the options or the model differ.
+    #[arg(long)]
+    pub resume: bool,
+
+    /// Texts per chunk: tokenized, sorted and batched together, and checkpointed as one.
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    pub chunk_rows: usize,
 
     /// Keep raw pooled vectors instead of L2-normalising them.
     #[arg(long)]
@@ -52,37 +82,66 @@ pub struct EmbedArgs {
     pub embedder: EmbedderArgs,
 }
 
+fn parse_shard(s: &str) -> Result<Shard, String> {
+    s.parse().map_err(|e: Error| e.to_string())
+}
+
 pub fn run(args: EmbedArgs) -> Result<()> {
-    let reader_options = TextReaderOptions {
-        field: args.field.clone(),
-        skip_empty: args.skip_empty,
+    if args.chunk_rows == 0 {
+        return Err(Error::Invalid("--chunk-rows must be at least 1".into()));
+    }
+    let job = EmbedJob {
+        input: args.input.clone(),
+        output: args.output.clone(),
+        reader: TextReaderOptions {
+            field: args.field.clone(),
+            id_field: args.id_field.clone(),
+            skip_empty: args.skip_empty,
+        },
+        shard: args.shard,
+        resume: args.resume,
     };
-    kroute::io::EmbeddingFormat::from_path(&args.output)?;
-    let (count, skipped) = TextReader::scan(&args.input, reader_options.clone())?;
-    let embedder = args.embedder.load(None, !args.no_normalize)?;
-    let mut metadata = EmbeddingInfo::of(&embedder).to_metadata();
-    metadata.insert("kroute_version".into(), env!("CARGO_PKG_VERSION").into());
-    let mut writer = EmbeddingWriter::create(&args.output, count, embedder.dim(), &metadata)?;
+    let scan = job.validate()?;
+    let embedder = args
+        .embedder
+        .load_with_chunk_size(!args.no_normalize, args.chunk_rows)?;
 
     let interrupted = interrupt_flag();
-    let bar = progress_bar(count as u64, "texts", args.quiet);
-    let texts = TextReader::open(&args.input, reader_options)?;
-    let stats = embedder.embed_stream(
-        texts,
-        |chunk| {
-            if interrupted.load(Ordering::SeqCst) {
-                return Err(Error::Interrupted);
-            }
-            writer.write_rows(&chunk.flatten_all()?.to_vec1::<f32>()?)
+    let bar = progress_bar(0, "texts", args.quiet);
+    let mut metadata = kroute::io::OutputMetadata::new();
+    metadata.insert("kroute_version".into(), env!("CARGO_PKG_VERSION").into());
+    let summary = job.run(
+        &embedder,
+        &scan,
+        metadata,
+        |rows, done| {
+            bar.set_length(rows as u64);
+            bar.set_position(done as u64);
         },
         |rows| bar.inc(rows as u64),
-    )?;
-    writer.finish()?;
+        &interrupted,
+    );
     bar.finish_and_clear();
-
+    let summary = match summary {
+        Ok(summary) => summary,
+        Err(e) => {
+            let checkpoint = partial_dir(&args.output);
+            if checkpoint.exists() {
+                eprintln!(
+                    "no output written; finished chunks are kept in {}: run the same command \
+                     with --resume to continue",
+                    checkpoint.display()
+                );
+            }
+            return Err(e);
+        }
+    };
+    let stats = &summary.stats;
     let summary = json!({
-        "n": stats.texts,
-        "skipped_empty": skipped,
+        "n": summary.rows,
+        "skipped_empty": summary.skipped_empty,
+        "resumed_rows": summary.resumed_rows,
+        "shard_rows": summary.shard_rows,
         "truncated": stats.truncated,
         "tokens": stats.tokens,
         "padded_tokens": stats.padded_tokens,

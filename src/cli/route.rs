@@ -74,9 +74,10 @@ pub fn run(mut args: RouteArgs) -> Result<()> {
             path,
             TextReaderOptions {
                 field: args.field.clone(),
-                skip_empty: false,
+                ..Default::default()
             },
         )?
+        .texts()
         .collect::<Result<Vec<String>>>()?,
         None => std::mem::take(&mut args.queries),
     };

@@ -108,19 +108,24 @@ impl EmbeddingInfo {
     /// identity this is ("the router", a file), and the error names the first field that differs
     /// and the flag that sets it.
     pub fn check(&self, embedder: &Embedder, expected_by: &str) -> Result<()> {
-        match self.first_difference(&Self::of(embedder)) {
+        match self.difference(&Self::of(embedder), expected_by) {
             None => Ok(()),
-            Some(difference) => Err(Error::Invalid(format!(
-                "embedding model mismatch in `{}`: {expected_by} expects {}, the model in use has {}{}",
-                difference.field,
-                difference.expected,
-                difference.found,
-                difference
-                    .fix
-                    .map(|fix| format!("; pass {fix}"))
-                    .unwrap_or_default()
-            ))),
+            Some(why) => Err(Error::Invalid(format!("embedding model mismatch in {why}"))),
         }
+    }
+
+    /// How `used` differs from `self`, first differing field only: "`field`: {expected_by}
+    /// expects A, the model in use has B; pass --flag A".
+    pub fn difference(&self, used: &Self, expected_by: &str) -> Option<String> {
+        self.first_difference(used).map(|d| {
+            format!(
+                "`{}`: {expected_by} expects {}, the model in use has {}{}",
+                d.field,
+                d.expected,
+                d.found,
+                d.fix.map(|fix| format!("; pass {fix}")).unwrap_or_default()
+            )
+        })
     }
 
     /// The first field in which `used` differs from `self`, in the order that explains most.

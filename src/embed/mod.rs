@@ -235,6 +235,11 @@ impl Embedder {
         self.max_seq_length
     }
 
+    /// Texts tokenized, sorted and batched together (and, in `kroute embed`, checkpointed).
+    pub fn chunk_size(&self) -> usize {
+        self.options.chunk_size.max(1)
+    }
+
     /// The text prepended to every input ("" for none).
     pub fn prompt(&self) -> &str {
         self.tokenizer.prompt()
@@ -275,7 +280,7 @@ impl Embedder {
         I: Iterator<Item = Result<S>> + Send,
         S: AsRef<str> + Sync + Send,
     {
-        let chunk_size = self.options.chunk_size.max(1);
+        let chunk_size = self.chunk_size();
         let mut texts = texts.peekable();
         let chunks = std::iter::from_fn(move || {
             texts.peek()?;

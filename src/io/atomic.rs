@@ -15,7 +15,12 @@ pub struct AtomicFile {
 
 impl AtomicFile {
     pub fn create(target: &Path) -> Result<Self> {
-        let dir = parent_dir(target);
+        Self::create_in(target, parent_dir(target))
+    }
+
+    /// Writes the temporary file in `dir` (on `target`'s file system) instead of beside
+    /// `target`.
+    pub fn create_in(target: &Path, dir: &Path) -> Result<Self> {
         let tmp = tempfile::Builder::new()
             .prefix(".kroute-tmp-")
             .tempfile_in(dir)

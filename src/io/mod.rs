@@ -1,14 +1,20 @@
-//! Files in and out: line-numbered readers for `.txt`/`.jsonl`/`.jsonl.gz` that report bad input
-//! by file, line and field; embedding writers that stream to a temporary file and rename it
-//! into place only when complete.
+//! Files in and out: readers for `.txt`/`.jsonl`/`.jsonl.gz` and Parquet/Arrow inputs that
+//! report bad input by file, line or row, and field or column; embedding writers (safetensors,
+//! npy, JSONL, Parquet) that stream to a temporary file and rename it into place only when
+//! complete; checkpoints that let an interrupted `kroute embed` resume.
 
 mod atomic;
+pub mod checkpoint;
+mod columnar;
 mod embeddings;
 mod lines;
 mod texts;
 
 pub use atomic::{AtomicFile, StagedDir};
-pub use embeddings::{read_embeddings, EmbeddingFormat, EmbeddingWriter, OutputMetadata};
+pub(crate) use columnar::parquet_files;
+pub use embeddings::{
+    read_embeddings, EmbeddingFormat, EmbeddingWriter, OutputLayout, OutputMetadata,
+};
 pub use lines::{open_lines, Line};
 pub(crate) use texts::json_kind;
-pub use texts::{TextFormat, TextReader, TextReaderOptions};
+pub use texts::{IdKind, Record, RowId, Scan, TextFormat, TextReader, TextReaderOptions};

@@ -136,7 +136,7 @@ impl ServeConfig {
         defaults: RouteParams,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<ServeConfig> {
-        let invalid = |message: String| Error::Input(InputError::new(path, message));
+        let invalid = |message: String| Error::from(InputError::new(path, message));
         let file: ConfigFile = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
 
         let mut routing = defaults;

@@ -1,0 +1,285 @@
+//! Columnar inputs: Parquet files (one, or a directory of them in name order) and Arrow IPC
+//! files or streams, read record batch by record batch with only the text (and id) columns
+//! decoded, so memory stays flat for any number of rows.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Int16Type, Int32Type, Int64Type, Int8Type, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
+};
+use arrow_array::{Array, RecordBatch};
+use arrow_schema::{ArrowError, DataType, Schema};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
+
+use super::texts::{Location, RawRow, RawRows, RowId, TextFormat, TextReaderOptions};
+use crate::error::{Error, InputError, Result};
+
+/// Rows decoded at a time.
+const BATCH_ROWS: usize = 4096;
+
+type Batches = Box<dyn Iterator<Item = std::result::Result<RecordBatch, ArrowError>> + Send>;
+
+/// The rows of a Parquet input (a file or a directory of `.parquet` files) or an Arrow IPC file.
+pub(crate) fn open(
+    path: &Path,
+    format: TextFormat,
+    options: &TextReaderOptions,
+) -> Result<RawRows> {
+    let files = match format {
+        TextFormat::Parquet if path.is_dir() => parquet_files(path)?,
+        _ => vec![path.to_path_buf()],
+    };
+    let options = options.clone();
+    // Each file is opened when the previous one is exhausted.
+    Ok(Box::new(files.into_iter().flat_map(
+        move |file| match FileRows::open(&file, format, &options) {
+            Ok(rows) => Box::new(rows) as RawRows,
+            Err(e) => Box::new(std::iter::once(Err(e))),
+        },
+    )))
+}
+
+/// The `.parquet` files of a directory, in name order.
+pub(crate) fn parquet_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(InputError::new(
+            dir,
+            "a directory input must hold .parquet files; it has none",
+        )
+        .into());
+    }
+    Ok(files)
+}
+
+struct FileRows {
+    path: PathBuf,
+    batches: Batches,
+    options: TextReaderOptions,
+    batch: Option<RecordBatch>,
+    /// Next row of `batch`.
+    next: usize,
+    /// Rows of the file before `batch`.
+    before: usize,
+}
+
+impl FileRows {
+    fn open(path: &Path, format: TextFormat, options: &TextReaderOptions) -> Result<Self> {
+        let unreadable = |kind: &str, e: &dyn std::fmt::Display| {
+            Error::from(InputError::new(
+                path,
+                format!("not a readable {kind} file: {e}"),
+            ))
+        };
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let batches: Batches = match format {
+            TextFormat::Parquet => {
+                let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+                    .map_err(|e| unreadable("Parquet", &e))?;
+                let indices = check_columns(path, builder.schema(), options)?;
+                let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
+                Box::new(
+                    builder
+                        .with_projection(mask)
+                        .with_batch_size(BATCH_ROWS)
+                        .build()
+                        .map_err(|e| unreadable("Parquet", &e))?,
+                )
+            }
+            _ => arrow_ipc(path, file, options).map_err(|e| match e {
+                Error::Input(e) => Error::Input(e),
+                other => unreadable("Arrow IPC", &other),
+            })?,
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            batches,
+            options: options.clone(),
+            batch: None,
+            next: 0,
+            before: 0,
+        })
+    }
+
+    fn row(&self, batch: &RecordBatch, i: usize) -> Result<RawRow> {
+        let mut row = RawRow {
+            path: self.path.clone(),
+            at: Location::Row(self.before + i + 1),
+            text: None,
+            id: None,
+            from_field: true,
+        };
+        let text = batch
+            .column_by_name(&self.options.field)
+            .expect("projected column");
+        row.text = string_at(text.as_ref(), i).map(str::to_owned);
+        if let Some(id_field) = &self.options.id_field {
+            let ids = batch.column_by_name(id_field).expect("projected column");
+            row.id =
+                Some(id_at(ids.as_ref(), i).ok_or_else(|| row.error("null id", Some(id_field)))?);
+        }
+        Ok(row)
+    }
+}
+
+impl Iterator for FileRows {
+    type Item = Result<RawRow>;
+
+    fn next(&mut self) -> Option<Result<RawRow>> {
+        loop {
+            if let Some(batch) = &self.batch {
+                if self.next < batch.num_rows() {
+                    let row = self.row(batch, self.next);
+                    self.next += 1;
+                    return Some(row);
+                }
+                self.before += batch.num_rows();
+            }
+            match self.batches.next()? {
+                Ok(batch) => {
+                    self.batch = Some(batch);
+                    self.next = 0;
+                }
+                Err(e) => {
+                    self.batch = None;
+                    return Some(Err(InputError::new(
+                        &self.path,
+                        format!("unreadable after row {}: {e}", self.before),
+                    )
+                    .into()));
+                }
+            }
+        }
+    }
+}
+
+/// An Arrow IPC file (magic `ARROW1`) or stream, projected to the wanted columns.
+fn arrow_ipc(path: &Path, mut file: File, options: &TextReaderOptions) -> Result<Batches> {
+    let mut magic = [0u8; 6];
+    let is_file = file.read_exact(&mut magic).is_ok() && &magic == b"ARROW1";
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| Error::io(path, e))?;
+    let arrow = |e: ArrowError| Error::Invalid(e.to_string());
+    if is_file {
+        let schema = arrow_ipc::reader::FileReader::try_new(&mut file, None)
+            .map_err(arrow)?
+            .schema();
+        let indices = check_columns(path, &schema, options)?;
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| Error::io(path, e))?;
+        Ok(Box::new(
+            arrow_ipc::reader::FileReader::try_new(file, Some(indices)).map_err(arrow)?,
+        ))
+    } else {
+        let schema = arrow_ipc::reader::StreamReader::try_new(BufReader::new(&mut file), None)
+            .map_err(arrow)?
+            .schema();
+        let indices = check_columns(path, &schema, options)?;
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| Error::io(path, e))?;
+        Ok(Box::new(
+            arrow_ipc::reader::StreamReader::try_new(BufReader::new(file), Some(indices))
+                .map_err(arrow)?,
+        ))
+    }
+}
+
+/// Indices of the text (and id) columns, checked to exist and to hold strings (ids: integers
+/// or strings); errors name the column and list the file's columns.
+fn check_columns(path: &Path, schema: &Schema, options: &TextReaderOptions) -> Result<Vec<usize>> {
+    let find = |name: &str| -> Result<(usize, &DataType)> {
+        schema
+            .fields()
+            .iter()
+            .position(|f| f.name() == name)
+            .map(|i| (i, schema.field(i).data_type()))
+            .ok_or_else(|| {
+                let columns: Vec<&str> =
+                    schema.fields().iter().map(|f| f.name().as_str()).collect();
+                InputError::new(
+                    path,
+                    format!("no such column (columns: {})", columns.join(", ")),
+                )
+                .column(name)
+                .into()
+            })
+    };
+    let (text, text_type) = find(&options.field)?;
+    if !is_string(text_type) {
+        return Err(
+            InputError::new(path, format!("expected a string column, found {text_type}"))
+                .column(&options.field)
+                .into(),
+        );
+    }
+    let mut indices = vec![text];
+    if let Some(id_field) = &options.id_field {
+        let (id, id_type) = find(id_field)?;
+        if !is_string(id_type) && !id_type.is_integer() {
+            return Err(InputError::new(
+                path,
+                format!("expected an integer or string id column, found {id_type}"),
+            )
+            .column(id_field)
+            .into());
+        }
+        if id != text {
+            indices.push(id);
+        }
+    }
+    indices.sort();
+    Ok(indices)
+}
+
+fn is_string(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    )
+}
+
+/// The string at row `i`, `None` when null.
+fn string_at(array: &dyn Array, i: usize) -> Option<&str> {
+    if array.is_null(i) {
+        return None;
+    }
+    Some(match array.data_type() {
+        DataType::Utf8 => array.as_string::<i32>().value(i),
+        DataType::LargeUtf8 => array.as_string::<i64>().value(i),
+        DataType::Utf8View => array.as_string_view().value(i),
+        other => unreachable!("checked to be a string column, found {other}"),
+    })
+}
+
+/// The id at row `i`, `None` when null.
+fn id_at(array: &dyn Array, i: usize) -> Option<RowId> {
+    if array.is_null(i) {
+        return None;
+    }
+    let int = |v: i64| Some(RowId::Int(v));
+    match array.data_type() {
+        DataType::Int8 => int(array.as_primitive::<Int8Type>().value(i).into()),
+        DataType::Int16 => int(array.as_primitive::<Int16Type>().value(i).into()),
+        DataType::Int32 => int(array.as_primitive::<Int32Type>().value(i).into()),
+        DataType::Int64 => int(array.as_primitive::<Int64Type>().value(i)),
+        DataType::UInt8 => int(array.as_primitive::<UInt8Type>().value(i).into()),
+        DataType::UInt16 => int(array.as_primitive::<UInt16Type>().value(i).into()),
+        DataType::UInt32 => int(array.as_primitive::<UInt32Type>().value(i).into()),
+        DataType::UInt64 => {
+            let value = array.as_primitive::<UInt64Type>().value(i);
+            // Past i64 an id can only be kept as text (and the column then mixes types, which
+            // the reader refuses).
+            Some(i64::try_from(value).map_or_else(|_| RowId::Str(value.to_string()), RowId::Int))
+        }
+        _ => string_at(array, i).map(|s| RowId::Str(s.to_owned())),
+    }
+}
