@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -73,7 +74,11 @@ pub struct JobSummary {
     pub resumed_rows: usize,
     /// `[start, end)` rows of the input's valid rows this shard covers.
     pub shard_rows: [usize; 2],
-    /// Counters of the rows embedded in this run.
+    /// Seconds spent writing chunks and assembling the output from them: the price of being
+    /// resumable.
+    pub checkpoint_seconds: f64,
+    /// Counters of the rows embedded in this run (`seconds`: the embedding loop, chunk writes
+    /// included).
     pub stats: EmbedStats,
 }
 
@@ -136,13 +141,18 @@ impl EmbedJob {
             .texts()
             .skip(first + resumed_rows)
             .take(rows - resumed_rows);
+        let mut checkpoint_time = Duration::ZERO;
         let stats = embedder.embed_stream(
             texts,
             |chunk| {
                 if interrupted.load(Ordering::SeqCst) {
                     return Err(Error::Interrupted);
                 }
-                checkpoint.write_chunk(&chunk.flatten_all()?.to_vec1::<f32>()?)
+                let rows = chunk.flatten_all()?.to_vec1::<f32>()?;
+                let started = Instant::now();
+                checkpoint.write_chunk(&rows)?;
+                checkpoint_time += started.elapsed();
+                Ok(())
             },
             progress,
         )?;
@@ -154,6 +164,7 @@ impl EmbedJob {
             )));
         }
 
+        let assembly = Instant::now();
         let layout = OutputLayout {
             rows,
             dim: embedder.dim(),
@@ -185,6 +196,7 @@ impl EmbedJob {
             skipped_empty: scan.skipped,
             resumed_rows,
             shard_rows: [first, end],
+            checkpoint_seconds: (checkpoint_time + assembly.elapsed()).as_secs_f64(),
             stats,
         })
     }

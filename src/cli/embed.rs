@@ -147,6 +147,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
         "padded_tokens": stats.padded_tokens,
         "batches": stats.batches,
         "seconds": round3(stats.seconds),
+        "checkpoint_seconds": round3(summary.checkpoint_seconds),
         "sentences_per_s": round3(stats.sentences_per_s()),
         "tokens_per_s": round3(stats.tokens_per_s()),
         "device": args.embedder.device.to_string(),
