@@ -520,3 +520,76 @@ fn sigkill_then_resume_gives_the_uninterrupted_output() {
         "{stderr}"
     );
 }
+
+/// Every output format resumes to the uninterrupted bytes (the library's job, interrupted
+/// in-process after two chunks as Ctrl-C would).
+#[test]
+fn every_output_format_resumes_to_the_same_bytes() {
+    use kroute::io::TextReaderOptions;
+    use kroute::job::EmbedJob;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let dir = tempfile::tempdir().unwrap();
+    let texts = queries(120);
+    let input = dir.path().join("in.jsonl");
+    write_jsonl(&input, &texts);
+    let files = kroute::model::resolve(&tiny_model()).unwrap();
+    let embedder = kroute::Embedder::from_files(
+        files,
+        &candle_core::Device::Cpu,
+        None,
+        kroute::EmbedderOptions {
+            chunk_size: 16,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for extension in ["npy", "safetensors", "jsonl", "parquet"] {
+        let job = |output: &Path, resume: bool| EmbedJob {
+            input: input.clone(),
+            output: output.to_path_buf(),
+            reader: TextReaderOptions {
+                field: "text".into(),
+                id_field: (extension == "jsonl" || extension == "parquet").then(|| "id".into()),
+                skip_empty: false,
+            },
+            shard: None,
+            resume,
+        };
+        let run = |job: &EmbedJob, stop_after: Option<usize>| {
+            let scan = job.validate().unwrap();
+            let interrupted = AtomicBool::new(false);
+            let mut done = 0;
+            job.run(
+                &embedder,
+                &scan,
+                Default::default(),
+                |_, _| {},
+                |rows| {
+                    done += rows;
+                    if stop_after.is_some_and(|n| done >= n) {
+                        interrupted.store(true, Ordering::SeqCst);
+                    }
+                },
+                &interrupted,
+            )
+        };
+        let reference = dir.path().join(format!("reference.{extension}"));
+        run(&job(&reference, false), None).unwrap();
+
+        let output = dir.path().join(format!("out.{extension}"));
+        let err = run(&job(&output, false), Some(40)).unwrap_err();
+        assert!(matches!(err, kroute::Error::Interrupted), "{err}");
+        assert!(!output.exists());
+        let summary = run(&job(&output, true), None).unwrap();
+        assert!(
+            summary.resumed_rows >= 32 && summary.resumed_rows < 120,
+            "{extension}"
+        );
+        assert_eq!(
+            std::fs::read(&output).unwrap(),
+            std::fs::read(&reference).unwrap(),
+            "{extension}"
+        );
+    }
+}
