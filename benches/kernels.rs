@@ -110,7 +110,7 @@ fn mean_pool(c: &mut Criterion) {
 fn route(c: &mut Criterion) {
     let device = device();
     let queries = 65_536;
-    let router = random_router(60, 11, 384, &device).unwrap();
+    let router = random_router(60, 11, 384, 1, &device).unwrap();
     let q = unit_rows(queries, 384, &device).unwrap();
     let params = RouteParams::default();
     let mut group = c.benchmark_group("route");

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo bench --bench routing -- kmeans DATA.npy K N_INIT CENTROIDS_OUT.npy
-//! cargo bench --bench routing -- route N_QUERIES
+//! cargo bench --bench routing -- route N_QUERIES [BAG]
 //! ```
 //!
 //! Each prints one JSON line. Routing is `kroute::bench::route_throughput` (60 clusters ×
@@ -28,8 +28,11 @@ fn main() {
             arg(3, "1").parse().unwrap(),
             &arg(4, ""),
         ),
-        Some("route") => route(arg(1, "100000").parse().unwrap()),
-        _ => eprintln!("usage: routing kmeans DATA.npy K N_INIT CENTROIDS_OUT.npy | route N"),
+        Some("route") => route(
+            arg(1, "100000").parse().unwrap(),
+            arg(2, "1").parse().unwrap(),
+        ),
+        _ => eprintln!("usage: routing kmeans DATA.npy K N_INIT CENTROIDS_OUT.npy | route N [BAG]"),
     }
 }
 
@@ -56,7 +59,7 @@ fn kmeans(data: &str, k: usize, n_init: usize, centroids_out: &str) {
     );
 }
 
-fn route(n: usize) {
-    let case = kroute::bench::route_throughput(n, &Device::Cpu).unwrap();
+fn route(n: usize, bag: usize) {
+    let case = kroute::bench::route_throughput(n, bag, &Device::Cpu).unwrap();
     println!("{}", serde_json::to_string(&case).unwrap());
 }

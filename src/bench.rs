@@ -28,6 +28,8 @@ pub struct BenchConfig {
     pub kmeans_iterations: usize,
     /// Queries routed (60 clusters × 11 models, top-p 4).
     pub route_queries: usize,
+    /// Bag sizes (k-means solutions voting) of the routing cases.
+    pub route_bags: Vec<usize>,
     /// Each encoder case repeats until it has run this long.
     pub min_seconds: f64,
 }
@@ -46,6 +48,7 @@ impl Default for BenchConfig {
             ],
             kmeans_iterations: 3,
             route_queries: 100_000,
+            route_bags: vec![1, 5],
             min_seconds: 1.0,
         }
     }
@@ -114,9 +117,14 @@ pub struct KMeansCase {
 #[derive(Debug, Clone, Serialize)]
 pub struct RouteCase {
     pub queries: usize,
+    /// Clusters per k-means solution.
     pub clusters: usize,
     pub models: usize,
+    /// k-means solutions voting (bagging).
+    pub bag: usize,
     pub queries_per_s: f64,
+    /// One query routed on its own, median of 200.
+    pub single_query_p50_ms: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -132,7 +140,7 @@ pub struct BenchReport {
     pub encoder: Vec<EncoderCase>,
     pub latency: Latency,
     pub kmeans: Vec<KMeansCase>,
-    pub route: RouteCase,
+    pub route: Vec<RouteCase>,
 }
 
 /// Runs `f` once to warm up, then until `min_seconds` have passed; returns runs per second.
@@ -206,7 +214,11 @@ pub fn run(
         )?);
     }
     progress("routing");
-    let route = route_throughput(config.route_queries, device)?;
+    let route = config
+        .route_bags
+        .iter()
+        .map(|&bag| route_throughput(config.route_queries, bag, device))
+        .collect::<Result<Vec<_>>>()?;
     Ok(BenchReport {
         device: device_name(device),
         dtype: dtype.as_str().to_string(),
@@ -312,19 +324,22 @@ fn kmeans_iteration(
     })
 }
 
-/// A router with random centroids and statistics: routing cost does not depend on the values.
+/// A router of `bag` k-means solutions of `clusters` each, with random centroids and
+/// statistics: routing cost does not depend on the values.
 pub fn random_router(
     clusters: usize,
     models: usize,
     dim: usize,
+    bag: usize,
     device: &Device,
 ) -> Result<Router> {
     let value =
         |c: usize, m: usize, salt: usize| Some(((c * 31 + m * 17 + salt) % 97) as f64 / 97.0);
     Ok(Router {
         models: (0..models).map(|m| format!("model-{m}")).collect(),
-        centroids: unit_rows(clusters, dim, device)?,
-        clusters: (0..clusters)
+        centroids: unit_rows(clusters * bag, dim, device)?,
+        bag,
+        clusters: (0..clusters * bag)
             .map(|c| ClusterStats {
                 size: 10,
                 count: vec![10; models],
@@ -348,10 +363,11 @@ pub fn random_router(
     })
 }
 
-/// Routes `queries` random queries (60 clusters × 11 models); best of 3, decisions on the host.
-pub fn route_throughput(queries: usize, device: &Device) -> Result<RouteCase> {
+/// Routes `queries` random queries (60 clusters × 11 models, `bag` solutions); best of 3,
+/// decisions on the host; then one query at a time for the latency.
+pub fn route_throughput(queries: usize, bag: usize, device: &Device) -> Result<RouteCase> {
     let (clusters, models) = (60, 11);
-    let router = random_router(clusters, models, 384, device)?;
+    let router = random_router(clusters, models, 384, bag, device)?;
     let q = unit_rows(queries, 384, device)?;
     let params = RouteParams::default();
     router.route(&q.narrow(0, 0, queries.min(1000))?, &params)?;
@@ -362,11 +378,22 @@ pub fn route_throughput(queries: usize, device: &Device) -> Result<RouteCase> {
         std::hint::black_box((0..routed.len()).map(|i| routed.best(i)).sum::<usize>());
         best = best.min(start.elapsed().as_secs_f64());
     }
+    let one = q.narrow(0, 0, 1)?;
+    let mut times: Vec<f64> = (0..200)
+        .map(|_| {
+            let start = Instant::now();
+            std::hint::black_box(router.route(&one, &params)?.best(0));
+            Ok(start.elapsed().as_secs_f64() * 1e3)
+        })
+        .collect::<Result<_>>()?;
+    times.sort_by(f64::total_cmp);
     Ok(RouteCase {
         queries,
         clusters,
         models,
+        bag,
         queries_per_s: queries as f64 / best,
+        single_query_p50_ms: times[times.len() / 2],
     })
 }
 

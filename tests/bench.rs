@@ -66,7 +66,17 @@ fn bench_reports_every_section_as_json() {
         .map(|k| k["clusters"].as_u64().unwrap())
         .collect();
     assert_eq!(kmeans, [8, 16]);
-    assert!(report["route"]["queries_per_s"].as_f64().unwrap() > 0.0);
+    let bags: Vec<u64> = report["route"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert!(r["queries_per_s"].as_f64().unwrap() > 0.0);
+            assert!(r["single_query_p50_ms"].as_f64().unwrap() > 0.0);
+            r["bag"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(bags, [1, 5]);
     assert!(report["device"].as_str().unwrap().starts_with("cpu"));
     assert_eq!(report["fused_kernels"], true);
 

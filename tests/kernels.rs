@@ -387,7 +387,7 @@ fn kmeans_agrees_with_generic_ops() {
 /// A router over random centroids whose clusters' accuracies and costs take few distinct
 /// values, so that some models tie exactly.
 fn random_router(rng: &mut StdRng, k: usize, dim: usize, models: usize) -> Router {
-    let mut router = kroute::bench::random_router(k, models, dim, &Device::Cpu).unwrap();
+    let mut router = kroute::bench::random_router(k, models, dim, 1, &Device::Cpu).unwrap();
     let centroids = Tensor::from_vec(uniform(rng, k * dim), (k, dim), &Device::Cpu).unwrap();
     router.centroids = kroute::embed::l2_normalize(&centroids).unwrap();
     let mut pick = |values: &[f64]| Some(values[rng.random_range(0..values.len())]);

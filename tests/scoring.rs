@@ -136,6 +136,7 @@ fn toy_router() -> Router {
         models: vec!["dear".into(), "cheap".into(), "niche".into()],
         centroids,
         clusters,
+        bag: 1,
         embedding: EmbeddingInfo {
             model: "toy".into(),
             revision: None,
@@ -170,6 +171,7 @@ fn routes_by_softmax_weighted_votes_of_the_nearest_clusters() {
             scoring: paper(alpha),
             top_p: 2,
             beta,
+            ..Default::default()
         };
         let routed = router.route(&q, &params).unwrap();
         let nearest: Vec<_> = routed.nearest(0).collect();
@@ -198,6 +200,7 @@ fn routes_by_softmax_weighted_votes_of_the_nearest_clusters() {
                     scoring: paper(alpha),
                     top_p: 2,
                     beta,
+                    ..Default::default()
                 },
             )
             .unwrap()
@@ -215,6 +218,7 @@ fn ties_go_to_the_first_model_and_top_p_limits_the_vote() {
         scoring: paper(1.0),
         top_p: 1,
         beta: 9.0,
+        ..Default::default()
     };
     let routed = router.route(&q, &params).unwrap();
     assert_eq!(routed.totals(0)[0], routed.totals(0)[1]);
@@ -240,6 +244,7 @@ fn reference_mode_sums_weighted_reciprocal_ranks() {
         scoring: reference(0.0),
         top_p: 2,
         beta: 9.0,
+        ..Default::default()
     };
     let routed = router.route(&q, &params).unwrap();
     let w1 = 1.0 / (1.0 + (-9.0 * 0.2f64).exp());

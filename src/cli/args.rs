@@ -232,6 +232,11 @@ pub struct KMeansArgs {
     /// Convergence: centroid shift below tol × mean feature variance (scikit-learn's rule).
     #[arg(long, default_value_t = 1e-4)]
     pub tol: f64,
+
+    /// Bagging: train B k-means solutions from different seeds and average their votes
+    /// (1 is the paper's router).
+    #[arg(long, default_value_t = 1, value_name = "B")]
+    pub bag: usize,
 }
 
 impl KMeansArgs {
@@ -287,6 +292,13 @@ pub struct RoutingArgs {
     /// Vote weights are softmax(−β·cosine distance) [default: the router's, else 9].
     #[arg(long)]
     pub beta: Option<f64>,
+
+    /// Shrink each cluster's accuracy and cost toward the model's mean over all training
+    /// queries, as if M answers at that mean were added: (Σ + M·global) / (n + M). A model with
+    /// no answers in a cluster then votes with its global means. 0 is the paper's estimator
+    /// [default: the router's, else 0].
+    #[arg(long, value_name = "M")]
+    pub prior_strength: Option<f64>,
 }
 
 impl RoutingArgs {
@@ -338,6 +350,7 @@ impl RoutingArgs {
             scoring,
             top_p: self.top_p.unwrap_or(base.top_p),
             beta: self.beta.unwrap_or(base.beta),
+            prior_strength: self.prior_strength.unwrap_or(base.prior_strength),
         };
         params.validate()?;
         Ok(params)

@@ -50,6 +50,10 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 100_000)]
     pub route_queries: usize,
 
+    /// Bag sizes (k-means solutions voting) to route with (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,5")]
+    pub route_bags: Vec<usize>,
+
     /// Smaller sizes for a first look: sequence lengths 32 and 128, k-means on 100k points only.
     #[arg(long)]
     pub quick: bool,
@@ -84,6 +88,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             .flat_map(|&n| args.kmeans_clusters.iter().map(move |&k| (n, k)))
             .collect(),
         route_queries: args.route_queries,
+        route_bags: args.route_bags.clone(),
         ..Default::default()
     };
     if args.quick {
@@ -175,8 +180,16 @@ fn print_report(r: &BenchReport) {
             k.points, k.clusters, k.dim, k.seconds_per_iteration
         );
     }
-    println!(
-        "\nrouting: {:.0} queries/s ({} queries, {} clusters × {} models, top-p 4)",
-        r.route.queries_per_s, r.route.queries, r.route.clusters, r.route.models
-    );
+    println!();
+    for route in &r.route {
+        println!(
+            "routing, bag {}: {:.0} queries/s ({} queries, {} clusters × {} models, top-p 4), one query {:.3} ms",
+            route.bag,
+            route.queries_per_s,
+            route.queries,
+            route.clusters,
+            route.models,
+            route.single_query_p50_ms
+        );
+    }
 }

@@ -62,6 +62,7 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
         alphas: alpha_grid(&args.alphas),
         seeds: vec![args.seed],
         kmeans: args.kmeans.config(args.seed, split.train.len())?,
+        bag: args.kmeans.bag,
         routing: args.routing.resolve(RouteParams::default())?,
         split: args.records.split_options(args.seed),
         validation_ratio: None,

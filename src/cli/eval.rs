@@ -89,6 +89,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         alphas: alpha_grid(&args.alphas),
         seeds: args.seeds.clone(),
         kmeans: args.kmeans.config(args.seeds[0], first_split.train.len())?,
+        bag: args.kmeans.bag,
         routing: args.routing.resolve(RouteParams::default())?,
         split: args.records.split_options(args.seeds[0]),
         validation_ratio: args.on_validation.then_some(args.validation_ratio),

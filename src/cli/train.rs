@@ -101,6 +101,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             alphas: alpha_grid(&[]),
             seeds: vec![args.seed],
             kmeans: kmeans.clone(),
+            bag: args.kmeans.bag,
             routing: defaults,
             split: args.records.split_options(args.seed),
             validation_ratio: None,
@@ -132,7 +133,15 @@ pub fn run(args: TrainArgs) -> Result<()> {
         args.embedder.device
     );
     let fit_start = Instant::now();
-    let router = Router::fit(&embeddings, &data, &rows, &kmeans, embedding, defaults)?;
+    let router = Router::fit_bagged(
+        &embeddings,
+        &data,
+        &rows,
+        &kmeans,
+        args.kmeans.bag,
+        embedding,
+        defaults,
+    )?;
     let fit_seconds = fit_start.elapsed().as_secs_f64();
     router.save(&args.output)?;
 

@@ -86,11 +86,12 @@ pub fn calibrate(
         seed,
         ..config.kmeans.clone()
     };
-    let router = Router::fit(
+    let router = Router::fit_bagged(
         &rows_of(embeddings, &position(&carved.train))?,
         data,
         &carved.train,
         &kmeans,
+        config.bag,
         embedding.clone(),
         config.routing,
     )?;

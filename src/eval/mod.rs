@@ -30,6 +30,8 @@ pub struct EvalConfig {
     pub seeds: Vec<u64>,
     /// k-means settings; the seed is replaced by each run's.
     pub kmeans: KMeansConfig,
+    /// k-means solutions per router (bagging; 1 is the paper's router).
+    pub bag: usize,
     /// Routing settings; α is replaced by each sweep point's (see [`crate::router::Scoring::at_alpha`]).
     pub routing: RouteParams,
     /// Split settings; the seed is replaced by each run's.
@@ -107,11 +109,12 @@ pub fn evaluate(
             seed,
             ..config.kmeans.clone()
         };
-        let router = Router::fit(
+        let router = Router::fit_bagged(
             &rows_of(embeddings, &split.train)?,
             data,
             &split.train,
             &kmeans,
+            config.bag,
             embedding.clone(),
             config.routing,
         )?;

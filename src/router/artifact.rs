@@ -1,6 +1,7 @@
-//! The router directory: `centroids.safetensors` (tensor `centroids`, `(clusters, dim)` f32) and
-//! `router.json` (models, per-cluster statistics, routing defaults, the embedding model it was
-//! trained with, training provenance). Written to a temporary directory and renamed into place.
+//! The router directory: `centroids.safetensors` (tensor `centroids`, `(bag·clusters, dim)` f32)
+//! and `router.json` (models, per-cluster statistics, routing defaults, the embedding model it
+//! was trained with, training provenance). Written to a temporary directory and renamed into
+//! place.
 
 use std::path::Path;
 
@@ -24,7 +25,14 @@ struct RouterFile {
     models: Vec<String>,
     routing: RouteParams,
     training: TrainingInfo,
+    /// k-means solutions held; `clusters` lists each one's clusters in turn.
+    #[serde(default = "one")]
+    bag: usize,
     clusters: Vec<ClusterStats>,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl Router {
@@ -39,6 +47,7 @@ impl Router {
             models: self.models.clone(),
             routing: self.defaults,
             training: self.training.clone(),
+            bag: self.bag,
             clusters: self.clusters.clone(),
         };
         let json = serde_json::to_string_pretty(&file).expect("router serialises");
@@ -71,6 +80,13 @@ impl Router {
             return Err(bad(
                 "a router needs at least one cluster and one model".into()
             ));
+        }
+        if file.bag == 0 || !file.clusters.len().is_multiple_of(file.bag) {
+            return Err(bad(format!(
+                "{} clusters cannot be {} equal k-means solutions (`bag`)",
+                file.clusters.len(),
+                file.bag
+            )));
         }
         let m = file.models.len();
         if let Some(c) = file
@@ -106,6 +122,7 @@ impl Router {
             models: file.models,
             centroids: centroids.to_dtype(candle_core::DType::F32)?,
             clusters: file.clusters,
+            bag: file.bag,
             embedding: file.embedding,
             defaults: file.routing,
             training: file.training,

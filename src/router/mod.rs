@@ -6,6 +6,11 @@
 //! matmul for the distances to every centroid, then one fused kernel ([`kernels::top_p_vote`])
 //! picks the `top_p` nearest, weighs them by a softmax and sums their per-model votes; only the
 //! totals and the chosen clusters come back to the host.
+//!
+//! Two refinements of the paper's estimator, both off at their defaults' paper values
+//! (`prior_strength` 0, `bag` 1): cluster statistics shrunk toward each model's global means
+//! ([`ClusterStats::shrunk`]), and bagging, where one router holds `bag` k-means solutions of
+//! different seeds and a query's totals are the mean of theirs.
 
 mod artifact;
 mod scoring;
@@ -17,7 +22,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::embed::EmbeddingInfo;
 pub use artifact::ROUTER_FILE;
 pub use scoring::{ReferenceScoring, Scoring};
-pub use stats::ClusterStats;
+pub use stats::{ClusterStats, Priors};
 
 use crate::cluster::{KMeans, KMeansConfig};
 use crate::error::{Error, Result};
@@ -32,6 +37,10 @@ pub struct RouteParams {
     pub top_p: usize,
     /// Sharpness of the vote weights `softmax(−β·distance)`.
     pub beta: f64,
+    /// Pseudo-answers at a model's global mean added to each cluster's statistics (0: the
+    /// paper's per-cluster means).
+    #[serde(default)]
+    pub prior_strength: f64,
 }
 
 impl Default for RouteParams {
@@ -40,6 +49,7 @@ impl Default for RouteParams {
             scoring: Scoring::default(),
             top_p: 4,
             beta: 9.0,
+            prior_strength: 0.0,
         }
     }
 }
@@ -54,6 +64,12 @@ impl RouteParams {
             return Err(Error::Invalid(format!(
                 "--beta must be a finite number ≥ 0, got {}",
                 self.beta
+            )));
+        }
+        if !self.prior_strength.is_finite() || self.prior_strength < 0.0 {
+            return Err(Error::Invalid(format!(
+                "--prior-strength must be a finite number ≥ 0, got {}",
+                self.prior_strength
             )));
         }
         Ok(())
@@ -71,18 +87,33 @@ pub struct TrainingInfo {
     pub max_iter: usize,
     pub tol: f64,
     pub seed: u64,
+    /// Inertia and Lloyd iterations of the first (or only) k-means solution.
     pub inertia: f64,
     pub iterations: usize,
+    /// k-means solutions held (bagging); member b used seed `seed + b·BAG_SEED_STEP`.
+    #[serde(default = "one")]
+    pub bag: usize,
 }
+
+fn one() -> usize {
+    1
+}
+
+/// Seed distance between the k-means solutions of a bagged router.
+pub const BAG_SEED_STEP: u64 = 1_000_003;
 
 /// A trained router on a device.
 #[derive(Debug, Clone)]
 pub struct Router {
     /// Model names; every per-model vector follows this order, which also breaks ties.
     pub models: Vec<String>,
-    /// `(clusters, dim)` f32 on the routing device.
+    /// `(bag·clusters, dim)` f32 on the routing device: the `bag` k-means solutions one after
+    /// the other.
     pub centroids: Tensor,
+    /// Statistics of every centroid's cluster, in the same order.
     pub clusters: Vec<ClusterStats>,
+    /// k-means solutions whose votes are averaged (1: the paper's router).
+    pub bag: usize,
     pub embedding: EmbeddingInfo,
     pub defaults: RouteParams,
     pub training: TrainingInfo,
@@ -99,7 +130,24 @@ impl Router {
         embedding: EmbeddingInfo,
         defaults: RouteParams,
     ) -> Result<Self> {
+        Self::fit_bagged(embeddings, data, rows, kmeans, 1, embedding, defaults)
+    }
+
+    /// [`Router::fit`] with `bag` k-means solutions (seeds `seed + b·BAG_SEED_STEP`) whose votes
+    /// are averaged when routing.
+    pub fn fit_bagged(
+        embeddings: &Tensor,
+        data: &RoutingData,
+        rows: &[usize],
+        kmeans: &KMeansConfig,
+        bag: usize,
+        embedding: EmbeddingInfo,
+        defaults: RouteParams,
+    ) -> Result<Self> {
         defaults.validate()?;
+        if bag == 0 {
+            return Err(Error::Invalid("--bag must be at least 1".into()));
+        }
         if embeddings.dim(0)? != rows.len() {
             return Err(Error::Invalid(format!(
                 "{} embeddings for {} training records",
@@ -107,13 +155,31 @@ impl Router {
                 rows.len()
             )));
         }
-        let fitted = KMeans::fit(embeddings, kmeans)?;
         let records: Vec<_> = rows.iter().map(|&i| &data.records[i]).collect();
-        let clusters = ClusterStats::compute(&records, &fitted.labels, kmeans.k, data.models.len());
+        let mut centroids = Vec::with_capacity(bag);
+        let mut clusters = Vec::with_capacity(bag * kmeans.k);
+        let mut first = None;
+        for member in 0..bag {
+            let config = KMeansConfig {
+                seed: kmeans.seed.wrapping_add(member as u64 * BAG_SEED_STEP),
+                ..kmeans.clone()
+            };
+            let fitted = KMeans::fit(embeddings, &config)?;
+            clusters.extend(ClusterStats::compute(
+                &records,
+                &fitted.labels,
+                kmeans.k,
+                data.models.len(),
+            ));
+            first.get_or_insert((fitted.inertia, fitted.iterations));
+            centroids.push(fitted.centroids);
+        }
+        let (inertia, iterations) = first.expect("bag ≥ 1");
         Ok(Self {
             models: data.models.clone(),
-            centroids: fitted.centroids,
+            centroids: Tensor::cat(&centroids, 0)?,
             clusters,
+            bag,
             embedding,
             defaults,
             training: TrainingInfo {
@@ -124,9 +190,36 @@ impl Router {
                 max_iter: kmeans.max_iter,
                 tol: kmeans.tol,
                 seed: kmeans.seed,
-                inertia: fitted.inertia,
-                iterations: fitted.iterations,
+                inertia,
+                iterations,
+                bag,
             },
+        })
+    }
+
+    /// Clusters per k-means solution.
+    pub fn clusters_per_member(&self) -> usize {
+        self.clusters.len() / self.bag.max(1)
+    }
+
+    /// The first `bag` members of this router (a router with fewer k-means solutions).
+    pub fn first_members(&self, bag: usize) -> Result<Router> {
+        if bag == 0 || bag > self.bag {
+            return Err(Error::Invalid(format!(
+                "the router holds {} k-means solutions, not {bag}",
+                self.bag
+            )));
+        }
+        let k = self.clusters_per_member();
+        Ok(Router {
+            centroids: self.centroids.narrow(0, 0, bag * k)?,
+            clusters: self.clusters[..bag * k].to_vec(),
+            bag,
+            training: TrainingInfo {
+                bag,
+                ..self.training.clone()
+            },
+            ..self.clone()
         })
     }
 
@@ -137,43 +230,89 @@ impl Router {
     /// Routes a batch of query embeddings (`(n, dim)`, L2-normalised) on the router's device.
     pub fn route(&self, queries: &Tensor, params: &RouteParams) -> Result<RoutedBatch> {
         params.validate()?;
-        let (k, m) = (self.clusters.len(), self.models.len());
+        let (k, m) = (self.clusters_per_member(), self.models.len());
         let top_p = params.top_p.min(k);
+        let priors = Priors::of(&self.clusters[..k]);
         let votes: Vec<f32> = self
             .clusters
             .iter()
-            .flat_map(|stats| params.scoring.cluster_votes(stats))
+            .flat_map(|stats| {
+                params
+                    .scoring
+                    .cluster_votes(&stats.shrunk(&priors, params.prior_strength))
+            })
             .map(|v| v as f32)
             .collect();
-        let votes = Tensor::from_vec(votes, (k, m), self.device())?;
+        let votes = Tensor::from_vec(votes, (self.bag * k, m), self.device())?;
         let queries = queries.to_device(self.device())?.to_dtype(DType::F32)?;
         let n = queries.dim(0)?;
         let mut batch = RoutedBatch {
             models: m,
-            top_p,
+            top_p: top_p * self.bag,
             ..Default::default()
         };
+        let fused = kernels::active(self.device())
+            && (!self.device().is_cuda() || top_p <= kernels::MAX_KERNEL_TOP_P);
         // Tiles bound the (rows, clusters) distance matrix for any number of queries.
         const TILE_ROWS: usize = 65_536;
         for start in (0..n).step_by(TILE_ROWS) {
             let rows = TILE_ROWS.min(n - start);
             let q = queries.narrow(0, start, rows)?;
-            // Cosine distance to each centroid as stored (not re-normalised): 1 − q·c.
+            // Cosine distance to every centroid of every member as stored (not re-normalised):
+            // 1 − q·c, one matmul.
             let distances = q.matmul(&self.centroids.t()?)?.affine(-1.0, 1.0)?;
-            let fused = kernels::active(self.device())
-                && (!self.device().is_cuda() || top_p <= kernels::MAX_KERNEL_TOP_P);
-            let vote = if fused {
-                kernels::top_p_vote(&distances, &votes, top_p, params.beta as f32)?
+            let mut totals: Option<Tensor> = None;
+            let mut members = Vec::with_capacity(self.bag);
+            for member in 0..self.bag {
+                let (d, v) = if self.bag == 1 {
+                    (distances.clone(), votes.clone())
+                } else {
+                    (
+                        distances.narrow(1, member * k, k)?.contiguous()?,
+                        votes.narrow(0, member * k, k)?,
+                    )
+                };
+                let vote = if fused {
+                    kernels::top_p_vote(&d, &v, top_p, params.beta as f32)?
+                } else {
+                    vote_by_generic_ops(&d, &v, top_p, params.beta)?
+                };
+                totals = Some(match totals {
+                    Some(sum) => (sum + &vote.totals)?,
+                    None => vote.totals.clone(),
+                });
+                members.push(vote);
+            }
+            let totals = totals.expect("bag ≥ 1");
+            let totals = if self.bag > 1 {
+                totals.affine(1.0 / self.bag as f64, 0.0)?
             } else {
-                vote_by_generic_ops(&distances, &votes, top_p, params.beta)?
+                totals
             };
             let host = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
-            batch.totals.extend(host(&vote.totals)?);
-            batch
-                .clusters
-                .extend(vote.clusters.flatten_all()?.to_vec1::<u32>()?);
-            batch.distances.extend(host(&vote.distances)?);
-            batch.weights.extend(host(&vote.weights)?);
+            batch.totals.extend(host(&totals)?);
+            // Per query: each member's nearest clusters in turn, as indices into `clusters`.
+            let per_member: Vec<_> = members
+                .iter()
+                .map(|v| {
+                    Ok((
+                        v.clusters.flatten_all()?.to_vec1::<u32>()?,
+                        host(&v.distances)?,
+                        host(&v.weights)?,
+                    ))
+                })
+                .collect::<Result<_>>()?;
+            for row in 0..rows {
+                for (member, (clusters, distances, weights)) in per_member.iter().enumerate() {
+                    let span = row * top_p..(row + 1) * top_p;
+                    let offset = (member * k) as u32;
+                    batch
+                        .clusters
+                        .extend(clusters[span.clone()].iter().map(|c| c + offset));
+                    batch.distances.extend_from_slice(&distances[span.clone()]);
+                    batch.weights.extend_from_slice(&weights[span]);
+                }
+            }
         }
         Ok(batch)
     }
@@ -216,11 +355,12 @@ pub struct RoutedBatch {
     pub top_p: usize,
     /// `(queries, models)`: each model's total vote.
     pub totals: Vec<f32>,
-    /// `(queries, top_p)`: the nearest clusters, nearest first.
+    /// `(queries, top_p)`: the nearest clusters, nearest first (for a bagged router, each
+    /// member's `top_p` nearest in turn, so `top_p` here is the vote's times the bag).
     pub clusters: Vec<u32>,
     /// `(queries, top_p)`: their cosine distances.
     pub distances: Vec<f32>,
-    /// `(queries, top_p)`: their vote weights.
+    /// `(queries, top_p)`: their vote weights (within their member's vote).
     pub weights: Vec<f32>,
 }
 
