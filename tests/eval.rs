@@ -92,18 +92,22 @@ fn metrics(accuracy: f64, cost: f64) -> PolicyMetrics {
 
 /// Best single model "big" 0.80 at $10; router points at α = 0, 0.5, 0.8, 1.
 fn hand_report() -> Report {
+    let singles = vec![metrics(0.60, 1.0), metrics(0.80, 10.0)];
+    let oracle = metrics(0.90, 2.0);
+    let router = vec![
+        metrics(0.60, 1.0),
+        metrics(0.74, 3.0),
+        metrics(0.80, 6.0),
+        metrics(0.85, 9.0),
+    ];
     let run = SeedRun {
         seed: 1,
         train_queries: 20,
         test_queries: 10,
-        singles: vec![metrics(0.60, 1.0), metrics(0.80, 10.0)],
-        oracle: metrics(0.90, 2.0),
-        router: vec![
-            metrics(0.60, 1.0),
-            metrics(0.74, 3.0),
-            metrics(0.80, 6.0),
-            metrics(0.85, 9.0),
-        ],
+        curve: kroute::eval::CurveAreas::of(&singles, &oracle, &router),
+        singles,
+        oracle,
+        router,
     };
     Report::new(Evaluation {
         holdout: "test",
@@ -136,6 +140,19 @@ fn headline_rules() {
         .lines
         .iter()
         .any(|l| l.contains("α=0.80 matches the best single model (big, 0.800) at -40 % cost")));
+}
+
+#[test]
+fn whole_curve_by_hand() {
+    // Costs relative to "big" ($10). Singles: (0.1, 0.60), (1, 0.80) under the hull from the
+    // origin: 0.1·0.6/2 + 0.9·1.4/2 = 0.66. Router: (0.1, 0.60), (0.3, 0.74), (0.6, 0.80),
+    // (0.9, 0.85), flat to 1: 0.03 + 0.134 + 0.231 + 0.2475 + 0.085 = 0.7275. Oracle (0.2,
+    // 0.90): 0.09 + 0.72 = 0.81. Gap closed: 0.0675 / 0.15 = 0.45.
+    let curve = hand_report().curve;
+    assert!(close(curve.singles.mean, 0.66));
+    assert!(close(curve.router.mean, 0.7275));
+    assert!(close(curve.oracle.mean, 0.81));
+    assert!(close(curve.gap_closed.unwrap().mean, 0.45));
 }
 
 #[test]

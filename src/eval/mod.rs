@@ -6,6 +6,7 @@
 //! Routing is cheap, so the sweep never re-embeds or re-clusters.
 
 mod calibrate;
+mod curve;
 mod metrics;
 mod plot;
 mod report;
@@ -14,6 +15,7 @@ use candle_core::Tensor;
 use serde::Serialize;
 
 pub use calibrate::{calibrate, Calibration, Target};
+pub use curve::{frontier, frontier_area, CurveAreas};
 pub use metrics::{PolicyMetrics, TestSet};
 pub use plot::write_plots;
 pub use report::{Headlines, Point, Report, Row, RowKind, Stat, REPORT_FILE};
@@ -52,6 +54,8 @@ pub struct SeedRun {
     pub oracle: PolicyMetrics,
     /// The router at each α of the sweep.
     pub router: Vec<PolicyMetrics>,
+    /// Areas under the router's, the single models' and the oracle's frontiers.
+    pub curve: CurveAreas,
 }
 
 /// Every number of an evaluation, per seed.
@@ -136,12 +140,15 @@ pub fn evaluate(
             .iter()
             .map(|&alpha| score_at(&router, &test_embeddings, &test, config.routing, alpha))
             .collect::<Result<Vec<_>>>()?;
+        let singles: Vec<PolicyMetrics> = (0..data.models.len()).map(|m| test.single(m)).collect();
+        let oracle = test.oracle();
         let run = SeedRun {
             seed,
             train_queries: split.train.len(),
             test_queries: test.len(),
-            singles: (0..data.models.len()).map(|m| test.single(m)).collect(),
-            oracle: test.oracle(),
+            curve: CurveAreas::of(&singles, &oracle, &router_points),
+            singles,
+            oracle,
             router: router_points,
         };
         on_run(&run);

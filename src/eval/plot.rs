@@ -84,6 +84,39 @@ fn accuracy_vs_cost<DB: DrawingBackend>(
         .label("router, α from 0 to 1")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
     chart.draw_series(router.iter().map(|&p| Circle::new(p, 3, BLUE.filled())))?;
+    // The frontiers the whole-curve metric integrates (mixing policies query by query reaches
+    // any point on them), from their cheapest point on.
+    let singles: Vec<(f64, f64)> = report
+        .rows_of(RowKind::Single)
+        .map(|r| (r.cost.mean, r.average_accuracy.mean))
+        .collect();
+    let curve = &report.curve;
+    for (points, colour, label) in [
+        (
+            &router,
+            BLUE,
+            format!("router frontier (area {:.4})", curve.router.mean),
+        ),
+        (
+            &singles,
+            RED,
+            format!("single models' frontier (area {:.4})", curve.singles.mean),
+        ),
+    ] {
+        let hull: Vec<(f64, f64)> = super::frontier(points)
+            .into_iter()
+            .filter(|p| p.0 > 0.0 || p.1 > 0.0)
+            .collect();
+        chart
+            .draw_series(DashedLineSeries::new(
+                hull,
+                6,
+                4,
+                colour.mix(0.6).stroke_width(1),
+            ))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.mix(0.6)));
+    }
     for row in report.rows.iter().filter(|r| r.kind != RowKind::Router) {
         let colour = if row.kind == RowKind::Oracle {
             GREEN

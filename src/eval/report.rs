@@ -8,7 +8,10 @@
 //! - "reaches 90 % of it" = the cheapest α whose average accuracy is ≥ 0.9 × the best single's;
 //! - the best router point has the highest average accuracy (the cheaper α wins a tie);
 //! - a single model is dominated when some α has accuracy ≥ and cost ≤ its own, one strictly;
-//! - the share of the oracle gap closed is (best router − best single) / (oracle − best single).
+//! - the share of the oracle gap closed is (best router − best single) / (oracle − best single);
+//! - along the whole curve (`curve.rs`), per seed then averaged: the area under each frontier
+//!   with costs relative to the best single model's, and the share of the single models' →
+//!   oracle area the router's frontier adds.
 
 use std::path::Path;
 
@@ -128,6 +131,43 @@ pub struct Headlines {
     pub lines: Vec<String>,
 }
 
+/// The whole-curve metric over seeds.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CurveSummary {
+    pub router: Stat,
+    pub singles: Stat,
+    pub oracle: Stat,
+    /// Share of the singles → oracle area the router adds; none when the oracle is no better.
+    pub gap_closed: Option<Stat>,
+}
+
+impl CurveSummary {
+    fn of(runs: &[super::SeedRun]) -> Self {
+        let stat = |f: fn(&super::CurveAreas) -> f64| Stat::of(runs.iter().map(|r| f(&r.curve)));
+        let closed: Option<Vec<f64>> = runs.iter().map(|r| r.curve.gap_closed()).collect();
+        Self {
+            router: stat(|c| c.router),
+            singles: stat(|c| c.singles),
+            oracle: stat(|c| c.oracle),
+            gap_closed: closed.map(|c| Stat::of(c.into_iter())),
+        }
+    }
+
+    fn line(&self) -> String {
+        let mut line = format!(
+            "Whole curve (area under the accuracy–cost frontier, costs relative to the best single model's, up to its cost): router {:.4}, single models {:.4}, oracle {:.4}",
+            self.router.mean, self.singles.mean, self.oracle.mean
+        );
+        if let Some(closed) = self.gap_closed {
+            line += &format!(
+                "; the router closes {:.1} % of the single models' gap to the oracle",
+                100.0 * closed.mean
+            );
+        }
+        line + "."
+    }
+}
+
 /// Everything an evaluation produced, ready to write.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -137,6 +177,7 @@ pub struct Report {
     pub alphas: Vec<f64>,
     pub rows: Vec<Row>,
     pub headlines: Headlines,
+    pub curve: CurveSummary,
     pub runs: Evaluation,
 }
 
@@ -163,7 +204,9 @@ impl Report {
                 &points,
             ));
         }
-        let headlines = headlines(&rows, runs.len());
+        let curve = CurveSummary::of(runs);
+        let mut headlines = headlines(&rows, runs.len());
+        headlines.lines.push(curve.line());
         Self {
             models: evaluation.models.clone(),
             datasets: evaluation.datasets.clone(),
@@ -171,6 +214,7 @@ impl Report {
             alphas: evaluation.alphas.clone(),
             rows,
             headlines,
+            curve,
             runs: evaluation,
         }
     }
