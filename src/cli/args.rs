@@ -234,8 +234,8 @@ pub struct KMeansArgs {
     pub tol: f64,
 
     /// Bagging: train B k-means solutions from different seeds and average their votes
-    /// (1 is the paper's router).
-    #[arg(long, default_value_t = 1, value_name = "B")]
+    /// (1 is the paper's router; 5 was chosen by cross-validation, see docs/EVALUATION.md).
+    #[arg(long, default_value_t = kroute::router::RECOMMENDED_BAG, value_name = "B")]
     pub bag: usize,
 }
 
@@ -296,7 +296,7 @@ pub struct RoutingArgs {
     /// Shrink each cluster's accuracy and cost toward the model's mean over all training
     /// queries, as if M answers at that mean were added: (Σ + M·global) / (n + M). A model with
     /// no answers in a cluster then votes with its global means. 0 is the paper's estimator
-    /// [default: the router's, else 0].
+    /// (`--prior-strength 0 --bag 1` is the paper's router) [default: the router's, else 5].
     #[arg(long, value_name = "M")]
     pub prior_strength: Option<f64>,
 }
@@ -388,5 +388,90 @@ pub fn alpha_grid(given: &[f64]) -> Vec<f64> {
         (0..=20).map(|i| i as f64 / 20.0).collect()
     } else {
         given.to_vec()
+    }
+}
+
+/// The settings `kroute tune` (and `kroute train --auto`) tries, and how.
+#[derive(Args, Debug, Clone)]
+pub struct TuneArgs {
+    /// Cross-validation folds of the training rows.
+    #[arg(long, default_value_t = 5)]
+    pub folds: usize,
+
+    /// Cluster counts to try (comma-separated).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "20,40,60,80",
+        value_name = "K,..."
+    )]
+    pub clusters_grid: Vec<usize>,
+
+    /// Top-p values to try.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "2,4,8",
+        value_name = "P,..."
+    )]
+    pub top_p_grid: Vec<usize>,
+
+    /// β values to try.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "3,9,27",
+        value_name = "B,..."
+    )]
+    pub beta_grid: Vec<f64>,
+
+    /// Prior strengths to try (0: the paper's estimator).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0,5,20,50",
+        value_name = "M,..."
+    )]
+    pub prior_strength_grid: Vec<f64>,
+
+    /// Bag sizes to try (1: the paper's router).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1,3,5",
+        value_name = "B,..."
+    )]
+    pub bag_grid: Vec<usize>,
+
+    /// k-means restarts per fit while tuning.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub tune_n_init: usize,
+}
+
+impl TuneArgs {
+    /// The tuning configuration over `alphas`, seeded by `seed`.
+    pub fn config(
+        &self,
+        seed: u64,
+        alphas: Vec<f64>,
+        scoring: Scoring,
+    ) -> kroute::eval::TuneConfig {
+        kroute::eval::TuneConfig {
+            grid: kroute::eval::TuneGrid {
+                clusters: self.clusters_grid.clone(),
+                top_p: self.top_p_grid.clone(),
+                beta: self.beta_grid.clone(),
+                prior_strength: self.prior_strength_grid.clone(),
+                bag: self.bag_grid.clone(),
+            },
+            folds: self.folds,
+            seed,
+            alphas,
+            kmeans: KMeansConfig {
+                n_init: self.tune_n_init,
+                ..Default::default()
+            },
+            scoring,
+        }
     }
 }

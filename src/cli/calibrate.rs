@@ -63,7 +63,7 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
         seeds: vec![args.seed],
         kmeans: args.kmeans.config(args.seed, split.train.len())?,
         bag: args.kmeans.bag,
-        routing: args.routing.resolve(RouteParams::default())?,
+        routing: args.routing.resolve(RouteParams::recommended())?,
         split: args.records.split_options(args.seed),
         validation_ratio: None,
     };

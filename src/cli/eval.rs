@@ -90,7 +90,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         seeds: args.seeds.clone(),
         kmeans: args.kmeans.config(args.seeds[0], first_split.train.len())?,
         bag: args.kmeans.bag,
-        routing: args.routing.resolve(RouteParams::default())?,
+        routing: args.routing.resolve(RouteParams::recommended())?,
         split: args.records.split_options(args.seeds[0]),
         validation_ratio: args.on_validation.then_some(args.validation_ratio),
     };
@@ -122,7 +122,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
 }
 
 /// Embeddings from `kroute embed`, checked against the records they should belong to.
-fn precomputed(
+pub(super) fn precomputed(
     path: &std::path::Path,
     data: &kroute::records::RoutingData,
     embedder: &EmbedderArgs,

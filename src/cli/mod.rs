@@ -11,6 +11,7 @@ mod models;
 mod route;
 mod serve;
 mod train;
+mod tune;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -45,6 +46,9 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Pick α for a target accuracy or cost per query on a validation set.
     Calibrate(calibrate::CalibrateArgs),
+    /// Choose clusters, top-p, β, prior strength and bag by cross-validation on the training
+    /// rows.
+    Tune(tune::TuneCommandArgs),
     /// Measure throughput on a device: encoder, single-query latency, k-means, routing.
     Bench(bench::BenchArgs),
     /// Serve an OpenAI-compatible endpoint that routes each request to a model.
@@ -72,6 +76,7 @@ pub fn main() -> ExitCode {
         Command::Route(args) => route::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Calibrate(args) => calibrate::run(args),
+        Command::Tune(args) => tune::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Models(command) => models::run(command),

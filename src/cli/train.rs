@@ -2,19 +2,22 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
-use kroute::eval::{calibrate, EvalConfig};
-use kroute::router::{EmbeddingInfo, RouteParams, Router};
+use kroute::eval::{calibrate, tune, EvalConfig};
+use kroute::router::{EmbeddingInfo, RouteParams, Router, TuningInfo};
 use kroute::{Error, Result};
 use serde_json::json;
 
-use super::args::{alpha_grid, EmbedderArgs, KMeansArgs, RecordsArgs, RoutingArgs, TargetArgs};
-use super::embed_with_progress;
+use super::args::{
+    alpha_grid, EmbedderArgs, KMeansArgs, RecordsArgs, RoutingArgs, TargetArgs, TuneArgs,
+};
+use super::{embed_with_progress, progress_bar};
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
 Examples:
   kroute train data/routerbench-3k.jsonl.gz -o router
   kroute train records.jsonl -o router --clusters 32 --alpha 0.6 --device cuda --use-all
+  kroute train data/routerbench-3k.jsonl.gz -o router --auto     # settings by cross-validation
 
 Training uses the records' `split` field when they have one (the `train` rows), else the first \
 --train-ratio of a seeded shuffle of each dataset; --use-all trains on every row (for a router \
@@ -49,6 +52,16 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub routing: RoutingArgs,
 
+    /// Choose clusters, bag, top-p, β and prior strength as `kroute tune` does (K-fold
+    /// cross-validation on the training rows only), then train with them; recorded in
+    /// router.json.
+    #[arg(long, conflicts_with_all = ["clusters", "bag", "top_p", "beta", "prior_strength"])]
+    pub auto: bool,
+
+    /// With --auto: the grid and folds (see `kroute tune --help`).
+    #[command(flatten)]
+    pub tune: TuneArgs,
+
     /// Write the one-line JSON summary to this file instead of stderr.
     #[arg(long)]
     pub summary: Option<PathBuf>,
@@ -72,8 +85,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
     } else {
         split.train
     };
-    let mut defaults = args.routing.resolve(RouteParams::default())?;
-    let kmeans = args.kmeans.config(args.seed, rows.len())?;
+    let mut defaults = args.routing.resolve(RouteParams::recommended())?;
+    let mut kmeans = args.kmeans.config(args.seed, rows.len())?;
+    let mut bag = args.kmeans.bag;
     let target = args.target.target();
     if target.is_some() && args.routing.alpha.is_some() {
         return Err(Error::Invalid(
@@ -96,12 +110,46 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let embed_seconds = embed_start.elapsed().as_secs_f64();
     let embedding = EmbeddingInfo::of(&embedder);
 
+    let mut tuning = None;
+    if args.auto {
+        let config = args
+            .tune
+            .config(args.seed, alpha_grid(&[]), defaults.scoring);
+        let bar = progress_bar(config.folds as u64, "tuning folds", args.quiet);
+        let tuned = tune(&data, &rows, &embeddings, &embedding, &config, |_| {
+            bar.inc(1)
+        })?;
+        bar.finish_and_clear();
+        let best = tuned.best();
+        tracing::info!(
+            "cross-validation chose --clusters {} --bag {} --top-p {} --beta {} --prior-strength {} (area {:.4} ± {:.4} over {} folds, {} settings tried)",
+            best.settings.clusters,
+            best.settings.bag,
+            best.settings.top_p,
+            best.settings.beta,
+            best.settings.prior_strength,
+            best.area.mean,
+            best.area.std,
+            tuned.folds,
+            tuned.trials.len()
+        );
+        kmeans.k = best.settings.clusters;
+        bag = best.settings.bag;
+        defaults = best.settings.routing(defaults);
+        tuning = Some(TuningInfo {
+            folds: tuned.folds,
+            settings_tried: tuned.trials.len(),
+            area: best.area.mean,
+            area_std: best.area.std,
+        });
+    }
+
     if let Some(target) = target {
         let config = EvalConfig {
             alphas: alpha_grid(&[]),
             seeds: vec![args.seed],
             kmeans: kmeans.clone(),
-            bag: args.kmeans.bag,
+            bag,
             routing: defaults,
             split: args.records.split_options(args.seed),
             validation_ratio: None,
@@ -133,15 +181,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
         args.embedder.device
     );
     let fit_start = Instant::now();
-    let router = Router::fit_bagged(
-        &embeddings,
-        &data,
-        &rows,
-        &kmeans,
-        args.kmeans.bag,
-        embedding,
-        defaults,
-    )?;
+    let mut router =
+        Router::fit_bagged(&embeddings, &data, &rows, &kmeans, bag, embedding, defaults)?;
+    router.training.tuning = tuning;
     let fit_seconds = fit_start.elapsed().as_secs_f64();
     router.save(&args.output)?;
 
@@ -149,7 +191,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
         "router": args.output,
         "train_queries": rows.len(),
         "models": router.models.len(),
-        "clusters": router.clusters.len(),
+        "clusters": router.clusters_per_member(),
+        "bag": router.bag,
+        "tuning": router.training.tuning,
         "inertia": router.training.inertia,
         "kmeans_iterations": router.training.iterations,
         "routing": router.defaults,

@@ -10,6 +10,7 @@ mod curve;
 mod metrics;
 mod plot;
 mod report;
+mod tune;
 
 use candle_core::Tensor;
 use serde::Serialize;
@@ -18,7 +19,8 @@ pub use calibrate::{calibrate, Calibration, Target};
 pub use curve::{frontier, frontier_area, CurveAreas};
 pub use metrics::{PolicyMetrics, TestSet};
 pub use plot::write_plots;
-pub use report::{Headlines, Point, Report, Row, RowKind, Stat, REPORT_FILE};
+pub use report::{CurveSummary, Headlines, Point, Report, Row, RowKind, Stat, REPORT_FILE};
+pub use tune::{tune, Settings, Trial, TuneConfig, TuneGrid, Tuning};
 
 use crate::cluster::KMeansConfig;
 use crate::error::{Error, Result};

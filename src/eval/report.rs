@@ -32,7 +32,7 @@ pub struct Stat {
 }
 
 impl Stat {
-    fn of(values: impl Iterator<Item = f64>) -> Self {
+    pub(crate) fn of(values: impl Iterator<Item = f64>) -> Self {
         let values: Vec<f64> = values.collect();
         let n = values.len().max(1) as f64;
         let mean = values.iter().sum::<f64>() / n;

@@ -142,6 +142,29 @@ impl RoutingData {
 }
 
 impl RoutingData {
+    /// `k` folds of `rows` for cross-validation: each dataset's rows shuffled (seeded as in
+    /// [`RoutingData::split`]) and dealt out in turn, so every fold holds each dataset in
+    /// proportion. Each fold is sorted.
+    pub fn folds(&self, rows: &[usize], k: usize, seed: u64) -> Vec<Vec<usize>> {
+        let k = k.max(1);
+        let mut folds = vec![Vec::new(); k];
+        let mut next = 0;
+        for dataset in self.datasets() {
+            let mut of_dataset: Vec<usize> = rows
+                .iter()
+                .copied()
+                .filter(|&i| self.records[i].dataset == dataset)
+                .collect();
+            shuffle(&mut of_dataset, &dataset, seed);
+            for row in of_dataset {
+                folds[next % k].push(row);
+                next += 1;
+            }
+        }
+        folds.iter_mut().for_each(|f| f.sort_unstable());
+        folds
+    }
+
     /// Splits `rows` again, per dataset, with the same seeded shuffle as [`RoutingData::split`]:
     /// `keep_ratio` of each dataset's rows go to `train` (e.g. to carve a validation set out of
     /// a training set).
@@ -175,11 +198,16 @@ fn seeded_split(
     dataset: &str,
     options: &SplitOptions,
 ) -> (Vec<usize>, Vec<usize>) {
-    let digest = Sha256::digest(dataset.as_bytes());
-    let name_seed = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"));
-    let mut rng = StdRng::seed_from_u64(options.seed ^ name_seed);
-    rows.shuffle(&mut rng);
+    shuffle(&mut rows, dataset, options.seed);
     let n_train = (options.train_ratio * rows.len() as f64).floor() as usize;
     let test = rows.split_off(n_train);
     (rows, test)
+}
+
+/// A shuffle seeded by `seed` and the dataset's name.
+fn shuffle(rows: &mut [usize], dataset: &str, seed: u64) {
+    let digest = Sha256::digest(dataset.as_bytes());
+    let name_seed = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"));
+    let mut rng = StdRng::seed_from_u64(seed ^ name_seed);
+    rows.shuffle(&mut rng);
 }

@@ -29,7 +29,9 @@ use crate::error::{Error, Result};
 use crate::kernels;
 use crate::records::RoutingData;
 
-/// How queries are routed; stored in the router as its defaults and overridable per call.
+/// How queries are routed; stored in the router as its defaults and overridable per call. The
+/// [`Default`] is the paper's (top-p 4, β 9, per-cluster means); the command line starts from
+/// [`RouteParams::recommended`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RouteParams {
     pub scoring: Scoring,
@@ -54,7 +56,21 @@ impl Default for RouteParams {
     }
 }
 
+/// k-means solutions `kroute train`/`eval` bag by default (see [`RouteParams::recommended`]).
+pub const RECOMMENDED_BAG: usize = 5;
+
 impl RouteParams {
+    /// kroute's defaults, chosen by cross-validation on the bundled RouterBench data with two
+    /// embedders (docs/EVALUATION.md): the paper's top-p and β, with cluster statistics shrunk
+    /// by 5 pseudo-answers at each model's global mean (and [`RECOMMENDED_BAG`] k-means
+    /// solutions). [`RouteParams::default`] is the paper's router exactly.
+    pub fn recommended() -> Self {
+        Self {
+            prior_strength: 5.0,
+            ..Self::default()
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         self.scoring.validate()?;
         if self.top_p == 0 {
@@ -93,6 +109,20 @@ pub struct TrainingInfo {
     /// k-means solutions held (bagging); member b used seed `seed + b·BAG_SEED_STEP`.
     #[serde(default = "one")]
     pub bag: usize,
+    /// Set when the clusters, bag and routing defaults were chosen by `kroute train --auto`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tuning: Option<TuningInfo>,
+}
+
+/// How a router's settings were chosen by cross-validation on its training rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TuningInfo {
+    pub folds: usize,
+    pub settings_tried: usize,
+    /// The chosen setting's mean (and spread) over the folds of the area under the router's
+    /// accuracy–cost frontier.
+    pub area: f64,
+    pub area_std: f64,
 }
 
 fn one() -> usize {
@@ -193,6 +223,7 @@ impl Router {
                 inertia,
                 iterations,
                 bag,
+                tuning: None,
             },
         })
     }
