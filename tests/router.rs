@@ -148,7 +148,10 @@ fn train_then_route_from_the_command_line() {
         stored["routing"]["scoring"],
         serde_json::json!({"mode": "paper", "alpha": 0.8})
     );
-    assert_eq!(stored["clusters"].as_array().unwrap().len(), 6);
+    // kroute's defaults: 5 k-means solutions of 6 clusters, statistics shrunk with strength 5.
+    assert_eq!(stored["bag"], 5);
+    assert_eq!(stored["clusters"].as_array().unwrap().len(), 5 * 6);
+    assert_eq!(stored["routing"]["prior_strength"], 5.0);
 
     let queries = dir.path().join("queries.txt");
     std::fs::write(&queries, "Write a function that reverses a string.\nWhich planet is largest?\nThe trophy would not fit in the suitcase because it was too big. What was too big?\n").unwrap();
