@@ -467,7 +467,7 @@ fn answer(router: &Router, jobs: Vec<Job>, vectors: &Tensor, started: Instant, e
                         distance,
                         weight,
                         size: router.clusters[cluster].size,
-                        scores: params.scoring.cluster_scores(&router.clusters[cluster]),
+                        scores: router.cluster_scores(cluster, &params),
                     })
                     .collect(),
                 tokens: job.token_count,

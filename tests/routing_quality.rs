@@ -163,6 +163,17 @@ fn a_bagged_router_votes_the_mean_of_its_members_and_round_trips() {
             .collect();
         assert_eq!(nearest, expected);
     }
+    // The explanation adds up: each total is Σ weight × score over the listed clusters, with
+    // the shrunk scores.
+    for i in 0..routed.len() {
+        for m in 0..bagged.models.len() {
+            let explained: f64 = routed
+                .nearest(i)
+                .map(|(c, _, w)| w as f64 * bagged.cluster_scores(c, &params)[m].unwrap_or(0.0))
+                .sum();
+            assert!((explained - routed.totals(i)[m] as f64).abs() < 1e-5);
+        }
+    }
     // The first member alone is a router of its own.
     let first = bagged
         .first_members(1)

@@ -198,12 +198,12 @@ fn decision(
                     "distance": distance,
                     "weight": weight,
                     "size": stats.size,
-                    "scores": per_model(params.scoring.cluster_scores(stats)),
+                    "scores": per_model(router.cluster_scores(cluster, params)),
                 });
                 if let Scoring::Reference(_) = params.scoring {
                     let votes = params
                         .scoring
-                        .cluster_votes(stats)
+                        .cluster_votes(&stats.shrunk(&router.priors(), params.prior_strength))
                         .into_iter()
                         .map(Some)
                         .collect();

@@ -233,6 +233,20 @@ impl Router {
         self.clusters.len() / self.bag.max(1)
     }
 
+    /// Each model's global means over the training queries (from the first k-means solution;
+    /// every solution partitions the same queries).
+    pub fn priors(&self) -> Priors {
+        Priors::of(&self.clusters[..self.clusters_per_member()])
+    }
+
+    /// Each model's score in `cluster` under `params` (shrinkage included), in model order;
+    /// `None` where the model has no vote there.
+    pub fn cluster_scores(&self, cluster: usize, params: &RouteParams) -> Vec<Option<f64>> {
+        params
+            .scoring
+            .cluster_scores(&self.clusters[cluster].shrunk(&self.priors(), params.prior_strength))
+    }
+
     /// The first `bag` members of this router (a router with fewer k-means solutions).
     pub fn first_members(&self, bag: usize) -> Result<Router> {
         if bag == 0 || bag > self.bag {
@@ -263,7 +277,7 @@ impl Router {
         params.validate()?;
         let (k, m) = (self.clusters_per_member(), self.models.len());
         let top_p = params.top_p.min(k);
-        let priors = Priors::of(&self.clusters[..k]);
+        let priors = self.priors();
         let votes: Vec<f32> = self
             .clusters
             .iter()
@@ -333,6 +347,8 @@ impl Router {
                     ))
                 })
                 .collect::<Result<_>>()?;
+            // Weights as shares of the whole vote: a member's sum to 1 / bag.
+            let share = 1.0 / self.bag as f32;
             for row in 0..rows {
                 for (member, (clusters, distances, weights)) in per_member.iter().enumerate() {
                     let span = row * top_p..(row + 1) * top_p;
@@ -341,7 +357,13 @@ impl Router {
                         .clusters
                         .extend(clusters[span.clone()].iter().map(|c| c + offset));
                     batch.distances.extend_from_slice(&distances[span.clone()]);
-                    batch.weights.extend_from_slice(&weights[span]);
+                    if self.bag == 1 {
+                        batch.weights.extend_from_slice(&weights[span]);
+                    } else {
+                        batch
+                            .weights
+                            .extend(weights[span].iter().map(|w| w * share));
+                    }
                 }
             }
         }
@@ -391,7 +413,8 @@ pub struct RoutedBatch {
     pub clusters: Vec<u32>,
     /// `(queries, top_p)`: their cosine distances.
     pub distances: Vec<f32>,
-    /// `(queries, top_p)`: their vote weights (within their member's vote).
+    /// `(queries, top_p)`: their vote weights, summing to 1 over a query's clusters (a bagged
+    /// router's members each weigh 1 / bag).
     pub weights: Vec<f32>,
 }
 
