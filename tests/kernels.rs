@@ -304,7 +304,41 @@ fn top_p_vote_matches_exact_votes() {
     vote_and_check(&Device::Cpu, &mut rng, (300, k, 11), &[1, 4, k]);
     let distances = Tensor::zeros((2, k), DType::F32, &Device::Cpu).unwrap();
     let votes = Tensor::zeros((k, 3), DType::F32, &Device::Cpu).unwrap();
-    assert!(kernels::top_p_vote(&distances, &votes, k + 1, 1.0).is_err());
+    assert!(kernels::top_p_vote(&distances, &votes, k + 1, 1.0, 1).is_err());
+    // 45 clusters are not 2 equal clusterings.
+    assert!(kernels::top_p_vote(&distances, &votes, 4, 1.0, 2).is_err());
+}
+
+/// Several side-by-side clusterings (a bagged router) in one fused pass equal each member's own
+/// vote in turn, combined by `by_member`.
+#[test]
+fn bagged_vote_is_each_member_in_turn() {
+    let (mut rng, _guard) = setup("bagged_vote");
+    let (queries, k, members, models) = (257, 30, 3, 11);
+    let (distances, votes) = vote_inputs(&mut rng, queries, members * k, models);
+    let d = Tensor::from_vec(distances, (queries, members * k), &Device::Cpu).unwrap();
+    let v = Tensor::from_vec(votes, (members * k, models), &Device::Cpu).unwrap();
+    for top_p in [1, 4, k] {
+        let beta = rng.random_range(0.0..20.0);
+        let fused = kernels::top_p_vote(&d, &v, top_p, beta, members).unwrap();
+        let each = kernels::by_member(&d, &v, members, |d, v| {
+            kernels::top_p_vote(d, v, top_p, beta, 1)
+        })
+        .unwrap();
+        assert_eq!(host::<u32>(&fused.clusters), host::<u32>(&each.clusters));
+        for (name, a, b) in [
+            ("totals", &fused.totals, &each.totals),
+            ("weights", &fused.weights, &each.weights),
+            ("distances", &fused.distances, &each.distances),
+        ] {
+            let worst = host::<f32>(a)
+                .iter()
+                .zip(host::<f32>(b))
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            assert!(worst <= 1e-6, "top_p {top_p}: {name} differ by {worst}");
+        }
+    }
 }
 
 /// Votes on `device` for each of `top_ps` with a random β, checked against exact ones.
@@ -319,7 +353,7 @@ fn vote_and_check(
     let v = Tensor::from_vec(votes.clone(), (k, models), device).unwrap();
     for &top_p in top_ps {
         let beta = rng.random_range(0.0..20.0);
-        let vote = kernels::top_p_vote(&d, &v, top_p, beta).unwrap();
+        let vote = kernels::top_p_vote(&d, &v, top_p, beta, 1).unwrap();
         let out = VoteOutputs {
             totals: host(&vote.totals),
             clusters: host(&vote.clusters),

@@ -148,9 +148,9 @@ fn train_then_route_from_the_command_line() {
         stored["routing"]["scoring"],
         serde_json::json!({"mode": "paper", "alpha": 0.8})
     );
-    // kroute's defaults: 5 k-means solutions of 6 clusters, statistics shrunk with strength 5.
-    assert_eq!(stored["bag"], 5);
-    assert_eq!(stored["clusters"].as_array().unwrap().len(), 5 * 6);
+    // kroute's defaults: 3 k-means solutions of 6 clusters, statistics shrunk with strength 5.
+    assert_eq!(stored["bag"], 3);
+    assert_eq!(stored["clusters"].as_array().unwrap().len(), 3 * 6);
     assert_eq!(stored["routing"]["prior_strength"], 5.0);
 
     let queries = dir.path().join("queries.txt");
@@ -178,9 +178,9 @@ fn train_then_route_from_the_command_line() {
         assert_eq!(line["ranked"].as_array().unwrap().len(), 2);
         assert_eq!(line["model"], line["ranked"][0]["model"]);
         assert!(models.contains(&line["model"].as_str().unwrap().to_string()));
-        // Each of the 5 k-means solutions' 3 nearest clusters; weights share the whole vote.
+        // Each of the 3 k-means solutions' 3 nearest clusters; weights share the whole vote.
         let clusters = line["clusters"].as_array().unwrap();
-        assert_eq!(clusters.len(), 3 * 5);
+        assert_eq!(clusters.len(), 3 * 3);
         let weights: f64 = clusters.iter().map(|c| c["weight"].as_f64().unwrap()).sum();
         assert!((weights - 1.0).abs() < 1e-5);
     }

@@ -234,7 +234,7 @@ pub struct KMeansArgs {
     pub tol: f64,
 
     /// Bagging: train B k-means solutions from different seeds and average their votes
-    /// (1 is the paper's router; 5 was chosen by cross-validation, see docs/EVALUATION.md).
+    /// (1 is the paper's router; 3 was chosen by cross-validation, see docs/EVALUATION.md).
     #[arg(long, default_value_t = kroute::router::RECOMMENDED_BAG, value_name = "B")]
     pub bag: usize,
 }

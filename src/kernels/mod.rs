@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 pub use nearest::{nearest_centroid, Nearest, Points};
 pub use pool::mean_pool;
 pub use segment::segment_sum;
-pub use vote::{top_p_vote, Vote, MAX_KERNEL_TOP_P};
+pub use vote::{by_member, top_p_vote, Vote, MAX_KERNEL_TOP_P};
 
 /// The CPU implementations over slices: the references the CUDA kernels are held to.
 pub mod reference {

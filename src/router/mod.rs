@@ -57,7 +57,7 @@ impl Default for RouteParams {
 }
 
 /// k-means solutions `kroute train`/`eval` bag by default (see [`RouteParams::recommended`]).
-pub const RECOMMENDED_BAG: usize = 5;
+pub const RECOMMENDED_BAG: usize = 3;
 
 impl RouteParams {
     /// kroute's defaults, chosen by cross-validation on the bundled RouterBench data with two
@@ -306,66 +306,20 @@ impl Router {
             // Cosine distance to every centroid of every member as stored (not re-normalised):
             // 1 − q·c, one matmul.
             let distances = q.matmul(&self.centroids.t()?)?.affine(-1.0, 1.0)?;
-            let mut totals: Option<Tensor> = None;
-            let mut members = Vec::with_capacity(self.bag);
-            for member in 0..self.bag {
-                let (d, v) = if self.bag == 1 {
-                    (distances.clone(), votes.clone())
-                } else {
-                    (
-                        distances.narrow(1, member * k, k)?.contiguous()?,
-                        votes.narrow(0, member * k, k)?,
-                    )
-                };
-                let vote = if fused {
-                    kernels::top_p_vote(&d, &v, top_p, params.beta as f32)?
-                } else {
-                    vote_by_generic_ops(&d, &v, top_p, params.beta)?
-                };
-                totals = Some(match totals {
-                    Some(sum) => (sum + &vote.totals)?,
-                    None => vote.totals.clone(),
-                });
-                members.push(vote);
-            }
-            let totals = totals.expect("bag ≥ 1");
-            let totals = if self.bag > 1 {
-                totals.affine(1.0 / self.bag as f64, 0.0)?
+            let vote = if fused {
+                kernels::top_p_vote(&distances, &votes, top_p, params.beta as f32, self.bag)?
             } else {
-                totals
+                kernels::by_member(&distances, &votes, self.bag, |d, v| {
+                    vote_by_generic_ops(d, v, top_p, params.beta)
+                })?
             };
             let host = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
-            batch.totals.extend(host(&totals)?);
-            // Per query: each member's nearest clusters in turn, as indices into `clusters`.
-            let per_member: Vec<_> = members
-                .iter()
-                .map(|v| {
-                    Ok((
-                        v.clusters.flatten_all()?.to_vec1::<u32>()?,
-                        host(&v.distances)?,
-                        host(&v.weights)?,
-                    ))
-                })
-                .collect::<Result<_>>()?;
-            // Weights as shares of the whole vote: a member's sum to 1 / bag.
-            let share = 1.0 / self.bag as f32;
-            for row in 0..rows {
-                for (member, (clusters, distances, weights)) in per_member.iter().enumerate() {
-                    let span = row * top_p..(row + 1) * top_p;
-                    let offset = (member * k) as u32;
-                    batch
-                        .clusters
-                        .extend(clusters[span.clone()].iter().map(|c| c + offset));
-                    batch.distances.extend_from_slice(&distances[span.clone()]);
-                    if self.bag == 1 {
-                        batch.weights.extend_from_slice(&weights[span]);
-                    } else {
-                        batch
-                            .weights
-                            .extend(weights[span].iter().map(|w| w * share));
-                    }
-                }
-            }
+            batch.totals.extend(host(&vote.totals)?);
+            batch
+                .clusters
+                .extend(vote.clusters.flatten_all()?.to_vec1::<u32>()?);
+            batch.distances.extend(host(&vote.distances)?);
+            batch.weights.extend(host(&vote.weights)?);
         }
         Ok(batch)
     }
