@@ -335,11 +335,10 @@ pub fn random_router(
 ) -> Result<Router> {
     let value =
         |c: usize, m: usize, salt: usize| Some(((c * 31 + m * 17 + salt) % 97) as f64 / 97.0);
-    Ok(Router {
-        models: (0..models).map(|m| format!("model-{m}")).collect(),
-        centroids: unit_rows(clusters * bag, dim, device)?,
-        bag,
-        clusters: (0..clusters * bag)
+    Ok(Router::from_parts(
+        (0..models).map(|m| format!("model-{m}")).collect(),
+        unit_rows(clusters * bag, dim, device)?,
+        (0..clusters * bag)
             .map(|c| ClusterStats {
                 size: 10,
                 count: vec![10; models],
@@ -347,7 +346,8 @@ pub fn random_router(
                 cost: (0..models).map(|m| value(c, m, 5)).collect(),
             })
             .collect(),
-        embedding: EmbeddingInfo {
+        bag,
+        EmbeddingInfo {
             model: "random".into(),
             revision: None,
             weights_sha256: String::new(),
@@ -358,9 +358,9 @@ pub fn random_router(
             prompt: String::new(),
             max_seq_length: 256,
         },
-        defaults: RouteParams::default(),
-        training: TrainingInfo::default(),
-    })
+        RouteParams::default(),
+        TrainingInfo::default(),
+    ))
 }
 
 /// Routes `queries` random queries (60 clusters × 11 models, `bag` solutions); best of 3,

@@ -132,12 +132,12 @@ fn toy_router() -> Router {
             &[Some(0.03), Some(0.01), Some(0.02)],
         ),
     ];
-    Router {
-        models: vec!["dear".into(), "cheap".into(), "niche".into()],
+    Router::from_parts(
+        vec!["dear".into(), "cheap".into(), "niche".into()],
         centroids,
         clusters,
-        bag: 1,
-        embedding: EmbeddingInfo {
+        1,
+        EmbeddingInfo {
             model: "toy".into(),
             revision: None,
             weights_sha256: "0".repeat(64),
@@ -148,9 +148,9 @@ fn toy_router() -> Router {
             prompt: String::new(),
             max_seq_length: 8,
         },
-        defaults: RouteParams::default(),
-        training: TrainingInfo::default(),
-    }
+        RouteParams::default(),
+        TrainingInfo::default(),
+    )
 }
 
 #[test]

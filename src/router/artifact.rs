@@ -126,6 +126,7 @@ impl Router {
             embedding: file.embedding,
             defaults: file.routing,
             training: file.training,
+            votes: Default::default(),
         })
     }
 }

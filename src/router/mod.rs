@@ -13,6 +13,7 @@
 //! different seeds and a query's totals are the mean of theirs.
 
 mod artifact;
+mod decision;
 mod scoring;
 mod stats;
 
@@ -147,6 +148,20 @@ pub struct Router {
     pub embedding: EmbeddingInfo,
     pub defaults: RouteParams,
     pub training: TrainingInfo,
+    /// The `(clusters, models)` vote table of the last routing settings used; rebuilding it
+    /// from the statistics was most of a lone query's routing time at bag > 1.
+    votes: VoteCache,
+}
+
+/// A router's vote table for one set of routing settings. A clone starts empty (the clone's
+/// clusters may be narrowed, as in [`Router::first_members`]).
+#[derive(Debug, Default)]
+struct VoteCache(std::sync::Mutex<Option<(RouteParams, Tensor)>>);
+
+impl Clone for VoteCache {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
 }
 
 impl Router {
@@ -212,6 +227,7 @@ impl Router {
             bag,
             embedding,
             defaults,
+            votes: VoteCache::default(),
             training: TrainingInfo {
                 data: data.path.display().to_string(),
                 train_queries: rows.len(),
@@ -226,6 +242,29 @@ impl Router {
                 tuning: None,
             },
         })
+    }
+
+    /// A router from its parts: `bag` k-means solutions' centroids one after the other, and
+    /// their clusters' statistics in the same order.
+    pub fn from_parts(
+        models: Vec<String>,
+        centroids: Tensor,
+        clusters: Vec<ClusterStats>,
+        bag: usize,
+        embedding: EmbeddingInfo,
+        defaults: RouteParams,
+        training: TrainingInfo,
+    ) -> Self {
+        Self {
+            models,
+            centroids,
+            clusters,
+            bag,
+            embedding,
+            defaults,
+            training,
+            votes: VoteCache::default(),
+        }
     }
 
     /// Clusters per k-means solution.
@@ -272,11 +311,18 @@ impl Router {
         self.centroids.device()
     }
 
-    /// Routes a batch of query embeddings (`(n, dim)`, L2-normalised) on the router's device.
-    pub fn route(&self, queries: &Tensor, params: &RouteParams) -> Result<RoutedBatch> {
-        params.validate()?;
-        let (k, m) = (self.clusters_per_member(), self.models.len());
-        let top_p = params.top_p.min(k);
+    /// Each cluster's vote per model under `params`, `(bag·clusters, models)` on the device
+    /// (built once per scoring and prior strength, then reused).
+    fn vote_table(&self, params: &RouteParams) -> Result<Tensor> {
+        let same = |cached: &RouteParams| {
+            cached.scoring == params.scoring && cached.prior_strength == params.prior_strength
+        };
+        let mut cache = self.votes.0.lock().expect("vote cache lock");
+        if let Some((cached, votes)) = cache.as_ref() {
+            if same(cached) {
+                return Ok(votes.clone());
+            }
+        }
         let priors = self.priors();
         let votes: Vec<f32> = self
             .clusters
@@ -288,7 +334,21 @@ impl Router {
             })
             .map(|v| v as f32)
             .collect();
-        let votes = Tensor::from_vec(votes, (self.bag * k, m), self.device())?;
+        let votes = Tensor::from_vec(
+            votes,
+            (self.clusters.len(), self.models.len()),
+            self.device(),
+        )?;
+        *cache = Some((*params, votes.clone()));
+        Ok(votes)
+    }
+
+    /// Routes a batch of query embeddings (`(n, dim)`, L2-normalised) on the router's device.
+    pub fn route(&self, queries: &Tensor, params: &RouteParams) -> Result<RoutedBatch> {
+        params.validate()?;
+        let (k, m) = (self.clusters_per_member(), self.models.len());
+        let top_p = params.top_p.min(k);
+        let votes = self.vote_table(params)?;
         let queries = queries.to_device(self.device())?.to_dtype(DType::F32)?;
         let n = queries.dim(0)?;
         let mut batch = RoutedBatch {
