@@ -80,24 +80,32 @@ impl EmbedderArgs {
         normalize: bool,
         chunk_size: usize,
     ) -> Result<Embedder> {
-        let device = self.device.open()?;
-        let options = EmbedderOptions {
-            chunk_size,
-            max_batch_tokens: self.max_batch_tokens,
-            max_seq_length: self.max_seq_length,
-            normalize,
-            prompt: self.prompt.clone(),
-            prompt_name: self.prompt_name.clone(),
-            pooling: self.pooling,
-            dimensions: self.dimensions,
-        };
         let model = self
             .model
             .as_deref()
             .or(default_model)
             .unwrap_or(DEFAULT_MODEL);
-        Embedder::from_files(resolve(model)?, &device, self.dtype, options)
+        let options = EmbedderOptions {
+            chunk_size,
+            normalize,
+            ..self.options()
+        };
+        Embedder::from_files(resolve(model)?, &self.device.open()?, self.dtype, options)
     }
+
+    /// The options these flags give (the library's defaults elsewhere).
+    fn options(&self) -> EmbedderOptions {
+        EmbedderOptions {
+            max_batch_tokens: self.max_batch_tokens,
+            max_seq_length: self.max_seq_length,
+            prompt: self.prompt.clone(),
+            prompt_name: self.prompt_name.clone(),
+            pooling: self.pooling,
+            dimensions: self.dimensions,
+            ..EmbedderOptions::default()
+        }
+    }
+
     /// Loads the embedding model a router was trained with (or `--model`, which must then give
     /// the same vectors), with the router's prompt, pooling and truncation unless flags say
     /// otherwise; vectors that would differ from the router's are refused.
@@ -105,28 +113,17 @@ impl EmbedderArgs {
         self.load_matching(&router.embedding, "the router")
     }
 
-    /// Loads an embedder that gives vectors of the kind `expected` describes, filling the flags
-    /// not given from it; `expected_by` names who expects them in the error.
+    /// Loads an embedder that gives vectors of the kind `expected` describes (see
+    /// [`Embedder::load_matching`]); `expected_by` names who expects them in the error.
     pub fn load_matching(&self, expected: &EmbeddingInfo, expected_by: &str) -> Result<Embedder> {
-        let trained_with = match &expected.revision {
-            Some(revision) => format!("{}@{revision}", expected.model),
-            None => expected.model.clone(),
-        };
-        let prompt = if self.prompt.is_some() || self.prompt_name.is_some() {
-            self.prompt.clone()
-        } else {
-            Some(expected.prompt.clone())
-        };
-        let args = EmbedderArgs {
-            max_seq_length: self.max_seq_length.or(Some(expected.max_seq_length)),
-            prompt,
-            pooling: self.pooling.or(Some(expected.pooling)),
-            dimensions: self.dimensions.or(Some(expected.dim)),
-            ..self.clone()
-        };
-        let embedder = args.load(Some(&trained_with), expected.normalized)?;
-        expected.check(&embedder, expected_by)?;
-        Ok(embedder)
+        Embedder::load_matching(
+            expected,
+            self.model.as_deref(),
+            &self.device.open()?,
+            self.dtype,
+            self.options(),
+            expected_by,
+        )
     }
 
     /// Whether any flag that changes the vectors was given.
@@ -379,15 +376,6 @@ impl TargetArgs {
         self.target_accuracy
             .map(Target::Accuracy)
             .or(self.target_cost.map(Target::CostPerQuery))
-    }
-}
-
-/// The α grid of sweeps and calibration: `given`, or `0, 0.05, …, 1` when empty.
-pub fn alpha_grid(given: &[f64]) -> Vec<f64> {
-    if given.is_empty() {
-        (0..=20).map(|i| i as f64 / 20.0).collect()
-    } else {
-        given.to_vec()
     }
 }
 

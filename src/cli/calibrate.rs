@@ -1,10 +1,10 @@
 use clap::Args;
-use kroute::eval::{calibrate, score_at, EvalConfig, TestSet};
+use kroute::eval::{alpha_grid, calibrate, score_at, EvalConfig, TestSet};
 use kroute::router::{EmbeddingInfo, RouteParams};
 use kroute::{Error, Result};
 use serde_json::json;
 
-use super::args::{alpha_grid, EmbedderArgs, KMeansArgs, RecordsArgs, RoutingArgs, TargetArgs};
+use super::args::{EmbedderArgs, KMeansArgs, RecordsArgs, RoutingArgs, TargetArgs};
 use super::embed_with_progress;
 
 #[derive(Args, Debug)]

@@ -1,12 +1,12 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use kroute::eval::{evaluate, EvalConfig, Report};
+use kroute::eval::{alpha_grid, evaluate, EvalConfig, Report};
 use kroute::io::read_embeddings;
 use kroute::router::{EmbeddingInfo, RouteParams};
 use kroute::{Error, Result};
 
-use super::args::{alpha_grid, EmbedderArgs, KMeansArgs, RecordsArgs, RoutingArgs};
+use super::args::{EmbedderArgs, KMeansArgs, RecordsArgs, RoutingArgs};
 use super::{embed_with_progress, progress_bar};
 
 #[derive(Args, Debug)]

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use clap::Args;
 use kroute::io::{AtomicFile, TextReader, TextReaderOptions};
-use kroute::router::{RouteParams, RoutedBatch, Router, Scoring};
+use kroute::router::{RouteParams, Router};
 use kroute::{Embedder, Error, Result};
 use serde_json::{json, Map, Value};
 
@@ -152,7 +152,7 @@ fn write_decisions(
             let mut line = Map::new();
             line.insert("index".into(), json!(chunk_index * CHUNK + i));
             line.insert("query".into(), json!(query));
-            line.extend(decision(router, params, &routed, i, args));
+            line.extend(router.decision_json(&routed, i, params, args.max_models, args.explain));
             writeln!(out, "{}", Value::Object(line)).map_err(|e| Error::io(out_name, e))?;
         }
         bar.inc(chunk.len() as u64);
@@ -160,59 +160,4 @@ fn write_decisions(
     out.flush().map_err(|e| Error::io(out_name, e))?;
     bar.finish_and_clear();
     Ok(chosen)
-}
-
-/// The decision fields of one query's output line.
-fn decision(
-    router: &Router,
-    params: &RouteParams,
-    routed: &RoutedBatch,
-    i: usize,
-    args: &RouteArgs,
-) -> Map<String, Value> {
-    let totals = routed.totals(i);
-    let ranked: Vec<Value> = routed
-        .ranking(i)
-        .into_iter()
-        .take(args.max_models.unwrap_or(usize::MAX))
-        .map(|m| json!({"model": router.models[m], "score": totals[m]}))
-        .collect();
-    let mut line = Map::new();
-    line.insert("model".into(), json!(router.models[routed.best(i)]));
-    line.insert("ranked".into(), Value::Array(ranked));
-    if args.explain {
-        let clusters: Vec<Value> = routed
-            .nearest(i)
-            .map(|(cluster, distance, weight)| {
-                let stats = &router.clusters[cluster];
-                let per_model = |values: Vec<Option<f64>>| -> Map<String, Value> {
-                    router
-                        .models
-                        .iter()
-                        .cloned()
-                        .zip(values.into_iter().map(|v| json!(v)))
-                        .collect()
-                };
-                let mut entry = json!({
-                    "cluster": cluster,
-                    "distance": distance,
-                    "weight": weight,
-                    "size": stats.size,
-                    "scores": per_model(router.cluster_scores(cluster, params)),
-                });
-                if let Scoring::Reference(_) = params.scoring {
-                    let votes = params
-                        .scoring
-                        .cluster_votes(&stats.shrunk(&router.priors(), params.prior_strength))
-                        .into_iter()
-                        .map(Some)
-                        .collect();
-                    entry["votes"] = Value::Object(per_model(votes));
-                }
-                entry
-            })
-            .collect();
-        line.insert("clusters".into(), Value::Array(clusters));
-    }
-    line
 }

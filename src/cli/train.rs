@@ -2,14 +2,12 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
-use kroute::eval::{calibrate, tune, EvalConfig};
+use kroute::eval::{alpha_grid, calibrate, tune, EvalConfig};
 use kroute::router::{EmbeddingInfo, RouteParams, Router, TuningInfo};
 use kroute::{Error, Result};
 use serde_json::json;
 
-use super::args::{
-    alpha_grid, EmbedderArgs, KMeansArgs, RecordsArgs, RoutingArgs, TargetArgs, TuneArgs,
-};
+use super::args::{EmbedderArgs, KMeansArgs, RecordsArgs, RoutingArgs, TargetArgs, TuneArgs};
 use super::{embed_with_progress, progress_bar};
 
 #[derive(Args, Debug)]

@@ -1,9 +1,9 @@
 use clap::Args;
-use kroute::eval::{tune, Tuning};
+use kroute::eval::{alpha_grid, tune, Tuning};
 use kroute::router::{EmbeddingInfo, RouteParams};
 use kroute::Result;
 
-use super::args::{alpha_grid, EmbedderArgs, RecordsArgs, RoutingArgs, TuneArgs};
+use super::args::{EmbedderArgs, RecordsArgs, RoutingArgs, TuneArgs};
 use super::{embed_with_progress, progress_bar};
 
 #[derive(Args, Debug)]

@@ -199,6 +199,41 @@ impl Embedder {
         })
     }
 
+    /// Loads an embedder that gives the vectors `expected` describes: `model` (default: the
+    /// model `expected` names, at its revision) with `options`' prompt, pooling, length and
+    /// dimensions where set and `expected`'s elsewhere. Vectors that would differ from
+    /// `expected` are refused, naming the field and `expected_by` (e.g. "the router").
+    pub fn load_matching(
+        expected: &EmbeddingInfo,
+        model: Option<&str>,
+        device: &Device,
+        dtype: Option<DType>,
+        options: EmbedderOptions,
+        expected_by: &str,
+    ) -> Result<Self> {
+        let trained_with = match &expected.revision {
+            Some(revision) => format!("{}@{revision}", expected.model),
+            None => expected.model.clone(),
+        };
+        let prompt = if options.prompt.is_some() || options.prompt_name.is_some() {
+            options.prompt
+        } else {
+            Some(expected.prompt.clone())
+        };
+        let options = EmbedderOptions {
+            max_seq_length: options.max_seq_length.or(Some(expected.max_seq_length)),
+            prompt,
+            pooling: options.pooling.or(Some(expected.pooling)),
+            dimensions: options.dimensions.or(Some(expected.dim)),
+            normalize: expected.normalized,
+            ..options
+        };
+        let model = model.unwrap_or(&trained_with);
+        let embedder = Self::from_files(resolve(model)?, device, dtype, options)?;
+        expected.check(&embedder, expected_by)?;
+        Ok(embedder)
+    }
+
     /// The encoder itself, for running pre-tokenized batches (benchmarks).
     pub fn encoder(&self) -> &dyn Encoder {
         self.encoder.as_ref()

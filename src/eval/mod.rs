@@ -27,6 +27,15 @@ use crate::error::{Error, Result};
 use crate::records::{RoutingData, SplitOptions};
 use crate::router::{EmbeddingInfo, RouteParams, Router};
 
+/// The α grid of sweeps and calibration: `given`, or `0, 0.05, …, 1` when empty.
+pub fn alpha_grid(given: &[f64]) -> Vec<f64> {
+    if given.is_empty() {
+        (0..=20).map(|i| i as f64 / 20.0).collect()
+    } else {
+        given.to_vec()
+    }
+}
+
 /// What to sweep and how to train.
 #[derive(Debug, Clone)]
 pub struct EvalConfig {

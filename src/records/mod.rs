@@ -82,7 +82,24 @@ pub struct RoutingData {
 impl RoutingData {
     /// Reads and validates every line; the first bad one fails with file, line and field.
     pub fn read(path: &Path, missing_cost: MissingCost) -> Result<Self> {
-        parse::read(path, missing_cost)
+        parse::parse(path, crate::io::open_lines(path)?, missing_cost)
+    }
+
+    /// Validates records already in memory as JSON texts, one record each; errors name `label`
+    /// and the record's position counted from 1 as its line (how the Python package passes a
+    /// list of dicts).
+    pub fn from_json_texts<S: Into<String>>(
+        label: &str,
+        texts: impl IntoIterator<Item = S>,
+        missing_cost: MissingCost,
+    ) -> Result<Self> {
+        let lines = texts.into_iter().enumerate().map(|(i, text)| {
+            Ok(crate::io::Line {
+                number: i + 1,
+                text: text.into(),
+            })
+        });
+        parse::parse(Path::new(label), lines, missing_cost)
     }
 
     /// Dataset names in order of first appearance.

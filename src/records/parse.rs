@@ -6,16 +6,22 @@ use serde_json::{Map, Value};
 
 use super::{MissingCost, RecordIndex, RoutingData, RoutingRecord, Split};
 use crate::error::{InputError, Result};
-use crate::io::{json_kind, open_lines};
+use crate::io::{json_kind, Line};
 
-pub(super) fn read(path: &Path, missing_cost: MissingCost) -> Result<RoutingData> {
+/// Validates records given as JSON lines; errors name `path` (a file, or a label for records
+/// that come from elsewhere) and the line.
+pub(super) fn parse(
+    path: &Path,
+    lines: impl IntoIterator<Item = Result<Line>>,
+    missing_cost: MissingCost,
+) -> Result<RoutingData> {
     let mut data = RoutingData {
         path: path.to_path_buf(),
         models: Vec::new(),
         records: Vec::new(),
         missing_costs: 0,
     };
-    for line in open_lines(path)? {
+    for line in lines {
         let line = line?;
         if line.text.trim().is_empty() {
             continue;

@@ -1,0 +1,75 @@
+//! One query's routing decision as JSON: what `kroute route` prints per line and what the
+//! Python package returns.
+
+use serde_json::{json, Map, Value};
+
+use super::{RouteParams, RoutedBatch, Router, Scoring};
+
+impl Router {
+    /// Query `i` of `routed` as `{"model", "ranked": [{"model", "score"}…]}` (the `max_models`
+    /// best, all when `None`), plus with `explain` the nearest clusters that voted: distance,
+    /// weight, size and each model's (shrunk) score there, and with reference scoring its votes.
+    pub fn decision_json(
+        &self,
+        routed: &RoutedBatch,
+        i: usize,
+        params: &RouteParams,
+        max_models: Option<usize>,
+        explain: bool,
+    ) -> Map<String, Value> {
+        let totals = routed.totals(i);
+        let ranked: Vec<Value> = routed
+            .ranking(i)
+            .into_iter()
+            .take(max_models.unwrap_or(usize::MAX))
+            .map(|m| json!({"model": self.models[m], "score": totals[m]}))
+            .collect();
+        let mut line = Map::new();
+        line.insert("model".into(), json!(self.models[routed.best(i)]));
+        line.insert("ranked".into(), Value::Array(ranked));
+        if explain {
+            let clusters = routed
+                .nearest(i)
+                .map(|(cluster, distance, weight)| {
+                    self.cluster_json(cluster, distance, weight, params)
+                })
+                .collect();
+            line.insert("clusters".into(), Value::Array(clusters));
+        }
+        line
+    }
+
+    fn cluster_json(
+        &self,
+        cluster: usize,
+        distance: f32,
+        weight: f32,
+        params: &RouteParams,
+    ) -> Value {
+        let stats = &self.clusters[cluster];
+        let per_model = |values: Vec<Option<f64>>| -> Map<String, Value> {
+            self.models
+                .iter()
+                .cloned()
+                .zip(values.into_iter().map(|v| json!(v)))
+                .collect()
+        };
+        let mut entry = json!({
+            "cluster": cluster,
+            "distance": distance,
+            "weight": weight,
+            "size": stats.size,
+            "scores": per_model(self.cluster_scores(cluster, params)),
+        });
+        if let Scoring::Reference(_) = params.scoring {
+            let votes = params
+                .scoring
+                .cluster_votes(&stats.shrunk(&self.priors(), params.prior_strength))
+                .into_iter()
+                .map(Some)
+                .collect();
+            entry["votes"] = Value::Object(per_model(votes));
+        }
+        entry
+    }
+}
