@@ -37,8 +37,11 @@ pub fn segment_sum(values: &Tensor, labels: &Tensor, segments: usize) -> Result<
     }
 }
 
-/// The CPU implementation: each rayon task sums its rows into its own `(segments, width)`
-/// buffer, and the buffers are added up. Errors on a label out of range.
+/// The CPU implementation: rows are cut into at most [`SEGMENT_CHUNKS`] fixed chunks, each
+/// summed into its own `(segments, width)` buffer in parallel, and the buffers are added in
+/// chunk order. The chunks depend only on the row count (not on the threads or on rayon's work
+/// stealing), so the sums, and the k-means built on them, are the same on every run. Errors on a
+/// label out of range.
 pub fn segment_sum_cpu(
     values: &[f32],
     labels: &[u32],
@@ -50,21 +53,32 @@ pub fn segment_sum_cpu(
             "label {bad} out of range for {segments} segments"
         )));
     }
-    let zeros = || vec![0f32; segments * width];
-    Ok(values
-        .par_chunks_exact(width.max(1))
-        .zip(labels)
-        .fold(zeros, |mut sums, (row, &label)| {
-            let start = label as usize * width;
-            for (sum, value) in sums[start..start + width].iter_mut().zip(row) {
-                *sum += value;
+    let rows = labels.len();
+    let chunk_rows = rows.div_ceil(SEGMENT_CHUNKS).max(1);
+    let width = width.max(1);
+    let partials: Vec<Vec<f32>> = values
+        .par_chunks(chunk_rows * width)
+        .zip(labels.par_chunks(chunk_rows))
+        .map(|(chunk, chunk_labels)| {
+            let mut sums = vec![0f32; segments * width];
+            for (row, &label) in chunk.chunks_exact(width).zip(chunk_labels) {
+                let start = label as usize * width;
+                for (sum, value) in sums[start..start + width].iter_mut().zip(row) {
+                    *sum += value;
+                }
             }
             sums
         })
-        .reduce(zeros, |mut a, b| {
-            for (x, y) in a.iter_mut().zip(b) {
-                *x += y;
-            }
-            a
-        }))
+        .collect();
+    let mut total = vec![0f32; segments * width];
+    for partial in partials {
+        for (x, y) in total.iter_mut().zip(partial) {
+            *x += y;
+        }
+    }
+    Ok(total)
 }
+
+/// Partial sums [`segment_sum_cpu`] splits its rows into at most (parallelism for any core
+/// count this runs on, at `SEGMENT_CHUNKS × segments × width` floats of scratch).
+pub const SEGMENT_CHUNKS: usize = 32;
