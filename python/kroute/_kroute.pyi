@@ -1,0 +1,52 @@
+# Type stubs of the Rust extension module; the public API (kroute/__init__.py) wraps it.
+from typing import List, Optional
+
+import numpy as np
+import numpy.typing as npt
+
+DEFAULT_MODEL: str
+__version__: str
+
+class Embedder:
+    def __init__(self, spec: str) -> None: ...
+    def embed(self, texts: List[str]) -> npt.NDArray[np.float32]: ...
+    @property
+    def dim(self) -> int: ...
+    @property
+    def model_id(self) -> str: ...
+    def info(self) -> str: ...
+
+class Router:
+    @staticmethod
+    def load(path: str, spec: str) -> Router: ...
+    @staticmethod
+    def train(path: Optional[str], json: Optional[List[str]], settings: str, spec: str) -> Router: ...
+    @staticmethod
+    def fit(
+        embeddings: npt.NDArray[np.float32],
+        path: Optional[str],
+        json: Optional[List[str]],
+        settings: str,
+        spec: str,
+    ) -> Router: ...
+    def save(self, path: str) -> None: ...
+    def route(
+        self,
+        texts: Optional[List[str]],
+        embeddings: Optional[npt.NDArray[np.float32]],
+        routing: str,
+        explain: bool,
+        max_models: Optional[int],
+    ) -> str: ...
+    @property
+    def models(self) -> List[str]: ...
+    def info(self) -> str: ...
+
+def evaluate(
+    path: Optional[str],
+    json: Optional[List[str]],
+    settings: str,
+    spec: str,
+    embeddings: Optional[npt.NDArray[np.float32]] = None,
+) -> str: ...
+def check(path: Optional[str], json: Optional[List[str]], missing_cost: str) -> str: ...

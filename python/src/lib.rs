@@ -1,0 +1,638 @@
+//! `kroute._kroute`: the library's embedder, router, evaluation and records check for the
+//! Python package in `kroute/`, which holds the public API, its signatures and its docs.
+//!
+//! Every call releases the GIL while Rust computes. Settings arrive as JSON and are checked by
+//! serde, so a bad value is refused naming its field; results that the CLI prints as JSON
+//! (decisions, report.json, the records summary) leave as JSON text with the same content.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use candle_core::{DType, Device, Tensor};
+use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray2, PyUntypedArrayMethods};
+use pyo3::exceptions::{PyFileNotFoundError, PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use kroute::device::{parse_dtype, DeviceSpec};
+use kroute::embed::EmbeddingInfo;
+use kroute::eval::{alpha_grid, evaluate as run_evaluation, EvalConfig, Report};
+use kroute::model::{resolve, DEFAULT_MODEL};
+use kroute::records::{RoutingData, SplitOptions};
+use kroute::router::{RouteParams, Router as CoreRouter, RECOMMENDED_BAG};
+use kroute::{Embedder as CoreEmbedder, EmbedderOptions, Error};
+
+/// Bad input (`ValueError`, with the CLI's file/line/field message), a missing file or model
+/// (`FileNotFoundError`), anything else (`RuntimeError`).
+fn py_err(err: Error) -> PyErr {
+    let message = err.to_string();
+    match err {
+        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            PyFileNotFoundError::new_err(message)
+        }
+        Error::Model(_) => PyFileNotFoundError::new_err(message),
+        Error::Input(_) | Error::Invalid(_) | Error::Tokenizer(_) | Error::Device(_) => {
+            PyValueError::new_err(message)
+        }
+        _ => PyRuntimeError::new_err(message),
+    }
+}
+
+fn from_json<T: DeserializeOwned>(what: &str, json: &str) -> PyResult<T> {
+    let mut deserializer = serde_json::Deserializer::from_str(json);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        PyValueError::new_err(format!("{what} `{path}`: {}", e.into_inner()))
+    })
+}
+
+/// How to load an embedder: the CLI's model, device and embedding flags.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmbedderSpec {
+    model: Option<String>,
+    #[serde(default = "cpu")]
+    device: String,
+    dtype: Option<String>,
+    prompt: Option<String>,
+    prompt_name: Option<String>,
+    pooling: Option<String>,
+    dimensions: Option<usize>,
+    max_seq_length: Option<usize>,
+    max_batch_tokens: Option<usize>,
+    #[serde(default = "yes")]
+    normalize: bool,
+}
+
+fn cpu() -> String {
+    "cpu".into()
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl EmbedderSpec {
+    fn device(&self) -> kroute::Result<Device> {
+        self.device.parse::<DeviceSpec>()?.open()
+    }
+
+    fn dtype(&self) -> kroute::Result<Option<DType>> {
+        self.dtype.as_deref().map(parse_dtype).transpose()
+    }
+
+    fn options(&self) -> kroute::Result<EmbedderOptions> {
+        Ok(EmbedderOptions {
+            max_batch_tokens: self.max_batch_tokens,
+            normalize: self.normalize,
+            max_seq_length: self.max_seq_length,
+            prompt: self.prompt.clone(),
+            prompt_name: self.prompt_name.clone(),
+            pooling: self.pooling.as_deref().map(str::parse).transpose()?,
+            dimensions: self.dimensions,
+            ..EmbedderOptions::default()
+        })
+    }
+
+    fn load(&self) -> kroute::Result<CoreEmbedder> {
+        let model = self.model.as_deref().unwrap_or(DEFAULT_MODEL);
+        CoreEmbedder::from_files(
+            resolve(model)?,
+            &self.device()?,
+            self.dtype()?,
+            self.options()?,
+        )
+    }
+
+    /// An embedder giving the vectors `expected` describes (the spec's settings where given).
+    fn load_matching(&self, expected: &EmbeddingInfo) -> kroute::Result<CoreEmbedder> {
+        CoreEmbedder::load_matching(
+            expected,
+            self.model.as_deref(),
+            &self.device()?,
+            self.dtype()?,
+            self.options()?,
+            "the router",
+        )
+    }
+}
+
+/// Reading records and splitting them: the CLI's records flags.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordsSpec {
+    missing_cost: String,
+    exclude_models: Vec<String>,
+    exclude_datasets: Vec<String>,
+    exclusion: String,
+    train_ratio: f64,
+}
+
+impl RecordsSpec {
+    fn read(&self, source: &RecordsSource) -> kroute::Result<RoutingData> {
+        let mut data = source.read(&self.missing_cost)?;
+        data.exclude_models(&self.exclude_models)?;
+        Ok(data)
+    }
+
+    fn split(&self, seed: u64) -> kroute::Result<SplitOptions> {
+        Ok(SplitOptions {
+            train_ratio: self.train_ratio,
+            seed,
+            exclude_datasets: self.exclude_datasets.clone(),
+            exclusion: self
+                .exclusion
+                .parse()
+                .map_err(|e| Error::Invalid(format!("exclusion {e}")))?,
+        })
+    }
+}
+
+/// A records file, or records in memory as one JSON object text each.
+enum RecordsSource {
+    Path(PathBuf),
+    Json(Vec<String>),
+}
+
+impl RecordsSource {
+    fn new(path: Option<PathBuf>, json: Option<Vec<String>>) -> PyResult<Self> {
+        match (path, json) {
+            (Some(path), None) => Ok(Self::Path(path)),
+            (None, Some(json)) => Ok(Self::Json(json)),
+            _ => Err(PyValueError::new_err(
+                "give records as a path or as JSON texts",
+            )),
+        }
+    }
+
+    /// Reads and validates the records; errors name the file (or `records`) and the line.
+    fn read(&self, missing_cost: &str) -> kroute::Result<RoutingData> {
+        let missing_cost = missing_cost
+            .parse()
+            .map_err(|e| Error::Invalid(format!("missing_cost {e}")))?;
+        match self {
+            Self::Path(path) => RoutingData::read(path, missing_cost),
+            Self::Json(texts) => {
+                RoutingData::from_json_texts("records", texts.iter().cloned(), missing_cost)
+            }
+        }
+    }
+}
+
+/// k-means: the CLI's `--clusters`, `--n-init`, `--max-iter`, `--tol` and `--bag`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KMeansSpec {
+    clusters: usize,
+    n_init: usize,
+    max_iter: usize,
+    tol: f64,
+    bag: Option<usize>,
+}
+
+impl KMeansSpec {
+    fn config(
+        &self,
+        seed: u64,
+        train_queries: usize,
+    ) -> kroute::Result<kroute::cluster::KMeansConfig> {
+        if self.clusters == 0 || self.clusters > train_queries {
+            return Err(Error::Invalid(format!(
+                "clusters must be between 1 and the {train_queries} training queries, got {}",
+                self.clusters
+            )));
+        }
+        Ok(kroute::cluster::KMeansConfig {
+            k: self.clusters,
+            n_init: self.n_init,
+            max_iter: self.max_iter,
+            tol: self.tol,
+            seed,
+            ..Default::default()
+        })
+    }
+
+    fn bag(&self) -> usize {
+        self.bag.unwrap_or(RECOMMENDED_BAG)
+    }
+}
+
+/// Routing overrides: the CLI's `--alpha`, `--top-p`, `--beta` and `--prior-strength`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoutingSpec {
+    alpha: Option<f64>,
+    top_p: Option<usize>,
+    beta: Option<f64>,
+    prior_strength: Option<f64>,
+}
+
+impl RoutingSpec {
+    fn over(&self, base: RouteParams) -> kroute::Result<RouteParams> {
+        let params = RouteParams {
+            scoring: match self.alpha {
+                Some(alpha) => base.scoring.at_alpha(alpha),
+                None => base.scoring,
+            },
+            top_p: self.top_p.unwrap_or(base.top_p),
+            beta: self.beta.unwrap_or(base.beta),
+            prior_strength: self.prior_strength.unwrap_or(base.prior_strength),
+        };
+        params.validate()?;
+        Ok(params)
+    }
+}
+
+/// `Router.train`/`Router.fit`: which rows train and how.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrainSpec {
+    records: RecordsSpec,
+    kmeans: KMeansSpec,
+    routing: RoutingSpec,
+    seed: u64,
+    use_all: bool,
+}
+
+impl TrainSpec {
+    /// The training rows of `data`.
+    fn rows(&self, data: &RoutingData) -> kroute::Result<Vec<usize>> {
+        let split = data.split(&self.records.split(self.seed)?)?;
+        Ok(if self.use_all {
+            let mut all = [split.train, split.test].concat();
+            all.sort_unstable();
+            all
+        } else {
+            split.train
+        })
+    }
+
+    fn fit(
+        &self,
+        data: &RoutingData,
+        rows: &[usize],
+        embeddings: &Tensor,
+        embedding: EmbeddingInfo,
+    ) -> kroute::Result<CoreRouter> {
+        CoreRouter::fit_bagged(
+            embeddings,
+            data,
+            rows,
+            &self.kmeans.config(self.seed, rows.len())?,
+            self.kmeans.bag(),
+            embedding,
+            self.routing.over(RouteParams::recommended())?,
+        )
+    }
+}
+
+/// `(n, dim)` f32 on the host → numpy, moving the vector into the array (no second copy).
+fn to_numpy<'py>(
+    py: Python<'py>,
+    values: Vec<f32>,
+    rows: usize,
+    dim: usize,
+) -> PyResult<Bound<'py, numpy::PyArray2<f32>>> {
+    PyArray1::from_vec(py, values).reshape([rows, dim])
+}
+
+fn host_vec(tensor: &Tensor) -> kroute::Result<Vec<f32>> {
+    Ok(tensor.flatten_all()?.to_vec1::<f32>()?)
+}
+
+/// A C-contiguous `(n, dim)` float32 array as a tensor on `device`.
+fn to_tensor(array: &PyReadonlyArray2<'_, f32>, device: &Device) -> PyResult<Tensor> {
+    let (rows, dim) = (array.shape()[0], array.shape()[1]);
+    let values = array
+        .as_slice()
+        .map_err(|_| PyValueError::new_err("embeddings must be a C-contiguous float32 array"))?;
+    Tensor::from_slice(values, (rows, dim), device).map_err(|e| py_err(e.into()))
+}
+
+#[pyclass(frozen, module = "kroute._kroute")]
+struct Embedder {
+    inner: Arc<CoreEmbedder>,
+}
+
+#[pymethods]
+impl Embedder {
+    #[new]
+    fn new(py: Python<'_>, spec: &str) -> PyResult<Self> {
+        let spec: EmbedderSpec = from_json("embedder option", spec)?;
+        let inner = py.detach(|| spec.load()).map_err(py_err)?;
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    fn embed<'py>(
+        &self,
+        py: Python<'py>,
+        texts: Vec<String>,
+    ) -> PyResult<Bound<'py, numpy::PyArray2<f32>>> {
+        let dim = self.inner.dim();
+        let values = py
+            .detach(|| self.inner.embed(&texts).and_then(|t| host_vec(&t)))
+            .map_err(py_err)?;
+        to_numpy(py, values, texts.len(), dim)
+    }
+
+    #[getter]
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+
+    #[getter]
+    fn model_id(&self) -> String {
+        self.inner.model().id.clone()
+    }
+
+    /// The model identity a router records (JSON).
+    fn info(&self) -> String {
+        serde_json::to_string(&EmbeddingInfo::of(&self.inner)).expect("serialisable")
+    }
+}
+
+#[pyclass(frozen, module = "kroute._kroute")]
+struct Router {
+    inner: CoreRouter,
+    /// How to load the embedder for routing texts (flags not given follow the router).
+    spec: EmbedderSpec,
+    /// Loaded on the first text to route (or kept from training).
+    embedder: Mutex<Option<Arc<CoreEmbedder>>>,
+}
+
+impl Router {
+    fn new(inner: CoreRouter, spec: EmbedderSpec, embedder: Option<CoreEmbedder>) -> Self {
+        Self {
+            inner,
+            spec,
+            embedder: Mutex::new(embedder.map(Arc::new)),
+        }
+    }
+
+    fn embedder(&self) -> kroute::Result<Arc<CoreEmbedder>> {
+        let mut slot = self.embedder.lock().expect("not poisoned");
+        if slot.is_none() {
+            *slot = Some(Arc::new(self.spec.load_matching(&self.inner.embedding)?));
+        }
+        Ok(slot.clone().expect("just set"))
+    }
+}
+
+#[pymethods]
+impl Router {
+    #[staticmethod]
+    fn load(py: Python<'_>, path: PathBuf, spec: &str) -> PyResult<Self> {
+        let spec: EmbedderSpec = from_json("embedder option", spec)?;
+        let inner = py
+            .detach(|| CoreRouter::load(&path, &spec.device()?))
+            .map_err(py_err)?;
+        Ok(Self::new(inner, spec, None))
+    }
+
+    #[staticmethod]
+    #[pyo3(signature = (path, json, settings, spec))]
+    fn train(
+        py: Python<'_>,
+        path: Option<PathBuf>,
+        json: Option<Vec<String>>,
+        settings: &str,
+        spec: &str,
+    ) -> PyResult<Self> {
+        let source = RecordsSource::new(path, json)?;
+        let settings: TrainSpec = from_json("setting", settings)?;
+        let spec: EmbedderSpec = from_json("embedder option", spec)?;
+        let (inner, embedder) = py
+            .detach(|| -> kroute::Result<_> {
+                let data = settings.records.read(&source)?;
+                let rows = settings.rows(&data)?;
+                let embedder = spec.load()?;
+                let texts: Vec<&str> = rows
+                    .iter()
+                    .map(|&i| data.records[i].query.as_str())
+                    .collect();
+                let embeddings = embedder.embed(&texts)?;
+                let router =
+                    settings.fit(&data, &rows, &embeddings, EmbeddingInfo::of(&embedder))?;
+                Ok((router, embedder))
+            })
+            .map_err(py_err)?;
+        Ok(Self::new(inner, spec, Some(embedder)))
+    }
+
+    #[staticmethod]
+    #[pyo3(signature = (embeddings, path, json, settings, spec))]
+    fn fit(
+        py: Python<'_>,
+        embeddings: PyReadonlyArray2<'_, f32>,
+        path: Option<PathBuf>,
+        json: Option<Vec<String>>,
+        settings: &str,
+        spec: &str,
+    ) -> PyResult<Self> {
+        let source = RecordsSource::new(path, json)?;
+        let settings: TrainSpec = from_json("setting", settings)?;
+        let spec: EmbedderSpec = from_json("embedder option", spec)?;
+        let device = spec.device().map_err(py_err)?;
+        let all = to_tensor(&embeddings, &device)?;
+        let (inner, embedder) = py
+            .detach(|| -> kroute::Result<_> {
+                let data = settings.records.read(&source)?;
+                // The model the vectors came from: its identity goes into the router.
+                let embedder = spec.load()?;
+                let (rows, dim) = all.dims2()?;
+                if rows != data.records.len() || dim != embedder.dim() {
+                    return Err(Error::Invalid(format!(
+                        "embeddings: expected one {}-dimensional row per record ({} × {}, from {}), got {rows} × {dim}",
+                        embedder.dim(),
+                        data.records.len(),
+                        embedder.dim(),
+                        embedder.model().id
+                    )));
+                }
+                let train = settings.rows(&data)?;
+                let index: Vec<u32> = train.iter().map(|&i| i as u32).collect();
+                let index = Tensor::from_vec(index, train.len(), &device)?;
+                let embeddings = all.index_select(&index, 0)?;
+                let router = settings.fit(&data, &train, &embeddings, EmbeddingInfo::of(&embedder))?;
+                Ok((router, embedder))
+            })
+            .map_err(py_err)?;
+        Ok(Self::new(inner, spec, Some(embedder)))
+    }
+
+    fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
+        py.detach(|| self.inner.save(&path)).map_err(py_err)
+    }
+
+    /// Routes texts or L2-normalised embeddings; one decision (JSON object) per query, as a
+    /// JSON array.
+    #[pyo3(signature = (texts, embeddings, routing, explain, max_models))]
+    fn route(
+        &self,
+        py: Python<'_>,
+        texts: Option<Vec<String>>,
+        embeddings: Option<PyReadonlyArray2<'_, f32>>,
+        routing: &str,
+        explain: bool,
+        max_models: Option<usize>,
+    ) -> PyResult<String> {
+        let routing: RoutingSpec = from_json("routing option", routing)?;
+        let params = routing.over(self.inner.defaults).map_err(py_err)?;
+        let given = match embeddings {
+            Some(array) => {
+                let dim = self.inner.embedding.dim;
+                if array.shape()[1] != dim {
+                    return Err(PyValueError::new_err(format!(
+                        "embeddings have {} dimensions; the router's model ({}) gives {dim}",
+                        array.shape()[1],
+                        self.inner.embedding.model
+                    )));
+                }
+                Some(to_tensor(&array, self.inner.device())?)
+            }
+            None => None,
+        };
+        py.detach(|| -> kroute::Result<String> {
+            let queries = match (given, &texts) {
+                (Some(tensor), _) => tensor,
+                (None, Some(texts)) => self.embedder()?.embed(texts)?,
+                (None, None) => return Err(Error::Invalid("no queries to route".into())),
+            };
+            let routed = self.inner.route(&queries, &params)?;
+            let decisions: Vec<serde_json::Value> = (0..routed.len())
+                .map(|i| {
+                    serde_json::Value::Object(
+                        self.inner
+                            .decision_json(&routed, i, &params, max_models, explain),
+                    )
+                })
+                .collect();
+            Ok(serde_json::to_string(&decisions).expect("serialisable"))
+        })
+        .map_err(py_err)
+    }
+
+    #[getter]
+    fn models(&self) -> Vec<String> {
+        self.inner.models.clone()
+    }
+
+    /// Everything router.json holds but the clusters (JSON).
+    fn info(&self) -> String {
+        serde_json::json!({
+            "models": self.inner.models,
+            "clusters": self.inner.clusters_per_member(),
+            "bag": self.inner.bag,
+            "embedding": self.inner.embedding,
+            "routing": self.inner.defaults,
+            "training": self.inner.training,
+        })
+        .to_string()
+    }
+}
+
+/// `kroute eval`: report.json's content as JSON, and the report directory when `output` is
+/// given.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EvalSpec {
+    records: RecordsSpec,
+    kmeans: KMeansSpec,
+    routing: RoutingSpec,
+    alphas: Vec<f64>,
+    seeds: Vec<u64>,
+    output: Option<PathBuf>,
+    plots: bool,
+}
+
+#[pyfunction]
+#[pyo3(signature = (path, json, settings, spec, embeddings=None))]
+fn evaluate(
+    py: Python<'_>,
+    path: Option<PathBuf>,
+    json: Option<Vec<String>>,
+    settings: &str,
+    spec: &str,
+    embeddings: Option<PyReadonlyArray2<'_, f32>>,
+) -> PyResult<String> {
+    let source = RecordsSource::new(path, json)?;
+    let settings: EvalSpec = from_json("setting", settings)?;
+    let spec: EmbedderSpec = from_json("embedder option", spec)?;
+    let device = spec.device().map_err(py_err)?;
+    let given = embeddings.map(|a| to_tensor(&a, &device)).transpose()?;
+    py.detach(|| -> kroute::Result<String> {
+        let data = settings.records.read(&source)?;
+        let seed = *settings
+            .seeds
+            .first()
+            .ok_or_else(|| Error::Invalid("seeds: give at least one".into()))?;
+        let split = settings.records.split(seed)?;
+        let config = EvalConfig {
+            alphas: alpha_grid(&settings.alphas),
+            seeds: settings.seeds.clone(),
+            kmeans: settings.kmeans.config(seed, data.split(&split)?.train.len())?,
+            bag: settings.kmeans.bag(),
+            routing: settings.routing.over(RouteParams::recommended())?,
+            split,
+            validation_ratio: None,
+        };
+        let embedder = spec.load()?;
+        let embeddings = match given {
+            Some(tensor) => {
+                let (rows, dim) = tensor.dims2()?;
+                if rows != data.records.len() || dim != embedder.dim() {
+                    return Err(Error::Invalid(format!(
+                        "embeddings: expected {} × {} (one row per record, from {}), got {rows} × {dim}",
+                        data.records.len(),
+                        embedder.dim(),
+                        embedder.model().id
+                    )));
+                }
+                tensor
+            }
+            None => {
+                let texts: Vec<&str> = data.records.iter().map(|r| r.query.as_str()).collect();
+                embedder.embed(&texts)?
+            }
+        };
+        let evaluation =
+            run_evaluation(&data, &embeddings, &EmbeddingInfo::of(&embedder), &config, |_| {})?;
+        let report = Report::new(evaluation);
+        if let Some(dir) = &settings.output {
+            report.write(dir, settings.plots)?;
+        }
+        Ok(serde_json::to_string(&report).expect("serialisable"))
+    })
+    .map_err(py_err)
+}
+
+/// `kroute check --json`.
+#[pyfunction]
+#[pyo3(signature = (path, json, missing_cost))]
+fn check(
+    py: Python<'_>,
+    path: Option<PathBuf>,
+    json: Option<Vec<String>>,
+    missing_cost: &str,
+) -> PyResult<String> {
+    let source = RecordsSource::new(path, json)?;
+    py.detach(|| -> kroute::Result<String> {
+        let summary = source.read(missing_cost)?.summary();
+        Ok(serde_json::to_string(&summary).expect("serialisable"))
+    })
+    .map_err(py_err)
+}
+
+#[pymodule]
+fn _kroute(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Embedder>()?;
+    m.add_class::<Router>()?;
+    m.add_function(wrap_pyfunction!(evaluate, m)?)?;
+    m.add_function(wrap_pyfunction!(check, m)?)?;
+    m.add("DEFAULT_MODEL", DEFAULT_MODEL)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
