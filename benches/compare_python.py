@@ -61,7 +61,7 @@ def ray_overhead(texts, embedder):
         try:
             start = time.perf_counter()
             ds = ray.data.read_parquet(str(src)).repartition(8).map_batches(
-                EmbedBatches, concurrency=2, batch_size=250, num_cpus=0.5, batch_format="numpy")
+                EmbedBatches, compute=ray.data.ActorPoolStrategy(size=2), batch_size=250, num_cpus=0.5, batch_format="numpy")
             rows = sum(len(b["id"]) for b in ds.iter_batches(batch_size=1000, batch_format="numpy"))
             ray_seconds = time.perf_counter() - start
         finally:

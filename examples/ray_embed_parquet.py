@@ -27,9 +27,22 @@ def main() -> None:
     parser.add_argument("--actors", type=int, default=2, help="embedding actors [default: 2]")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or metal [default: cpu]")
     parser.add_argument("--batch-size", type=int, default=1024, help="rows per batch [default: 1024]")
+    parser.add_argument(
+        "--cpus-per-actor",
+        type=float,
+        default=None,
+        help="CPUs Ray reserves per CPU actor [default: 1, or less on a machine too small to "
+        "leave one CPU for reading and writing]",
+    )
     args = parser.parse_args()
 
     ray.init()
+    gpu = args.device.startswith("cuda")
+    cpus = args.cpus_per_actor
+    if cpus is None:
+        # Actors holding every CPU would starve the read and write tasks (Ray waits forever).
+        total = ray.cluster_resources().get("CPU", 1.0)
+        cpus = 1.0 if gpu else min(1.0, max(0.25, (total - 1) / args.actors))
     start = time.perf_counter()
     ds = ray.data.read_parquet(args.input)
     ds = ds.map_batches(
@@ -40,10 +53,10 @@ def main() -> None:
             "output_column": args.output_column,
             "device": args.device,
         },
-        concurrency=args.actors,
+        compute=ray.data.ActorPoolStrategy(size=args.actors),
         batch_size=args.batch_size,
-        # CPU actors share the machine's cores; a GPU actor takes a whole GPU.
-        num_gpus=1 if args.device.startswith("cuda") else 0,
+        num_cpus=cpus,
+        num_gpus=1 if gpu else 0,  # a GPU actor takes a whole GPU
         batch_format="pyarrow",
     )
     ds.write_parquet(args.output)

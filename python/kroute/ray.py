@@ -5,8 +5,9 @@
     ds = ds.map_batches(
         kroute.ray.EmbedBatches,
         fn_constructor_kwargs={"model": "sentence-transformers/all-MiniLM-L6-v2"},
-        concurrency=8,          # actors; each loads the model once
+        compute=ray.data.ActorPoolStrategy(size=8),   # actors; each loads the model once
         batch_size=1024,
+        num_cpus=1,             # leave CPUs for reading and writing on small machines
         # GPU actors: EmbedBatches(device="cuda") with num_gpus=1
     )
     ds.write_parquet("s3://bucket/embedded/")

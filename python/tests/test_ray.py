@@ -46,7 +46,7 @@ def test_two_actors_give_the_single_process_vectors(cluster, table, tmp_path):
 
     # Eight blocks, so that both actors get work; half a CPU each leaves one for reading.
     ds = ray.data.read_parquet(str(src)).repartition(8).map_batches(
-        Tagged, concurrency=2, batch_size=250, num_cpus=0.5, batch_format="numpy"
+        Tagged, compute=ray.data.ActorPoolStrategy(size=2), batch_size=250, num_cpus=0.5, batch_format="numpy"
     )
     out = tmp_path / "out"
     ds.write_parquet(str(out))
