@@ -46,6 +46,19 @@ impl Default for KMeansConfig {
     }
 }
 
+impl KMeansConfig {
+    /// This configuration for `points` training queries, refusing a `k` they cannot fill.
+    pub fn for_points(self, points: usize) -> Result<Self> {
+        if self.k == 0 || self.k > points {
+            return Err(Error::Invalid(format!(
+                "--clusters must be between 1 and the {points} training queries, got {}",
+                self.k
+            )));
+        }
+        Ok(self)
+    }
+}
+
 /// A fitted clustering.
 #[derive(Debug, Clone)]
 pub struct KMeans {

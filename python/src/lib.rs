@@ -197,20 +197,15 @@ impl KMeansSpec {
         seed: u64,
         train_queries: usize,
     ) -> kroute::Result<kroute::cluster::KMeansConfig> {
-        if self.clusters == 0 || self.clusters > train_queries {
-            return Err(Error::Invalid(format!(
-                "clusters must be between 1 and the {train_queries} training queries, got {}",
-                self.clusters
-            )));
-        }
-        Ok(kroute::cluster::KMeansConfig {
+        kroute::cluster::KMeansConfig {
             k: self.clusters,
             n_init: self.n_init,
             max_iter: self.max_iter,
             tol: self.tol,
             seed,
             ..Default::default()
-        })
+        }
+        .for_points(train_queries)
     }
 
     fn bag(&self) -> usize {
@@ -308,6 +303,25 @@ fn to_tensor(array: &PyReadonlyArray2<'_, f32>, device: &Device) -> PyResult<Ten
         .as_slice()
         .map_err(|_| PyValueError::new_err("embeddings must be a C-contiguous float32 array"))?;
     Tensor::from_slice(values, (rows, dim), device).map_err(|e| py_err(e.into()))
+}
+
+/// Precomputed embeddings must hold one row per record, of `embedder`'s dimensions.
+fn check_one_row_per_record(
+    embeddings: &Tensor,
+    data: &RoutingData,
+    embedder: &CoreEmbedder,
+) -> kroute::Result<()> {
+    let (rows, dim) = embeddings.dims2()?;
+    if rows != data.records.len() || dim != embedder.dim() {
+        return Err(Error::Invalid(format!(
+            "embeddings: expected one {}-dimensional row per record ({} × {}, from {}), got {rows} × {dim}",
+            embedder.dim(),
+            data.records.len(),
+            embedder.dim(),
+            embedder.model().id
+        )));
+    }
+    Ok(())
 }
 
 #[pyclass(frozen, module = "kroute._kroute")]
@@ -442,21 +456,13 @@ impl Router {
                 let data = settings.records.read(&source)?;
                 // The model the vectors came from: its identity goes into the router.
                 let embedder = spec.load()?;
-                let (rows, dim) = all.dims2()?;
-                if rows != data.records.len() || dim != embedder.dim() {
-                    return Err(Error::Invalid(format!(
-                        "embeddings: expected one {}-dimensional row per record ({} × {}, from {}), got {rows} × {dim}",
-                        embedder.dim(),
-                        data.records.len(),
-                        embedder.dim(),
-                        embedder.model().id
-                    )));
-                }
+                check_one_row_per_record(&all, &data, &embedder)?;
                 let train = settings.rows(&data)?;
                 let index: Vec<u32> = train.iter().map(|&i| i as u32).collect();
                 let index = Tensor::from_vec(index, train.len(), &device)?;
                 let embeddings = all.index_select(&index, 0)?;
-                let router = settings.fit(&data, &train, &embeddings, EmbeddingInfo::of(&embedder))?;
+                let router =
+                    settings.fit(&data, &train, &embeddings, EmbeddingInfo::of(&embedder))?;
                 Ok((router, embedder))
             })
             .map_err(py_err)?;
@@ -573,7 +579,9 @@ fn evaluate(
         let config = EvalConfig {
             alphas: alpha_grid(&settings.alphas),
             seeds: settings.seeds.clone(),
-            kmeans: settings.kmeans.config(seed, data.split(&split)?.train.len())?,
+            kmeans: settings
+                .kmeans
+                .config(seed, data.split(&split)?.train.len())?,
             bag: settings.kmeans.bag(),
             routing: settings.routing.over(RouteParams::recommended())?,
             split,
@@ -582,15 +590,7 @@ fn evaluate(
         let embedder = spec.load()?;
         let embeddings = match given {
             Some(tensor) => {
-                let (rows, dim) = tensor.dims2()?;
-                if rows != data.records.len() || dim != embedder.dim() {
-                    return Err(Error::Invalid(format!(
-                        "embeddings: expected {} × {} (one row per record, from {}), got {rows} × {dim}",
-                        data.records.len(),
-                        embedder.dim(),
-                        embedder.model().id
-                    )));
-                }
+                check_one_row_per_record(&tensor, &data, &embedder)?;
                 tensor
             }
             None => {
@@ -598,8 +598,13 @@ fn evaluate(
                 embedder.embed(&texts)?
             }
         };
-        let evaluation =
-            run_evaluation(&data, &embeddings, &EmbeddingInfo::of(&embedder), &config, |_| {})?;
+        let evaluation = run_evaluation(
+            &data,
+            &embeddings,
+            &EmbeddingInfo::of(&embedder),
+            &config,
+            |_| {},
+        )?;
         let report = Report::new(evaluation);
         if let Some(dir) = &settings.output {
             report.write(dir, settings.plots)?;

@@ -239,20 +239,15 @@ pub struct KMeansArgs {
 impl KMeansArgs {
     /// The k-means configuration for `train_queries` points, refusing an impossible `k`.
     pub fn config(&self, seed: u64, train_queries: usize) -> Result<KMeansConfig> {
-        if self.clusters == 0 || self.clusters > train_queries {
-            return Err(Error::Invalid(format!(
-                "--clusters must be between 1 and the {train_queries} training queries, got {}",
-                self.clusters
-            )));
-        }
-        Ok(KMeansConfig {
+        KMeansConfig {
             k: self.clusters,
             n_init: self.n_init,
             max_iter: self.max_iter,
             tol: self.tol,
             seed,
             ..Default::default()
-        })
+        }
+        .for_points(train_queries)
     }
 }
 
