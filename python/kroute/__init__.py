@@ -39,7 +39,11 @@ _EMBEDDER_OPTIONS = frozenset(
 
 
 def _embedder_spec(
-    model: Optional[str], device: str, dtype: Optional[str], options: Dict[str, Any]
+    model: Optional[str],
+    device: str,
+    dtype: Optional[str],
+    options: Dict[str, Any],
+    normalize: bool = True,
 ) -> str:
     unknown = sorted(set(options) - _EMBEDDER_OPTIONS)
     if unknown:
@@ -48,7 +52,9 @@ def _embedder_spec(
             + ", ".join(sorted(_EMBEDDER_OPTIONS))
         )
     given = {k: v for k, v in options.items() if v is not None}
-    return json.dumps({"model": model, "device": device, "dtype": dtype, **given})
+    return json.dumps(
+        {"model": model, "device": device, "dtype": dtype, "normalize": normalize, **given}
+    )
 
 
 def _records(records: Records) -> tuple:
@@ -112,9 +118,7 @@ class Embedder:
         normalize: bool = True,
         **options: Any,
     ) -> None:
-        spec = json.loads(_embedder_spec(model, device, dtype, options))
-        spec["normalize"] = normalize
-        self._inner = _kroute.Embedder(json.dumps(spec))
+        self._inner = _kroute.Embedder(_embedder_spec(model, device, dtype, options, normalize))
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embeds ``texts`` into a float32 array ``(len(texts), dim)``, in input order."""
