@@ -1,5 +1,6 @@
-"""Embedding throughput: kroute vs sentence-transformers (PyTorch) vs ONNX Runtime, same texts,
-same weights, same machine, one run.
+"""Embedding throughput: kroute (f32, int8) vs sentence-transformers (PyTorch) vs ONNX Runtime
+(f32, and int8 from `onnxruntime.quantization.quantize_dynamic`), same texts, same weights, same
+machine, same threads, one run.
 
     python3 -m venv /tmp/bench-venv
     /tmp/bench-venv/bin/pip install torch sentence-transformers onnxruntime onnx onnxscript \
@@ -9,9 +10,12 @@ same weights, same machine, one run.
     # all-mpnet-base-v2 (from the HF cache `kroute models fetch` fills), on 1,000 texts:
     /tmp/bench-venv/bin/python benches/compare_embed.py --model mpnet --limit 1000
 
-All three use the same batching policy they ship with: sentence-transformers sorts by length and
-runs batches of 32; the ONNX Runtime run does exactly the same with the exported graph; kroute uses
-its token-budget batches. Prints a Markdown table and writes the numbers as JSON (--json).
+All use the batching policy they ship with: sentence-transformers sorts by length and runs batches
+of 32; the ONNX Runtime runs do exactly the same with the exported graph (int8: every MatMul
+quantized dynamically, u8 activations and s8 weights per channel); kroute uses its token-budget
+batches. Prints a Markdown table (speed against sentence-transformers and against ONNX Runtime
+f32, the worst cosine against sentence-transformers' f32 vectors) and writes the numbers as JSON
+(--json). Threads: every core for all (`os.cpu_count()`), or --threads N.
 """
 
 import argparse
@@ -19,6 +23,7 @@ import gzip
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import tempfile
@@ -42,6 +47,7 @@ MODELS = {
     "mpnet": "sentence-transformers/all-mpnet-base-v2",
 }
 MODEL = "minilm"
+THREADS = os.cpu_count() or 1
 
 
 def model_dir() -> pathlib.Path:
@@ -62,7 +68,7 @@ def max_seq_length() -> int:
     return json.loads((model_dir() / "sentence_bert_config.json").read_text())["max_seq_length"]
 
 
-def bench_kroute(texts: list[str], repeats: int) -> dict:
+def bench_kroute(texts: list[str], repeats: int, dtype: str = "f32") -> dict:
     binary = ROOT / "target" / "release" / "kroute"
     best = None
     with tempfile.TemporaryDirectory() as tmp:
@@ -72,8 +78,9 @@ def bench_kroute(texts: list[str], repeats: int) -> dict:
             summary = pathlib.Path(tmp) / "summary.json"
             subprocess.run(
                 [str(binary), "embed", str(corpus), "--model", MODELS[MODEL], "-o",
-                 str(pathlib.Path(tmp) / "out.npy"), "--summary", str(summary), "--quiet"],
-                check=True,
+                 str(pathlib.Path(tmp) / "out.npy"), "--summary", str(summary), "--quiet",
+                 "--dtype", dtype],
+                check=True, env={**os.environ, "RAYON_NUM_THREADS": str(THREADS)},
             )
             s = json.loads(summary.read_text())
             if best is None or s["seconds"] < best["seconds"]:
@@ -86,6 +93,7 @@ def bench_sentence_transformers(texts: list[str], repeats: int) -> dict:
     import torch
     from sentence_transformers import SentenceTransformer
 
+    torch.set_num_threads(THREADS)
     model = SentenceTransformer(str(model_dir()), device="cpu")
     model.encode(texts[:64], batch_size=32)  # warm-up
     best, out = float("inf"), None
@@ -120,16 +128,23 @@ def export_onnx(path: pathlib.Path) -> None:
     )
 
 
-def bench_onnxruntime(texts: list[str], repeats: int) -> dict:
+def bench_onnxruntime(texts: list[str], repeats: int, int8: bool = False) -> dict:
     import onnxruntime as ort
     from tokenizers import Tokenizer
 
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = pathlib.Path(tmp) / "model.onnx"
         export_onnx(onnx_path)
+        if int8:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            quantized = pathlib.Path(tmp) / "model.int8.onnx"
+            quantize_dynamic(str(onnx_path), str(quantized), weight_type=QuantType.QInt8,
+                             per_channel=True)
+            onnx_path = quantized
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = os.cpu_count() or 1
+        options.intra_op_num_threads = THREADS
         session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
     tokenizer = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
@@ -172,42 +187,53 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="only the corpus's first N texts")
     parser.add_argument("--repeats", type=int, default=2, help="best of N runs for each engine")
     parser.add_argument("--json", type=pathlib.Path, help="write the numbers here")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="threads for every engine [default: every core]")
     args = parser.parse_args()
-    global MODEL
-    MODEL = args.model
+    global MODEL, THREADS
+    MODEL, THREADS = args.model, args.threads
 
     texts = load_texts(args.corpus, args.field)[: args.limit]
     results = {}
     for name, bench in [
-        ("kroute", lambda: bench_kroute(texts, args.repeats)),
-        ("sentence-transformers", lambda: bench_sentence_transformers(texts, args.repeats)),
-        ("onnxruntime", lambda: bench_onnxruntime(texts, args.repeats)),
+        ("kroute f32", lambda: bench_kroute(texts, args.repeats)),
+        ("kroute int8", lambda: bench_kroute(texts, args.repeats, "int8")),
+        ("sentence-transformers f32", lambda: bench_sentence_transformers(texts, args.repeats)),
+        ("onnxruntime f32", lambda: bench_onnxruntime(texts, args.repeats)),
+        ("onnxruntime int8", lambda: bench_onnxruntime(texts, args.repeats, int8=True)),
     ]:
         results[name] = bench()
         print(f"{name}: {len(texts) / results[name]['seconds']:.1f} sentences/s", file=sys.stderr)
-    reference = results["sentence-transformers"]["embeddings"]
-    tokens = results["kroute"]["tokens"]
+    reference = results["sentence-transformers f32"]["embeddings"]
+    tokens = results["kroute f32"]["tokens"]
     rows = {}
+    flags = sorted(set(re.findall(r"avx512[a-z_0-9]*|avx_vnni|amx[a-z_0-9]*",
+                                  pathlib.Path("/proc/cpuinfo").read_text())))
     print(f"model: {MODELS[MODEL]}; corpus: {args.corpus.name}, {len(texts)} texts, {tokens} "
-          f"tokens ({tokens / len(texts):.1f} per text), {os.cpu_count()} cores\n")
-    print("| engine | seconds | sentences/s | tokens/s | vs sentence-transformers | min cos vs ST |")
-    print("|---|---:|---:|---:|---:|---:|")
-    st_rate = len(texts) / results["sentence-transformers"]["seconds"]
+          f"tokens ({tokens / len(texts):.1f} per text), {THREADS} threads of "
+          f"{os.cpu_count()} cores; CPU flags: {' '.join(flags) or 'no avx512/vnni/amx (AVX2)'}\n")
+    print("| engine | seconds | sentences/s | tokens/s | vs sentence-transformers "
+          "| vs onnxruntime f32 | min cos vs ST |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    st_rate = len(texts) / results["sentence-transformers f32"]["seconds"]
+    ort_rate = len(texts) / results["onnxruntime f32"]["seconds"]
     for name, r in results.items():
         rate = len(texts) / r["seconds"]
         cos = float(np.min(np.sum(r["embeddings"] * reference, axis=1)))
         rows[name] = {"seconds": r["seconds"], "sentences_per_s": rate,
                       "tokens_per_s": tokens / r["seconds"], "speedup_vs_st": rate / st_rate,
+                      "speedup_vs_ort_f32": rate / ort_rate,
                       "min_cosine_vs_st": cos, "version": r.get("version", "")}
         print(f"| {name} | {r['seconds']:.2f} | {rate:.1f} | {tokens / r['seconds']:.0f} "
-              f"| {rate / st_rate:.2f}x | {cos:.6f} |")
+              f"| {rate / st_rate:.2f}x | {rate / ort_rate:.2f}x | {cos:.6f} |")
     for name, r in results.items():
         if r.get("version"):
             print(f"\n{name}: {r['version']}", end="")
     print()
     if args.json:
         args.json.write_text(json.dumps({"model": MODELS[MODEL], "corpus": str(args.corpus),
-                                         "texts": len(texts),
+                                         "texts": len(texts), "threads": THREADS,
+                                         "cpu_flags": flags,
                                          "tokens": tokens, "results": rows}, indent=2))
 
 

@@ -15,7 +15,9 @@
 # Qwen3-Embedding-0.6B's and -8B's shapes in bf16 with random weights beside transformers'
 # Qwen3Model (what sentence-transformers runs) in bf16 on the same GPU; loads a random 8B
 # checkpoint from safetensors shards while sampling host memory (benches/load_memory.py); writes
-# it all to $OUT.
+# it all to $OUT. On the GPU machine's own CPU (16 cores, often AVX-512 VNNI): the int8 kernel
+# tests and `kroute embed` in f32 and int8 on the bundled queries, with the CPU's flags, and the
+# error `--dtype int8 --device cuda` gives.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,10 +27,13 @@ pack() {
   export CUDA_PATH="$CUDA_HOME" CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/cuda}"
   rm -rf gpu && mkdir -p gpu/model
   cargo build --release --features cuda --bin kroute
-  local tests
-  tests=$(cargo test --release --features cuda --test kernels --no-run --message-format=json |
-    python3 -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable")][-1])')
-  for bin in "$CARGO_TARGET_DIR/release/kroute:kroute" "$tests:kernel-tests"; do
+  local test_binary bins="$CARGO_TARGET_DIR/release/kroute:kroute"
+  for test in kernels int8; do
+    test_binary=$(cargo test --release --features cuda --test "$test" --no-run --message-format=json |
+      python3 -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable")][-1])')
+    bins="$bins $test_binary:$test-tests"
+  done
+  for bin in $bins; do
     strip -o "gpu/${bin#*:}" "${bin%%:*}" && gzip -9 "gpu/${bin#*:}"
   done
   local model
@@ -51,9 +56,14 @@ run() {
   export LD_LIBRARY_PATH="$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" HF_HUB_OFFLINE=1
   local py=/opt/torch/.venv/bin/python bin=/tmp/kroute-gpu
   mkdir -p "$bin"
-  for f in kroute kernel-tests; do gunzip -c "gpu/$f.gz" > "$bin/$f" && chmod +x "$bin/$f"; done
+  for f in kroute kernels-tests int8-tests; do
+    gunzip -c "gpu/$f.gz" > "$bin/$f" && chmod +x "$bin/$f"
+  done
   nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
-  "$bin/kernel-tests" --test-threads 1 2>&1 | tee "$OUT/kernel-tests.txt" || true
+  "$bin/kernels-tests" --test-threads 1 2>&1 | tee "$OUT/kernel-tests.txt" || true
+  grep -o 'avx512[a-z_]*\|avx_vnni\|amx[a-z_]*' /proc/cpuinfo | sort -u > "$OUT/cpu-flags.txt" || true
+  lscpu > "$OUT/lscpu.txt" 2>&1 || true
+  "$bin/int8-tests" --nocapture 2>&1 | tee "$OUT/int8-tests.txt" || true
 
   local data=data/routerbench-3k.jsonl.gz
   "$bin/kroute" embed "$data" -o "$OUT/gpu-f16.npy" --model gpu/model --device cuda --quiet \
@@ -69,6 +79,14 @@ run() {
 
   # Every architecture on CUDA (f32, so differences are the kernels', not rounding) vs CPU.
   { zcat "$data" | head -n 500 > /tmp/sample.jsonl; } || true
+  # The host CPU: f32 (gemm's AVX-512 kernels where the CPU has them) against int8, same run.
+  for dtype in f32 int8 f32 int8; do
+    "$bin/kroute" embed /tmp/sample.jsonl -o "/tmp/cpu-$dtype.npy" --model gpu/model --quiet \
+      --device cpu --dtype "$dtype" --summary "$OUT/embed-cpu-$dtype.json" || true
+    cat "$OUT/embed-cpu-$dtype.json" >> "$OUT/embed-cpu-runs.jsonl" || true
+  done
+  "$bin/kroute" embed /tmp/sample.jsonl -o /tmp/never.npy --model gpu/model --device cuda \
+    --dtype int8 > "$OUT/int8-on-cuda.txt" 2>&1 || true
   for arch in bert xlm-roberta mpnet qwen3; do
     for device in cuda cpu; do
       "$bin/kroute" embed /tmp/sample.jsonl -o "$OUT/tiny-$arch-$device.npy" --quiet \

@@ -8,6 +8,7 @@ use candle_core::{DType, Device, Tensor};
 use serde::Serialize;
 
 use crate::cluster::{KMeans, KMeansConfig};
+use crate::device::Precision;
 use crate::embed::models::{self, attention_bias, Architecture, Encoder};
 use crate::embed::{l2_normalize, Embedder, EmbeddingInfo, Pooling};
 use crate::error::Result;
@@ -63,18 +64,18 @@ pub enum Subject<'a> {
 }
 
 impl Subject<'_> {
-    /// Placeholder weights on `device`, shaped by a `config.json`, in `dtype` or the
-    /// architecture's default; returns the dtype used too.
+    /// Placeholder weights on `device`, shaped by a `config.json`, in `precision` or the
+    /// architecture's default; returns the precision used too.
     pub fn random(
         config_json: &std::path::Path,
         device: &Device,
-        dtype: Option<DType>,
-    ) -> Result<(Self, DType)> {
+        precision: Option<Precision>,
+    ) -> Result<(Self, Precision)> {
         let config = models::EncoderConfig::read(config_json)?;
-        let dtype = dtype.unwrap_or(config.architecture.default_dtype(device));
+        let precision = precision.unwrap_or(config.architecture.default_precision(device));
         Ok((
-            Subject::Random(models::random(&config, dtype, device)?),
-            dtype,
+            Subject::Random(models::random(&config, precision, device)?),
+            precision,
         ))
     }
 
@@ -161,7 +162,7 @@ pub fn run(
     model: &str,
     config: &BenchConfig,
     device: &Device,
-    dtype: DType,
+    precision: Precision,
     peak_tflops: Option<f64>,
     mut progress: impl FnMut(&str),
 ) -> Result<BenchReport> {
@@ -181,7 +182,12 @@ pub fn run(
                 device,
             )?
             .to_dtype(DType::U32)?;
-            let bias = attention_bias(&vec![seq_len; rows], seq_len, dtype, device)?;
+            let bias = attention_bias(
+                &vec![seq_len; rows],
+                seq_len,
+                precision.activations(),
+                device,
+            )?;
             let mask = Tensor::ones((rows, seq_len), DType::F32, device)?;
             let batches_per_s = rate(device, config.min_seconds, || {
                 let hidden = encoder.forward(&ids, &bias)?;
@@ -202,7 +208,7 @@ pub fn run(
     }
 
     progress("single-query latency");
-    let latency = single_query_latency(subject, config.latency_runs, device, dtype)?;
+    let latency = single_query_latency(subject, config.latency_runs, device, precision)?;
     let mut kmeans = Vec::new();
     for &(points, clusters) in &config.kmeans {
         progress(&format!("k-means: {points} points, {clusters} clusters"));
@@ -221,7 +227,7 @@ pub fn run(
         .collect::<Result<Vec<_>>>()?;
     Ok(BenchReport {
         device: device_name(device),
-        dtype: dtype.as_str().to_string(),
+        dtype: precision.as_str().to_string(),
         threads: rayon::current_num_threads(),
         kroute_version: env!("CARGO_PKG_VERSION").to_string(),
         features: [
@@ -244,7 +250,7 @@ fn single_query_latency(
     subject: &Subject,
     runs: usize,
     device: &Device,
-    dtype: DType,
+    precision: Precision,
 ) -> Result<Latency> {
     let query = "Which of these models should answer a question about the boiling point of water?";
     let mut once: Box<dyn FnMut() -> Result<()>> = match subject {
@@ -255,7 +261,7 @@ fn single_query_latency(
                 .map(|i| (i % encoder.vocab_size()) as u32)
                 .collect();
             let ids = Tensor::from_vec(ids, (1, len), device)?;
-            let bias = attention_bias(&[len], len, dtype, device)?;
+            let bias = attention_bias(&[len], len, precision.activations(), device)?;
             Box::new(move || encoder.forward(&ids, &bias).map(|_| ()))
         }
     };

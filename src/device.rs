@@ -1,4 +1,5 @@
-//! Devices and dtypes as the user names them (`cpu`, `cuda:1`, `metal`; `f32`, `f16`, `bf16`).
+//! Devices and precisions as the user names them (`cpu`, `cuda:1`, `metal`; `f32`, `f16`, `bf16`,
+//! `int8`).
 
 use std::fmt;
 use std::str::FromStr;
@@ -97,14 +98,53 @@ impl fmt::Display for DeviceSpec {
     }
 }
 
-/// Parses `f32`, `f16` or `bf16`.
-pub fn parse_dtype(s: &str) -> Result<DType> {
+/// What an encoder computes in (`--dtype`): one float dtype throughout, or int8 dense layers
+/// (weights quantized at load, activations per row at run time; CPU only) with everything else
+/// in f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    Float(DType),
+    Int8,
+}
+
+impl Precision {
+    /// The dtype of the activations and of every weight outside the dense layers.
+    pub fn activations(self) -> DType {
+        match self {
+            Precision::Float(dtype) => dtype,
+            Precision::Int8 => DType::F32,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::Float(dtype) => dtype.as_str(),
+            Precision::Int8 => "int8",
+        }
+    }
+}
+
+impl From<DType> for Precision {
+    fn from(dtype: DType) -> Self {
+        Precision::Float(dtype)
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Parses `f32`, `f16`, `bf16` or `int8`.
+pub fn parse_dtype(s: &str) -> Result<Precision> {
     match s.trim().to_ascii_lowercase().as_str() {
-        "f32" | "float32" => Ok(DType::F32),
-        "f16" | "float16" | "half" => Ok(DType::F16),
-        "bf16" | "bfloat16" => Ok(DType::BF16),
+        "f32" | "float32" => Ok(DType::F32.into()),
+        "f16" | "float16" | "half" => Ok(DType::F16.into()),
+        "bf16" | "bfloat16" => Ok(DType::BF16.into()),
+        "int8" | "i8" => Ok(Precision::Int8),
         other => Err(Error::Invalid(format!(
-            "unknown dtype `{other}`: expected f32, f16 or bf16"
+            "unknown dtype `{other}`: expected f32, f16, bf16 or int8"
         ))),
     }
 }
@@ -136,8 +176,9 @@ mod tests {
 
     #[test]
     fn parses_dtypes() {
-        assert_eq!(parse_dtype("f32").unwrap(), DType::F32);
-        assert_eq!(parse_dtype("BF16").unwrap(), DType::BF16);
+        assert_eq!(parse_dtype("f32").unwrap(), Precision::Float(DType::F32));
+        assert_eq!(parse_dtype("BF16").unwrap(), Precision::Float(DType::BF16));
+        assert_eq!(parse_dtype("int8").unwrap(), Precision::Int8);
         assert!(parse_dtype("f64").is_err());
     }
 }

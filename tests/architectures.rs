@@ -293,13 +293,45 @@ fn bf16_on_the_cpu_is_refused_before_loading() {
     let err = Embedder::from_files(
         files,
         &Device::Cpu,
-        Some(candle_core::DType::BF16),
+        Some(candle_core::DType::BF16.into()),
         EmbedderOptions::default(),
     )
     .err()
     .unwrap()
     .to_string();
     assert!(err.contains("bf16") && err.contains("CPU"), "{err}");
+}
+
+/// `--dtype int8` covers every architecture: each tiny checkpoint's int8 vectors stay within
+/// cosine 0.99 of the reference's (its dense layers quantized, the rest f32).
+#[test]
+fn every_architecture_runs_in_int8() {
+    if kroute::kernels::int8::Isa::detect().is_none() {
+        eprintln!("skipped: this CPU has no int8 kernel (int8 needs x86-64 with AVX2)");
+        return;
+    }
+    // Each fixture's variant with the model's own defaults (roberta shares bert's code path).
+    for (architecture, variant) in [
+        ("bert", "plain"),
+        ("xlm-roberta", "default"),
+        ("mpnet", "mean"),
+        ("qwen3", "left"),
+    ] {
+        let reference = reference(architecture);
+        let files = resolve(tiny(architecture).to_str().unwrap()).unwrap();
+        let int8 = Embedder::from_files(
+            files,
+            &Device::Cpu,
+            Some(kroute::device::Precision::Int8),
+            EmbedderOptions::default(),
+        )
+        .unwrap();
+        let got = int8.embed_vecs(&reference.texts).unwrap();
+        for (i, (got, want)) in got.iter().zip(&reference.embeddings[variant]).enumerate() {
+            let cos = cosine(got, want);
+            assert!(cos >= 0.99, "{architecture} int8: text {i}: cosine {cos}");
+        }
+    }
 }
 
 #[test]

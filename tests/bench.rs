@@ -149,8 +149,12 @@ fn flops_per_token_follows_the_model_shape() {
     )
     .unwrap();
     let config = models::EncoderConfig::read(&config).unwrap();
-    let encoder =
-        models::random(&config, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+    let encoder = models::random(
+        &config,
+        candle_core::DType::F32.into(),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
     assert_eq!(
         encoder.flops_per_token(64),
         6.0 * 2.0 * (4.0 * 384.0 * 384.0 + 2.0 * 384.0 * 1536.0 + 2.0 * 64.0 * 384.0)

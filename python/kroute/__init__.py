@@ -101,8 +101,9 @@ class Embedder:
             models (``kroute models list``) are verified and have offline mirrors.
             Default: ``sentence-transformers/all-MiniLM-L6-v2``.
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``metal``.
-        dtype: ``f32``, ``f16`` or ``bf16`` (default: f32 on the CPU, f16 on GPUs, bf16 for
-            Qwen3 on GPUs).
+        dtype: ``f32``, ``f16``, ``bf16`` or ``int8`` (CPU only: dense layers in 8-bit
+            integers; the same model as f32 for routers) (default: f32 on the CPU, f16 on GPUs,
+            bf16 for Qwen3 on GPUs).
         normalize: L2-normalise the vectors (what routing expects).
         **options: the CLI's embedding flags: ``prompt``, ``prompt_name``, ``pooling``
             (``mean``/``cls``/``last``), ``dimensions``, ``max_seq_length``,

@@ -36,7 +36,7 @@ class EmbedBatches:
         output_column: the column to add.
         device: ``cpu`` (default) or ``cuda``/``cuda:N``/``metal``; with ``cuda`` run the
             actors with ``num_gpus=1``.
-        dtype: ``f32``/``f16``/``bf16`` (default: the device's).
+        dtype: ``f32``/``f16``/``bf16``/``int8`` (int8: CPU only) (default: the device's).
         **options: :class:`kroute.Embedder`'s embedding options (``prompt``, ``pooling``, ...).
     """
 

@@ -15,7 +15,7 @@ use pyo3::prelude::*;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use kroute::device::{parse_dtype, DeviceSpec};
+use kroute::device::{parse_dtype, DeviceSpec, Precision};
 use kroute::embed::EmbeddingInfo;
 use kroute::eval::{alpha_grid, evaluate as run_evaluation, EvalConfig, Report};
 use kroute::model::{resolve, DEFAULT_MODEL};
@@ -78,7 +78,7 @@ impl EmbedderSpec {
         self.device.parse::<DeviceSpec>()?.open()
     }
 
-    fn dtype(&self) -> kroute::Result<Option<DType>> {
+    fn dtype(&self) -> kroute::Result<Option<Precision>> {
         self.dtype.as_deref().map(parse_dtype).transpose()
     }
 

@@ -37,6 +37,14 @@ def test_properties_and_options(embedder):
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
 
+def test_int8_is_the_same_model_within_cosine_099(embedder, queries):
+    int8 = kroute.Embedder(dtype="int8")
+    assert int8.info == embedder.info
+    texts = queries[:64]
+    cosines = (int8.embed(texts) * embedder.embed(texts)).sum(axis=1)
+    assert cosines.min() >= 0.99
+
+
 def test_bad_arguments_raise(embedder):
     with pytest.raises(TypeError, match="wrap a single text"):
         embedder.embed("not a list")

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use kroute::cluster::KMeansConfig;
-use kroute::device::{parse_dtype, DeviceSpec};
+use kroute::device::{parse_dtype, DeviceSpec, Precision};
 use kroute::embed::{EmbeddingInfo, Pooling};
 use kroute::model::{resolve, DEFAULT_MODEL};
 use kroute::records::{Exclusion, MissingCost, RoutingData, SplitOptions, TrainTest};
@@ -24,9 +24,11 @@ pub struct EmbedderArgs {
     #[arg(long, default_value = "cpu", env = "KROUTE_DEVICE", value_parser = parse_device)]
     pub device: DeviceSpec,
 
-    /// Model precision: f32, f16 or bf16 [default: f32 on cpu, f16 on cuda/metal].
+    /// Model precision: f32, f16, bf16, or int8 (CPU only: dense layers in 8-bit integers, the
+    /// rest in f32; the same model as f32 for routers and embedding files) [default: f32 on cpu,
+    /// f16 on cuda/metal, bf16 for Qwen3 there].
     #[arg(long, value_parser = parse_dtype_arg)]
-    pub dtype: Option<candle_core::DType>,
+    pub dtype: Option<Precision>,
 
     /// Padded tokens per batch (rows × longest row) [default: 2048 on cpu, 16384 on cuda/metal].
     #[arg(long)]
@@ -145,7 +147,7 @@ fn parse_pooling(s: &str) -> Result<Pooling, String> {
     s.parse().map_err(|e: Error| e.to_string())
 }
 
-fn parse_dtype_arg(s: &str) -> Result<candle_core::DType, String> {
+fn parse_dtype_arg(s: &str) -> Result<Precision, String> {
     parse_dtype(s).map_err(|e| e.to_string())
 }
 

@@ -25,7 +25,7 @@ iterations on random unit vectors (no seeding), routing routes random queries th
 clusters × 11 models.")]
 pub struct BenchArgs {
     /// Build the encoder from this `config.json` (any supported model_type: bert, roberta,
-    /// xlm-roberta, mpnet) with random weights instead of loading --model (for measuring where
+    /// xlm-roberta, mpnet, qwen3) with random weights instead of loading --model (for measuring where
     /// the weights are not at hand).
     #[arg(long, conflicts_with = "model")]
     pub random_weights: Option<PathBuf>,
@@ -109,7 +109,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         None => {
             embedder = args.embedder.load(None, true)?;
             let model = embedder.model().id.clone();
-            let dtype = embedder.dtype();
+            let dtype = embedder.precision();
             (Subject::Model(&embedder), model, dtype)
         }
     };

@@ -151,7 +151,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
         "sentences_per_s": round3(stats.sentences_per_s()),
         "tokens_per_s": round3(stats.tokens_per_s()),
         "device": args.embedder.device.to_string(),
-        "dtype": embedder.dtype().as_str(),
+        "dtype": embedder.precision().as_str(),
         "model": embedder.model().id,
         "output": args.output,
     });

@@ -25,6 +25,7 @@ pub use pooling::{l2_normalize, pool};
 use tokenize::TextTokenizer;
 pub use tokenize::Tokens;
 
+use crate::device::Precision;
 use crate::error::{Error, Result};
 use crate::model::{resolve, ModelFiles};
 
@@ -116,7 +117,7 @@ pub struct Embedder {
     max_seq_length: usize,
     options: EmbedderOptions,
     device: Device,
-    dtype: DType,
+    precision: Precision,
 }
 
 /// A batch ready for the encoder, built off the compute thread.
@@ -139,9 +140,14 @@ pub struct Prepared {
 
 impl Embedder {
     /// Resolves `model` (directory or hub id) and loads it with default options.
-    /// `dtype` defaults to f32 on CPU, f16 on GPUs (bf16 for Qwen3).
-    pub fn load(model: &str, device: &Device, dtype: Option<DType>) -> Result<Self> {
-        Self::from_files(resolve(model)?, device, dtype, EmbedderOptions::default())
+    /// `precision` defaults to f32 on CPU, f16 on GPUs (bf16 for Qwen3).
+    pub fn load(model: &str, device: &Device, precision: Option<Precision>) -> Result<Self> {
+        Self::from_files(
+            resolve(model)?,
+            device,
+            precision,
+            EmbedderOptions::default(),
+        )
     }
 
     /// Loads the model in `model`'s directory: the architecture from `config.json`'s
@@ -150,14 +156,14 @@ impl Embedder {
     pub fn from_files(
         model: ModelFiles,
         device: &Device,
-        dtype: Option<DType>,
+        precision: Option<Precision>,
         options: EmbedderOptions,
     ) -> Result<Self> {
         let config = EncoderConfig::read(&model.path("config.json"))?;
-        let dtype = dtype.unwrap_or(config.architecture.default_dtype(device));
+        let precision = precision.unwrap_or(config.architecture.default_precision(device));
         let sentence = SentenceConfig::read(&model, model.card())?;
         let prompt = sentence.prompt(options.prompt.as_deref(), options.prompt_name.as_deref())?;
-        let encoder = models::load(&config, &model.weights()?, dtype, device)?;
+        let encoder = models::load(&config, &model.weights()?, precision, device)?;
         if let Some(n) = options.dimensions {
             if n == 0 || n > encoder.hidden_size() {
                 return Err(Error::Invalid(format!(
@@ -195,7 +201,7 @@ impl Embedder {
             max_seq_length,
             options,
             device: device.clone(),
-            dtype,
+            precision,
         })
     }
 
@@ -207,7 +213,7 @@ impl Embedder {
         expected: &EmbeddingInfo,
         model: Option<&str>,
         device: &Device,
-        dtype: Option<DType>,
+        precision: Option<Precision>,
         options: EmbedderOptions,
         expected_by: &str,
     ) -> Result<Self> {
@@ -229,7 +235,7 @@ impl Embedder {
             ..options
         };
         let model = model.unwrap_or(&trained_with);
-        let embedder = Self::from_files(resolve(model)?, device, dtype, options)?;
+        let embedder = Self::from_files(resolve(model)?, device, precision, options)?;
         expected.check(&embedder, expected_by)?;
         Ok(embedder)
     }
@@ -254,8 +260,8 @@ impl Embedder {
         &self.device
     }
 
-    pub fn dtype(&self) -> DType {
-        self.dtype
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     pub fn pooling(&self) -> Pooling {
@@ -404,7 +410,7 @@ impl Embedder {
                 attention_bias: models::attention_bias(
                     &row_lengths,
                     seq,
-                    self.dtype,
+                    self.precision.activations(),
                     &self.device,
                 )?,
                 mask: Tensor::from_vec(mask, (rows, seq), &self.device)?,

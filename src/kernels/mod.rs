@@ -1,6 +1,7 @@
 //! Fused kernels for the hot paths where candle's generic ops waste work: the k-means
 //! assignment ([`nearest_centroid`]) and centroid update ([`segment_sum`]), masked mean pooling
-//! with L2 normalisation ([`mean_pool`]), and the routing vote ([`top_p_vote`]).
+//! with L2 normalisation ([`mean_pool`]), and the routing vote ([`top_p_vote`]); and, CPU-only,
+//! the int8 GEMM of `--dtype int8` ([`int8`]).
 //!
 //! Each op has a CUDA kernel (`kernels/*.cu`, compiled to PTX by nvcc at build time under the
 //! `cuda` feature and embedded in the binary) and a CPU implementation over plain slices
@@ -15,6 +16,7 @@
 
 #[cfg(feature = "cuda")]
 mod cuda;
+pub mod int8;
 mod nearest;
 mod pool;
 mod segment;

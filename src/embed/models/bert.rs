@@ -10,6 +10,7 @@ use super::transformer::{
 };
 use super::{Architecture, Encoder};
 use crate::error::Result;
+use crate::kernels::int8::Isa;
 
 /// The fields of a BERT or RoBERTa `config.json` the encoder needs.
 #[derive(Debug, Clone, Deserialize)]
@@ -61,7 +62,12 @@ pub struct Bert {
 
 impl Bert {
     /// Loads the weights under `vb` (checkpoints with a `bert.` or `roberta.` prefix too).
-    pub fn load(vb: VarBuilder, config: &BertConfig, architecture: Architecture) -> Result<Self> {
+    pub fn load(
+        vb: VarBuilder,
+        config: &BertConfig,
+        architecture: Architecture,
+        int8: Option<Isa>,
+    ) -> Result<Self> {
         if config.position_embedding_type != "absolute" {
             return Err(crate::Error::Invalid(format!(
                 "position_embedding_type `{}` is not supported (only `absolute`)",
@@ -104,7 +110,7 @@ impl Bert {
             layer_norm(&emb.pp("LayerNorm"), h, config.layer_norm_eps)?,
         )?;
         Ok(Self {
-            encoder: PostNormEncoder::load(&vb, embeddings, "encoder.layer", &LAYER, dims)?,
+            encoder: PostNormEncoder::load(&vb, embeddings, "encoder.layer", &LAYER, dims, int8)?,
             architecture,
         })
     }

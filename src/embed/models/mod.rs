@@ -8,6 +8,7 @@
 //! [`EncoderConfig::build`].
 
 mod bert;
+mod linear;
 mod mpnet;
 mod ops;
 mod qwen3;
@@ -19,9 +20,11 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
+use crate::device::Precision;
 use crate::embed::config::read_json;
 use crate::embed::Pooling;
 use crate::error::{Error, Result};
+use crate::kernels::int8::Isa;
 
 pub use mpnet::relative_bucket;
 pub use transformer::{attention_bias, MASK_BIAS};
@@ -96,15 +99,15 @@ impl Architecture {
         }
     }
 
-    /// The dtype when none is asked for: f32 on CPU (half precision is slow there); on GPUs
-    /// bf16 for Qwen3 (trained and shipped in bf16, whose range its activations need) and f16
-    /// for the encoders.
-    pub fn default_dtype(self, device: &Device) -> DType {
-        match (device, self) {
+    /// The precision when none is asked for: f32 on CPU (half precision is slow there, int8 is
+    /// opt-in); on GPUs bf16 for Qwen3 (trained and shipped in bf16, whose range its
+    /// activations need) and f16 for the encoders.
+    pub fn default_precision(self, device: &Device) -> Precision {
+        Precision::Float(match (device, self) {
             (Device::Cpu, _) => DType::F32,
             (_, Architecture::Qwen3) => DType::BF16,
             _ => DType::F16,
-        }
+        })
     }
 
     pub fn from_model_type(model_type: &str) -> Option<Self> {
@@ -173,14 +176,15 @@ impl EncoderConfig {
         })
     }
 
-    /// Builds the encoder from the weights under `vb`.
-    pub fn build(&self, vb: VarBuilder) -> Result<Box<dyn Encoder>> {
+    /// Builds the encoder from the weights under `vb`, its dense layers quantized for `int8`'s
+    /// kernel if given.
+    pub fn build(&self, vb: VarBuilder, int8: Option<Isa>) -> Result<Box<dyn Encoder>> {
         Ok(match self.architecture {
             arch @ (Architecture::Bert | Architecture::Roberta | Architecture::XlmRoberta) => {
-                Box::new(bert::Bert::load(vb, &self.typed()?, arch)?)
+                Box::new(bert::Bert::load(vb, &self.typed()?, arch, int8)?)
             }
-            Architecture::Mpnet => Box::new(mpnet::Mpnet::load(vb, &self.typed()?)?),
-            Architecture::Qwen3 => Box::new(qwen3::Qwen3::load(vb, &self.typed()?)?),
+            Architecture::Mpnet => Box::new(mpnet::Mpnet::load(vb, &self.typed()?, int8)?),
+            Architecture::Qwen3 => Box::new(qwen3::Qwen3::load(vb, &self.typed()?, int8)?),
         })
     }
 }
@@ -191,7 +195,7 @@ impl EncoderConfig {
 pub fn load(
     config: &EncoderConfig,
     weights: &[std::path::PathBuf],
-    dtype: DType,
+    precision: Precision,
     device: &Device,
 ) -> Result<Box<dyn Encoder>> {
     let names = match weights {
@@ -202,11 +206,12 @@ pub fn load(
             weights[0].parent().unwrap_or(Path::new(".")).display()
         ),
     };
-    supported_dtype(dtype, device)?;
+    let int8 = supported(precision, device)?;
+    let dtype = precision.activations();
     // SAFETY: the weight files are memory-mapped read-only; kroute never writes to them.
     let vb = unsafe { VarBuilder::from_mmaped_safetensors(weights, dtype, device) }
         .map_err(|e| Error::Invalid(format!("{names}: {e}")))?;
-    config.build(vb).map_err(|e| match e {
+    config.build(vb, int8).map_err(|e| match e {
         Error::Candle(e) => Error::Invalid(format!(
             "{names} does not match {} ({}): {e}",
             config.path.display(),
@@ -218,23 +223,42 @@ pub fn load(
 
 /// The encoder `config` describes with placeholder weights (zeros), for benchmarking shapes
 /// whose weights are not at hand.
-pub fn random(config: &EncoderConfig, dtype: DType, device: &Device) -> Result<Box<dyn Encoder>> {
-    supported_dtype(dtype, device)?;
+pub fn random(
+    config: &EncoderConfig,
+    precision: Precision,
+    device: &Device,
+) -> Result<Box<dyn Encoder>> {
+    let int8 = supported(precision, device)?;
     let vars = VarMap::new();
-    config.build(VarBuilder::from_varmap(&vars, dtype, device))
+    config.build(
+        VarBuilder::from_varmap(&vars, precision.activations(), device),
+        int8,
+    )
 }
 
-/// Refuses what the device cannot compute in, before any weight is read.
-fn supported_dtype(dtype: DType, device: &Device) -> Result<()> {
-    match (device, dtype) {
-        (_, DType::F32 | DType::F16) => Ok(()),
-        (Device::Cpu, DType::BF16) => Err(Error::Invalid(
-            "--dtype bf16 does not run on the CPU (candle's CPU matmul has no bf16); use f32 or f16"
+/// Refuses what the device cannot compute in, before any weight is read; for int8, returns the
+/// kernel this CPU runs.
+fn supported(precision: Precision, device: &Device) -> Result<Option<Isa>> {
+    match (device, precision) {
+        (Device::Cpu, Precision::Int8) => Isa::detect().map(Some).ok_or_else(|| {
+            Error::Invalid(
+                "--dtype int8 needs an x86-64 CPU with AVX2 (its integer kernels are AVX2, \
+                 AVX-VNNI and AVX-512 VNNI); use f32"
+                    .into(),
+            )
+        }),
+        (_, Precision::Int8) => Err(Error::Invalid(
+            "--dtype int8 runs on the CPU only; on a GPU use f16 or bf16".into(),
+        )),
+        (_, Precision::Float(DType::F32 | DType::F16)) => Ok(None),
+        (Device::Cpu, Precision::Float(DType::BF16)) => Err(Error::Invalid(
+            "--dtype bf16 does not run on the CPU (candle's CPU matmul has no bf16); use f32, \
+             f16 or int8"
                 .into(),
         )),
-        (_, DType::BF16) => Ok(()),
-        (_, other) => Err(Error::Invalid(format!(
-            "--dtype {}: the encoders run in f32, f16 or bf16",
+        (_, Precision::Float(DType::BF16)) => Ok(None),
+        (_, Precision::Float(other)) => Err(Error::Invalid(format!(
+            "--dtype {}: the encoders run in f32, f16, bf16 or int8",
             other.as_str()
         ))),
     }

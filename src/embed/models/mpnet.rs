@@ -11,6 +11,7 @@ use super::transformer::{
 };
 use super::{Architecture, Encoder};
 use crate::error::Result;
+use crate::kernels::int8::Isa;
 
 /// Distances at or beyond this share the last bucket (fixed in MPNet).
 const MAX_DISTANCE: usize = 128;
@@ -63,7 +64,7 @@ pub struct Mpnet {
 }
 
 impl Mpnet {
-    pub fn load(vb: VarBuilder, config: &MpnetConfig) -> Result<Self> {
+    pub fn load(vb: VarBuilder, config: &MpnetConfig, int8: Option<Isa>) -> Result<Self> {
         let dims = Dims {
             hidden: config.hidden_size,
             intermediate: config.intermediate_size,
@@ -99,7 +100,7 @@ impl Mpnet {
             heads,
         );
         Ok(Self {
-            encoder: PostNormEncoder::load(&vb, embeddings, "encoder.layer", &LAYER, dims)?,
+            encoder: PostNormEncoder::load(&vb, embeddings, "encoder.layer", &LAYER, dims, int8)?,
             relative_bias,
             buckets,
         })

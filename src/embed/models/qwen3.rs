@@ -16,10 +16,12 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Embedding, VarBuilder};
 use serde::Deserialize;
 
+use super::linear::Linear;
 use super::ops;
 use super::transformer::{encoder_root, MASK_BIAS};
 use super::{Architecture, Encoder};
 use crate::error::{Error, Result};
+use crate::kernels::int8::Isa;
 
 /// The longest input when the model directory sets no limit: far below Qwen3's 32k positions,
 /// because attention memory grows with the square of the length; Qwen's own examples embed up
@@ -143,16 +145,16 @@ impl Qwen3Config {
 struct Layer {
     input_norm: Tensor,
     /// `(heads + 2·kv_heads)·head_dim × hidden`: Q, K and V stacked.
-    qkv: Tensor,
+    qkv: Linear,
     qkv_bias: Option<Tensor>,
     /// The query norm's weight times 1/√head_dim.
     q_norm: Tensor,
     k_norm: Tensor,
-    o: Tensor,
+    o: Linear,
     post_norm: Tensor,
     /// `2·intermediate × hidden`: gate and up stacked.
-    gate_up: Tensor,
-    down: Tensor,
+    gate_up: Linear,
+    down: Linear,
 }
 
 pub struct Qwen3 {
@@ -168,7 +170,7 @@ pub struct Qwen3 {
 
 impl Qwen3 {
     /// Loads the weights under `vb` (checkpoints with a `model.` prefix too).
-    pub fn load(vb: VarBuilder, config: &Qwen3Config) -> Result<Self> {
+    pub fn load(vb: VarBuilder, config: &Qwen3Config, int8: Option<Isa>) -> Result<Self> {
         let shape = config.shape()?;
         let theta = config.rope_theta()?;
         let vb = encoder_root(vb, "embed_tokens.weight", &["model"]);
@@ -203,20 +205,26 @@ impl Qwen3 {
                 };
                 Ok(Layer {
                     input_norm: vb.get(h, "input_layernorm.weight")?,
-                    qkv,
+                    qkv: Linear::new(qkv, int8)?,
                     qkv_bias,
                     q_norm: (attn.get(d, "q_norm.weight")? * scale)?,
                     k_norm: attn.get(d, "k_norm.weight")?,
-                    o: attn.get((h, q_out), "o_proj.weight")?,
+                    o: Linear::new(attn.get((h, q_out), "o_proj.weight")?, int8)?,
                     post_norm: vb.get(h, "post_attention_layernorm.weight")?,
-                    gate_up: Tensor::cat(
-                        &[
-                            mlp.get((shape.intermediate, h), "gate_proj.weight")?,
-                            mlp.get((shape.intermediate, h), "up_proj.weight")?,
-                        ],
-                        0,
+                    gate_up: Linear::new(
+                        Tensor::cat(
+                            &[
+                                mlp.get((shape.intermediate, h), "gate_proj.weight")?,
+                                mlp.get((shape.intermediate, h), "up_proj.weight")?,
+                            ],
+                            0,
+                        )?,
+                        int8,
                     )?,
-                    down: mlp.get((h, shape.intermediate), "down_proj.weight")?,
+                    down: Linear::new(
+                        mlp.get((h, shape.intermediate), "down_proj.weight")?,
+                        None, // in float, as the encoders' (see transformer.rs)
+                    )?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -252,7 +260,7 @@ impl Qwen3 {
         let s = self.shape;
         let (d, eps) = (s.head_dim, s.eps as f32);
         let h = candle_nn::ops::rms_norm(x, &layer.input_norm, eps)?;
-        let mut qkv = h.matmul(&layer.qkv.t()?)?;
+        let mut qkv = layer.qkv.forward(&h)?;
         if let Some(bias) = &layer.qkv_bias {
             qkv = qkv.broadcast_add(bias)?;
         }
@@ -285,14 +293,14 @@ impl Qwen3 {
             .reshape((batch, s.heads, seq, d))?
             .transpose(1, 2)?
             .reshape((batch * seq, s.heads * d))?;
-        let x = (x + context.matmul(&layer.o.t()?)?)?;
+        let x = (x + layer.o.forward(&context)?)?;
 
         let h = candle_nn::ops::rms_norm(&x, &layer.post_norm, eps)?;
-        let gate_up = h.matmul(&layer.gate_up.t()?)?;
+        let gate_up = layer.gate_up.forward(&h)?;
         let gate = gate_up.narrow(D::Minus1, 0, s.intermediate)?;
         let up = gate_up.narrow(D::Minus1, s.intermediate, s.intermediate)?;
         let inner = (candle_nn::ops::silu(&gate)? * up)?;
-        Ok((x + inner.matmul(&layer.down.t()?)?)?)
+        Ok((x + layer.down.forward(&inner)?)?)
     }
 }
 

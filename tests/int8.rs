@@ -1,0 +1,80 @@
+//! The int8 GEMM: every kernel against the scalar reference on its own packing, and against the
+//! unpacked quantized product, bit for bit (the integer part is exact everywhere); kernels this
+//! CPU lacks still have their packing checked through the scalar tiles.
+
+use kroute::kernels::int8::{reference, Int8Weights, Isa};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+fn random(len: usize, rng: &mut StdRng) -> Vec<f32> {
+    (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+/// Shapes with every kind of edge: tails of rows, columns and k groups, a lone row, and a BERT
+/// feed-forward layer's size.
+const SHAPES: [(usize, usize, usize); 6] = [
+    (1, 1, 1),
+    (1, 384, 384),
+    (13, 37, 45),
+    (61, 33, 7),
+    (7, 100, 130),
+    (70, 384, 1536),
+];
+
+#[test]
+fn every_kernel_equals_the_reference_bit_for_bit() {
+    let mut rng = StdRng::seed_from_u64(7);
+    println!(
+        "this CPU runs: {:?}",
+        Isa::ALL
+            .iter()
+            .filter(|i| i.available())
+            .map(|i| i.as_str())
+            .collect::<Vec<_>>()
+    );
+    for (rows, n, k) in SHAPES {
+        let w = random(n * k, &mut rng);
+        let mut x = random(rows * k, &mut rng);
+        // An all-zero row quantizes with scale 0 and must give zeros, not NaN.
+        x[..k].fill(0.0);
+        for isa in Isa::ALL {
+            let weights = Int8Weights::quantize(&w, n, k, isa).unwrap();
+            let levels = weights.activation_levels();
+            let exact = reference::unpacked(&w, n, &x, rows, levels);
+            let scalar = reference::matmul(&weights, &x, rows).unwrap();
+            assert_eq!(scalar, exact, "{} packing, {rows}×{n}×{k}", isa.as_str());
+            let out = weights.matmul(&x, rows).unwrap();
+            assert_eq!(out, exact, "{} kernel, {rows}×{n}×{k}", isa.as_str());
+            assert!(out[..n].iter().all(|&v| v == 0.0));
+        }
+    }
+}
+
+#[test]
+fn int8_product_is_close_to_f32() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let (rows, n, k) = (32, 96, 384);
+    let w = random(n * k, &mut rng);
+    let x = random(rows * k, &mut rng);
+    let isa = Isa::detect().unwrap_or(Isa::Avx2);
+    let out = Int8Weights::quantize(&w, n, k, isa)
+        .unwrap()
+        .matmul(&x, rows)
+        .unwrap();
+    let (mut err, mut norm) = (0f64, 0f64);
+    for r in 0..rows {
+        for c in 0..n {
+            let want: f32 = (0..k).map(|i| x[r * k + i] * w[c * k + i]).sum();
+            err += ((out[r * n + c] - want) as f64).powi(2);
+            norm += (want as f64).powi(2);
+        }
+    }
+    let relative = (err / norm).sqrt();
+    assert!(relative < 0.02, "relative error {relative}");
+}
+
+#[test]
+fn wrong_input_length_is_an_error() {
+    let weights = Int8Weights::quantize(&[0.5; 12], 3, 4, Isa::Avx2).unwrap();
+    assert!(weights.matmul(&[1.0; 7], 2).is_err());
+    assert!(Int8Weights::quantize(&[0.5; 11], 3, 4, Isa::Avx2).is_err());
+}
