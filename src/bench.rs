@@ -132,6 +132,9 @@ pub struct RouteCase {
 pub struct BenchReport {
     pub device: String,
     pub dtype: String,
+    /// For `--dtype int8`: the integer kernel this CPU runs (`avx512-vnni`, `avx-vnni`, `avx2`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub int8_kernel: Option<&'static str>,
     pub threads: usize,
     pub kroute_version: String,
     pub features: Vec<&'static str>,
@@ -228,6 +231,10 @@ pub fn run(
     Ok(BenchReport {
         device: device_name(device),
         dtype: precision.as_str().to_string(),
+        int8_kernel: match precision {
+            Precision::Int8 => crate::kernels::int8::Isa::detect().map(|isa| isa.as_str()),
+            Precision::Float(_) => None,
+        },
         threads: rayon::current_num_threads(),
         kroute_version: env!("CARGO_PKG_VERSION").to_string(),
         features: [

@@ -149,9 +149,13 @@ fn print_report(r: &BenchReport) {
     } else {
         "generic ops"
     };
+    let dtype = match r.int8_kernel {
+        Some(kernel) => format!("{} ({kernel} kernel)", r.dtype),
+        None => r.dtype.clone(),
+    };
     println!(
-        "kroute {} bench: {}, {}, {} threads, features: {features}, {ops}\nmodel: {}\n",
-        r.kroute_version, r.device, r.dtype, r.threads, r.model
+        "kroute {} bench: {}, {dtype}, {} threads, features: {features}, {ops}\nmodel: {}\n",
+        r.kroute_version, r.device, r.threads, r.model
     );
     println!(
         "{:>8} {:>13} {:>6} {:>12} {:>12} {:>8} {:>7}",

@@ -251,14 +251,6 @@ impl Int8Weights {
         self.out_features
     }
 
-    pub fn in_features(&self) -> usize {
-        self.in_features
-    }
-
-    pub fn isa(&self) -> Isa {
-        self.isa
-    }
-
     /// Quantization levels of the activations (255 for u8).
     pub fn activation_levels(&self) -> f32 {
         self.levels
