@@ -48,13 +48,17 @@ impl Isa {
     /// (one this CPU lacks is emulated with scalar tiles, slowly: for checking its accuracy).
     pub fn detect() -> Option<Isa> {
         let best = Self::ALL.into_iter().find(|isa| isa.available())?;
-        match std::env::var("KROUTE_INT8_KERNEL") {
-            Ok(name) => Self::ALL
-                .into_iter()
-                .find(|isa| isa.as_str() == name)
-                .or(Some(best)),
-            Err(_) => Some(best),
+        let Ok(name) = std::env::var("KROUTE_INT8_KERNEL") else {
+            return Some(best);
+        };
+        let forced = Self::ALL.into_iter().find(|isa| isa.as_str() == name);
+        if forced.is_none() {
+            tracing::warn!(
+                "KROUTE_INT8_KERNEL={name} is not a kernel (avx512-vnni, avx-vnni, avx2); using {}",
+                best.as_str()
+            );
         }
+        Some(forced.unwrap_or(best))
     }
 
     pub const ALL: [Isa; 3] = [Isa::Avx512Vnni, Isa::AvxVnni, Isa::Avx2];
