@@ -130,12 +130,6 @@ impl From<DType> for Precision {
     }
 }
 
-impl fmt::Display for Precision {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// Parses `f32`, `f16`, `bf16` or `int8`.
 pub fn parse_dtype(s: &str) -> Result<Precision> {
     match s.trim().to_ascii_lowercase().as_str() {

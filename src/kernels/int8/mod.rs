@@ -273,7 +273,7 @@ impl Int8Weights {
     pub fn matmul(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
         self.check_input(x, rows)?;
         let mut out = vec![0f32; rows * self.out_features];
-        let activations = Activations::quantize(x, rows, self, self.tile);
+        let activations = Activations::quantize(x, rows, self);
         self.run(&activations, &mut out, |tile, rows, columns, acc, out| {
             if self.runnable {
                 #[cfg(target_arch = "x86_64")]
@@ -385,8 +385,9 @@ struct Activations {
 
 impl Activations {
     /// `x`'s rows quantized for `weights`' kernel.
-    fn quantize(x: &[f32], rows: usize, weights: &Int8Weights, tile: Tile) -> Self {
+    fn quantize(x: &[f32], rows: usize, weights: &Int8Weights) -> Self {
         let (k, k_padded, levels) = (weights.in_features, weights.k_padded, weights.levels);
+        let tile = weights.tile;
         let element = tile.activation_bytes;
         // i16 storage keeps the i16 format aligned; the u8 format views it as bytes.
         let mut data = vec![0i16; rows * k_padded * element / 2];
@@ -501,7 +502,7 @@ pub mod reference {
     pub fn matmul(weights: &Int8Weights, x: &[f32], rows: usize) -> Result<Vec<f32>> {
         weights.check_input(x, rows)?;
         let mut out = vec![0f32; rows * weights.out_features];
-        let activations = Activations::quantize(x, rows, weights, weights.tile);
+        let activations = Activations::quantize(x, rows, weights);
         let tile_shape = weights.tile;
         weights.run(&activations, &mut out, |tile, rows, columns, acc, out| {
             scalar_tile(tile_shape, tile, acc);
