@@ -7,6 +7,7 @@
 //! add a variant to [`Architecture`] with its `model_type` name, and build it in
 //! [`EncoderConfig::build`].
 
+mod attention;
 mod bert;
 mod linear;
 mod mpnet;

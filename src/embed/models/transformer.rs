@@ -16,6 +16,7 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, LayerNorm, VarBuilder};
 use serde::Deserialize;
 
+use super::attention::attention;
 use super::linear::Linear;
 use super::ops;
 use crate::error::{Error, Result};
@@ -212,12 +213,14 @@ impl PostNormLayer {
         batch: usize,
     ) -> Result<Tensor> {
         let qkv = self.qkv_weight.forward(hidden)?;
-        let [q, k, v] = ops::split_heads(&qkv, &self.qkv_bias, batch, dims.heads)?;
-        let probs = ops::masked_softmax(&q.matmul(&k.t()?)?, key_bias, position_bias)?;
-        let context = probs
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .reshape((hidden.dim(0)?, dims.hidden))?;
+        let context = attention(
+            &qkv,
+            &self.qkv_bias,
+            key_bias,
+            position_bias,
+            batch,
+            dims.heads,
+        )?;
         let attention = self.attention_out.forward(&context)?;
         let attended =
             ops::bias_residual_norm(&attention, hidden, &self.attention_norm, dims.eps as f32)?;

@@ -30,6 +30,8 @@
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -166,13 +168,73 @@ fn quantize_into<T: From<i8>>(values: &[f32], out: &mut [T]) -> f32 {
     max / 127.0
 }
 
-/// Asymmetric u8 quantization of one vector: `q` into `out`, the scale and the zero point, with
-/// `v ≈ (q − zero)·scale`; the range always holds 0, so zero padding stays exact.
-fn quantize_asymmetric<T: TryFrom<i32> + Default>(
+/// An activation level's storage: u8 (VNNI), i16 (AVX2), i32 (the unpacked reference).
+trait Level: Copy {
+    /// `q`, an integer in `0..=levels`, as this type.
+    fn from_level(q: f32) -> Self;
+}
+
+impl Level for u8 {
+    #[inline(always)]
+    fn from_level(q: f32) -> Self {
+        q as u8
+    }
+}
+
+impl Level for i16 {
+    #[inline(always)]
+    fn from_level(q: f32) -> Self {
+        q as i16
+    }
+}
+
+impl Level for i32 {
+    #[inline(always)]
+    fn from_level(q: f32) -> Self {
+        q as i32
+    }
+}
+
+/// Asymmetric quantization of one vector to `levels + 1` levels: `q` into `out`, the scale and
+/// the zero point, with `v ≈ (q − zero)·scale`; the range always holds 0, so zero padding stays
+/// exact. Compiled for AVX-512 or AVX2 where the CPU has them: this runs on every activation.
+fn quantize_asymmetric<T: Level>(values: &[f32], out: &mut [T], levels: f32) -> (f32, i32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        // SAFETY (both): the CPU has the features the copy is compiled for.
+        if has!("avx512f") {
+            return unsafe { quantize_asymmetric_avx512(values, out, levels) };
+        }
+        if has!("avx2") {
+            return unsafe { quantize_asymmetric_avx2(values, out, levels) };
+        }
+    }
+    quantize_asymmetric_generic(values, out, levels)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn quantize_asymmetric_avx512<T: Level>(
     values: &[f32],
     out: &mut [T],
     levels: f32,
 ) -> (f32, i32) {
+    quantize_asymmetric_generic(values, out, levels)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_asymmetric_avx2<T: Level>(
+    values: &[f32],
+    out: &mut [T],
+    levels: f32,
+) -> (f32, i32) {
+    quantize_asymmetric_generic(values, out, levels)
+}
+
+#[inline(always)]
+fn quantize_asymmetric_generic<T: Level>(values: &[f32], out: &mut [T], levels: f32) -> (f32, i32) {
     let (mut low, mut high) = (0f32, 0f32);
     for &v in values {
         low = if v < low { v } else { low };
@@ -182,8 +244,7 @@ fn quantize_asymmetric<T: TryFrom<i32> + Default>(
     let inverse = if range > 0.0 { levels / range } else { 0.0 };
     let zero = round(-low * inverse);
     for (o, &v) in out.iter_mut().zip(values) {
-        let q = (round(v * inverse) + zero).clamp(0.0, levels) as i32;
-        *o = T::try_from(q).unwrap_or_default();
+        *o = T::from_level((round(v * inverse) + zero).clamp(0.0, levels));
     }
     (range / levels, zero as i32)
 }
@@ -272,9 +333,8 @@ impl Int8Weights {
     /// `x·Wᵀ` for `x` of `rows × in_features` (row-major): `rows × out_features`.
     pub fn matmul(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
         self.check_input(x, rows)?;
-        let mut out = vec![0f32; rows * self.out_features];
         let activations = Activations::quantize(x, rows, self);
-        self.run(&activations, &mut out, |tile, rows, columns, acc, out| {
+        Ok(self.run(&activations, |tile, rows, columns, acc, out| {
             if self.runnable {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `runnable` says the CPU has the kernel's instructions, and the tile's
@@ -286,8 +346,7 @@ impl Int8Weights {
                 reference::scalar_tile(self.tile, tile, acc);
             }
             self.store(tile, rows, columns, acc, out);
-        });
-        Ok(out)
+        }))
     }
 
     fn check_input(&self, x: &[f32], rows: usize) -> Result<()> {
@@ -302,8 +361,9 @@ impl Int8Weights {
     }
 
     /// Splits the output into (row block × panel range) tasks over the thread pool and calls
-    /// `compute` on each tile with its operands and a zeroed accumulator.
-    fn run<F>(&self, activations: &Activations, out: &mut [f32], compute: F)
+    /// `compute` on each tile with its operands and a zeroed accumulator; `compute` stores the
+    /// tile, and the tiles cover the `rows × out_features` output, which is never zeroed first.
+    fn run<F>(&self, activations: &Activations, compute: F) -> Vec<f32>
     where
         F: Fn(&TileOperands, usize, std::ops::Range<usize>, &mut [i32], &mut OutRows) + Sync,
     {
@@ -317,7 +377,8 @@ impl Int8Weights {
             .div_ceil(row_blocks)
             .clamp(1, panels);
         let panels_per_group = panels.div_ceil(panel_groups);
-        let out_ptr = OutPtr(out.as_mut_ptr());
+        let mut out = Vec::<f32>::with_capacity(rows * self.out_features);
+        let out_ptr = OutPtr(out.spare_capacity_mut().as_mut_ptr());
         let columns_total = self.out_features;
         (0..row_blocks * panel_groups)
             .into_par_iter()
@@ -343,6 +404,10 @@ impl Int8Weights {
                     }
                 }
             });
+        // SAFETY: the tasks' (row block × panels) ranges cover every row and column, and
+        // `store` writes every value of its tile.
+        unsafe { out.set_len(rows * self.out_features) };
+        out
     }
 
     /// Dequantizes a tile's accumulators into the output rows.
@@ -363,7 +428,7 @@ impl Int8Weights {
             // SAFETY: each task writes only its own rows and columns of `out`.
             let out = unsafe { out.row(r, columns.clone()) };
             for (((o, &a), &sum), &scale) in out.iter_mut().zip(acc).zip(sums).zip(scales) {
-                *o = (a - zero * sum) as f32 * (row_scale * scale);
+                o.write((a - zero * sum) as f32 * (row_scale * scale));
             }
         }
     }
@@ -473,7 +538,7 @@ impl<'a> TileOperands<'a> {
 }
 
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
+struct OutPtr(*mut MaybeUninit<f32>);
 // SAFETY: tasks write disjoint (row, column) blocks of the output (see `Int8Weights::run`).
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
@@ -487,7 +552,7 @@ struct OutRows {
 impl OutRows {
     /// # Safety
     /// No other task may hold the same row and columns.
-    unsafe fn row(&mut self, r: usize, columns: std::ops::Range<usize>) -> &mut [f32] {
+    unsafe fn row(&mut self, r: usize, columns: std::ops::Range<usize>) -> &mut [MaybeUninit<f32>] {
         let start = (self.first_row + r) * self.stride + columns.start;
         std::slice::from_raw_parts_mut(self.ptr.0.add(start), columns.len())
     }
@@ -501,14 +566,12 @@ pub mod reference {
     /// `x·Wᵀ` through the same quantized operands as [`Int8Weights::matmul`], with scalar tiles.
     pub fn matmul(weights: &Int8Weights, x: &[f32], rows: usize) -> Result<Vec<f32>> {
         weights.check_input(x, rows)?;
-        let mut out = vec![0f32; rows * weights.out_features];
         let activations = Activations::quantize(x, rows, weights);
         let tile_shape = weights.tile;
-        weights.run(&activations, &mut out, |tile, rows, columns, acc, out| {
+        Ok(weights.run(&activations, |tile, rows, columns, acc, out| {
             scalar_tile(tile_shape, tile, acc);
             weights.store(tile, rows, columns, acc, out);
-        });
-        Ok(out)
+        }))
     }
 
     /// The exact f32 result of the quantized operands, computed without packing: `Σ_k qa·qw`

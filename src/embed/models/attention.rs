@@ -1,0 +1,310 @@
+//! Bidirectional multi-head self-attention of the post-norm encoders, from the fused QKV
+//! projection to the context in token-major layout: `softmax(q·kᵀ + masks)·v` per head.
+//!
+//! On CPU in f32 it is one pass with a task per (sequence, head): gather the head's q, k, v
+//! with their biases, two single-threaded GEMMs around the masked softmax, and the context
+//! written straight into its columns of the `(tokens, hidden)` output. Why: composed from
+//! candle ops, attention spent its time outside arithmetic: candle's batched matmul runs one
+//! multi-threaded GEMM per (sequence, head), each a few hundred thousand multiply-adds; the
+//! scores, the probabilities and the split and merged heads were each written to memory.
+//! Elsewhere (other devices and dtypes) the same computation is composed from candle's ops,
+//! which is also what the fused pass is tested against.
+
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::ops::{self, f32_slice};
+use crate::error::Result;
+
+/// `qkv`: `(batch·seq, 3·hidden)`, the fused projection without its bias `qkv_bias` (`3·hidden`;
+/// the 1/√d scale already folded into Q). `key_bias`: `(batch, seq)`, additive key mask.
+/// `position_bias`: an optional `(heads, seq, seq)` term shared by every sequence (MPNet's
+/// relative positions). Returns the context, `(batch·seq, hidden)`.
+pub fn attention(
+    qkv: &Tensor,
+    qkv_bias: &Tensor,
+    key_bias: &Tensor,
+    position_bias: Option<&Tensor>,
+    batch: usize,
+    heads: usize,
+) -> Result<Tensor> {
+    if !(qkv.device().is_cpu() && qkv.dtype() == DType::F32) {
+        return composed(qkv, qkv_bias, key_bias, position_bias, batch, heads);
+    }
+    let op = FusedAttention {
+        bias: qkv_bias.to_dtype(DType::F32)?.to_vec1()?,
+        batch,
+        heads,
+    };
+    let qkv = qkv.contiguous()?;
+    Ok(match position_bias {
+        Some(position) => qkv.apply_op3_no_bwd(key_bias, position, &op)?,
+        None => qkv.apply_op2_no_bwd(key_bias, &op)?,
+    })
+}
+
+/// The same computation from candle's ops.
+fn composed(
+    qkv: &Tensor,
+    qkv_bias: &Tensor,
+    key_bias: &Tensor,
+    position_bias: Option<&Tensor>,
+    batch: usize,
+    heads: usize,
+) -> Result<Tensor> {
+    let (rows, width) = qkv.dims2()?;
+    let (seq, head_dim) = (rows / batch, width / (3 * heads));
+    let split = qkv
+        .broadcast_add(qkv_bias)?
+        .reshape((batch, seq, 3, heads, head_dim))?
+        .permute((2, 0, 3, 1, 4))?
+        .contiguous()?;
+    let (q, k, v) = (split.get(0)?, split.get(1)?, split.get(2)?);
+    let probs = ops::masked_softmax(&q.matmul(&k.t()?)?, key_bias, position_bias)?;
+    Ok(probs
+        .matmul(&v)?
+        .transpose(1, 2)?
+        .reshape((rows, width / 3))?)
+}
+
+struct FusedAttention {
+    bias: Vec<f32>,
+    batch: usize,
+    heads: usize,
+}
+
+impl FusedAttention {
+    fn run(
+        &self,
+        qkv: &[f32],
+        shape: &Shape,
+        key_bias: &[f32],
+        position_bias: Option<&[f32]>,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (rows, width) = shape.dims2()?;
+        let (batch, heads) = (self.batch, self.heads);
+        let (seq, hidden) = (rows / batch, width / 3);
+        let dim = hidden / heads;
+        if rows != batch * seq || hidden != heads * dim || self.bias.len() != width {
+            candle_core::bail!("attention: qkv {shape:?} does not split into {batch} × {heads}");
+        }
+        if key_bias.len() != rows {
+            candle_core::bail!(
+                "attention: key bias has {} values, not {rows}",
+                key_bias.len()
+            );
+        }
+        if position_bias.is_some_and(|p| p.len() != heads * seq * seq) {
+            candle_core::bail!("attention: position bias is not (heads, seq, seq)");
+        }
+        let mut out = Vec::<f32>::with_capacity(rows * hidden);
+        let out_ptr = SendPtr(out.spare_capacity_mut().as_mut_ptr() as *mut f32);
+        (0..batch * heads).into_par_iter().for_each(|task| {
+            let (b, h) = (task / heads, task % heads);
+            // q, k, v of this head, biases added: `seq × dim` each, row-major.
+            let mut qkv_head = vec![0f32; 3 * seq * dim];
+            for (part, block) in qkv_head.chunks_exact_mut(seq * dim).enumerate() {
+                let column = part * hidden + h * dim;
+                let bias = &self.bias[column..column + dim];
+                for (s, row) in block.chunks_exact_mut(dim).enumerate() {
+                    let src = &qkv[(b * seq + s) * width + column..][..dim];
+                    for ((o, x), b) in row.iter_mut().zip(src).zip(bias) {
+                        *o = x + b;
+                    }
+                }
+            }
+            let (q, kv) = qkv_head.split_at(seq * dim);
+            let (k, v) = kv.split_at(seq * dim);
+            let mut scores = vec![0f32; seq * seq];
+            // SAFETY (both GEMMs): every pointer and stride stays inside its buffer; the
+            // context block of (b, h) is this task's alone.
+            unsafe {
+                // scores = q · kᵀ: kᵀ read through k's strides.
+                small_gemm(
+                    seq,
+                    seq,
+                    dim,
+                    scores.as_mut_ptr(),
+                    seq,
+                    (q.as_ptr(), dim, 1),
+                    (k.as_ptr(), 1, dim),
+                );
+            }
+            let key_bias = &key_bias[b * seq..(b + 1) * seq];
+            for (query, row) in scores.chunks_exact_mut(seq).enumerate() {
+                row.iter_mut().zip(key_bias).for_each(|(s, m)| *s += m);
+                if let Some(position) = position_bias {
+                    let position = &position[(h * seq + query) * seq..][..seq];
+                    row.iter_mut().zip(position).for_each(|(s, p)| *s += p);
+                }
+                ops::softmax_in_place(row);
+            }
+            unsafe {
+                // context = probs · v, into columns h·dim.. of rows b·seq.. of the output.
+                let context = out_ptr.get().add(b * seq * hidden + h * dim);
+                small_gemm(
+                    seq,
+                    dim,
+                    seq,
+                    context,
+                    hidden,
+                    (scores.as_ptr(), seq, 1),
+                    (v.as_ptr(), dim, 1),
+                );
+            }
+        });
+        // SAFETY: the (sequence, head) tasks wrote every row and column of the output.
+        unsafe { out.set_len(rows * hidden) };
+        Ok((CpuStorage::F32(out), Shape::from((rows, hidden))))
+    }
+}
+
+/// `dst (m × n, row stride dst_rs) = lhs (m × k) · rhs (k × n)`, operands given as
+/// `(pointer, row stride, column stride)`, single-threaded: the tasks are the parallelism.
+///
+/// # Safety
+/// Every element the shapes and strides address must lie inside its allocation; `dst` is
+/// written without being read.
+unsafe fn small_gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    lhs: (*const f32, usize, usize),
+    rhs: (*const f32, usize, usize),
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        false,
+        lhs.0,
+        lhs.2 as isize,
+        lhs.1 as isize,
+        rhs.0,
+        rhs.2 as isize,
+        rhs.1 as isize,
+        0.0,
+        1.0,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    )
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: the tasks write disjoint (rows × columns) blocks through it.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// A method, so that closures capture the whole `Send` wrapper rather than its field.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+impl CustomOp2 for FusedAttention {
+    fn name(&self) -> &'static str {
+        "attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let name = CustomOp2::name(self);
+        let qkv = f32_slice(s1, l1, name)?;
+        let key_bias = f32_slice(s2, l2, name)?;
+        self.run(qkv, l1.shape(), key_bias, None)
+    }
+}
+
+impl CustomOp3 for FusedAttention {
+    fn name(&self) -> &'static str {
+        "attention-position-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let name = CustomOp3::name(self);
+        let qkv = f32_slice(s1, l1, name)?;
+        let key_bias = f32_slice(s2, l2, name)?;
+        let position = f32_slice(s3, l3, name)?;
+        self.run(qkv, l1.shape(), key_bias, Some(position))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::embed::models::MASK_BIAS;
+    use candle_core::Device;
+
+    fn random(shape: &[usize]) -> Tensor {
+        Tensor::randn(0f32, 1.0, shape, &Device::Cpu).unwrap()
+    }
+
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+        let a = a.to_dtype(DType::F64).unwrap();
+        let b = b.to_dtype(DType::F64).unwrap();
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
+    #[test]
+    fn fused_attention_matches_composed_ops() {
+        let (batch, heads, seq, dim) = (3, 4, 7, 8);
+        let hidden = heads * dim;
+        let qkv = random(&[batch * seq, 3 * hidden]);
+        let bias = random(&[3 * hidden]);
+        let mut mask = vec![0f32; batch * seq];
+        mask[seq - 2..seq].fill(MASK_BIAS);
+        mask[2 * seq - 1] = MASK_BIAS;
+        let mask = Tensor::from_vec(mask, (batch, seq), &Device::Cpu).unwrap();
+        let position = random(&[heads, seq, seq]);
+        let f64 = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
+        for position in [None, Some(&position)] {
+            let got = attention(&qkv, &bias, &mask, position, batch, heads).unwrap();
+            let want = composed(
+                &f64(&qkv),
+                &f64(&bias),
+                &f64(&mask),
+                position.map(f64).as_ref(),
+                batch,
+                heads,
+            )
+            .unwrap();
+            assert_eq!(got.dims(), &[batch * seq, hidden]);
+            assert!(
+                max_abs_diff(&got, &want) < 1e-5,
+                "{}",
+                max_abs_diff(&got, &want)
+            );
+        }
+    }
+}
