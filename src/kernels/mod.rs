@@ -20,6 +20,7 @@ pub mod int8;
 mod nearest;
 mod pool;
 mod segment;
+pub(crate) mod simd;
 mod vote;
 
 use std::ops::Range;

@@ -2,7 +2,7 @@
 //! projection to the context in token-major layout: `softmax(q·kᵀ + masks)·v` per head.
 //!
 //! On CPU in f32 it is one pass with a task per (sequence, head): gather the head's q, k, v
-//! with their biases, two single-threaded GEMMs around the masked softmax, and the context
+//! with their biases, two single-threaded GEMMs (the tasks are the parallelism) around the masked softmax, and the context
 //! written straight into its columns of the `(tokens, hidden)` output. Why: composed from
 //! candle ops, attention spent its time outside arithmetic: candle's batched matmul runs one
 //! multi-threaded GEMM per (sequence, head), each a few hundred thousand multiply-adds; the
@@ -13,6 +13,7 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::linear::gemm_f32;
 use super::ops::{self, f32_slice};
 use crate::error::Result;
 
@@ -120,7 +121,7 @@ impl FusedAttention {
             // context block of (b, h) is this task's alone.
             unsafe {
                 // scores = q · kᵀ: kᵀ read through k's strides.
-                small_gemm(
+                gemm_f32(
                     seq,
                     seq,
                     dim,
@@ -128,6 +129,7 @@ impl FusedAttention {
                     seq,
                     (q.as_ptr(), dim, 1),
                     (k.as_ptr(), 1, dim),
+                    false,
                 );
             }
             let key_bias = &key_bias[b * seq..(b + 1) * seq];
@@ -137,12 +139,12 @@ impl FusedAttention {
                     let position = &position[(h * seq + query) * seq..][..seq];
                     row.iter_mut().zip(position).for_each(|(s, p)| *s += p);
                 }
-                ops::softmax_in_place(row);
+                ops::softmax(row);
             }
             unsafe {
                 // context = probs · v, into columns h·dim.. of rows b·seq.. of the output.
                 let context = out_ptr.get().add(b * seq * hidden + h * dim);
-                small_gemm(
+                gemm_f32(
                     seq,
                     dim,
                     seq,
@@ -150,6 +152,7 @@ impl FusedAttention {
                     hidden,
                     (scores.as_ptr(), seq, 1),
                     (v.as_ptr(), dim, 1),
+                    false,
                 );
             }
         });
@@ -157,44 +160,6 @@ impl FusedAttention {
         unsafe { out.set_len(rows * hidden) };
         Ok((CpuStorage::F32(out), Shape::from((rows, hidden))))
     }
-}
-
-/// `dst (m × n, row stride dst_rs) = lhs (m × k) · rhs (k × n)`, operands given as
-/// `(pointer, row stride, column stride)`, single-threaded: the tasks are the parallelism.
-///
-/// # Safety
-/// Every element the shapes and strides address must lie inside its allocation; `dst` is
-/// written without being read.
-unsafe fn small_gemm(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    dst_rs: usize,
-    lhs: (*const f32, usize, usize),
-    rhs: (*const f32, usize, usize),
-) {
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst,
-        1,
-        dst_rs as isize,
-        false,
-        lhs.0,
-        lhs.2 as isize,
-        lhs.1 as isize,
-        rhs.0,
-        rhs.2 as isize,
-        rhs.1 as isize,
-        0.0,
-        1.0,
-        false,
-        false,
-        false,
-        gemm::Parallelism::None,
-    )
 }
 
 #[derive(Clone, Copy)]

@@ -1,11 +1,15 @@
 //! A dense layer's weight, `(out, in)`, computing `x·Wᵀ` for `x` of `(rows, in)`: a float
 //! matmul, or the int8 GEMM of `--dtype int8` (quantized once here, at load). Biases and what
 //! follows (GELU, residual, norms) stay with the fused ops after the matmul, in f32.
+//!
+//! On CPU in f32 the float matmul calls `gemm` itself rather than through candle's matmul,
+//! which zeroes every output on one thread before the multi-threaded GEMM overwrites it.
 
 use std::sync::Arc;
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 
+use super::ops::f32_slice;
 use crate::error::{Error, Result};
 use crate::kernels::int8::{Int8Weights, Isa};
 
@@ -33,11 +37,102 @@ impl Linear {
     /// `x·Wᵀ`; `x`: `(rows, in)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
+            Self::Float(weight) if x.device().is_cpu() && x.dtype() == DType::F32 => {
+                Ok(x.contiguous()?.apply_op2_no_bwd(weight, &FloatMatmul)?)
+            }
             Self::Float(weight) => Ok(x.matmul(&weight.t()?)?),
             Self::Int8(weights) => Ok(x
                 .contiguous()?
                 .apply_op1_no_bwd(&Int8Matmul(weights.clone()))?),
         }
+    }
+}
+
+/// `dst (m × n, row stride dst_rs) = lhs (m × k) · rhs (k × n)` in f32, the operands given as
+/// `(pointer, row stride, column stride)`; on the rayon pool if `parallel`.
+///
+/// # Safety
+/// Every element the shapes and strides address must lie inside its allocation; `dst` is
+/// written without being read, so it may be uninitialised.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn gemm_f32(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    lhs: (*const f32, usize, usize),
+    rhs: (*const f32, usize, usize),
+    parallel: bool,
+) {
+    let threads = rayon::current_num_threads();
+    let parallelism = if parallel && threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        false,
+        lhs.0,
+        lhs.2 as isize,
+        lhs.1 as isize,
+        rhs.0,
+        rhs.2 as isize,
+        rhs.1 as isize,
+        0.0,
+        1.0,
+        false,
+        false,
+        false,
+        parallelism,
+    )
+}
+
+/// `x·Wᵀ` for f32 CPU tensors: `x` `(rows, in)` contiguous, `W` `(out, in)`.
+struct FloatMatmul;
+
+impl CustomOp2 for FloatMatmul {
+    fn name(&self) -> &'static str {
+        "float-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s1, l1, self.name())?;
+        let w = f32_slice(s2, l2, self.name())?;
+        let (rows, inner) = l1.shape().dims2()?;
+        let (out, w_inner) = l2.shape().dims2()?;
+        if inner != w_inner {
+            candle_core::bail!("float matmul: ({rows}, {inner}) by ({out}, {w_inner})ᵀ");
+        }
+        let mut y = Vec::<f32>::with_capacity(rows * out);
+        // SAFETY: x is rows × inner and w out × inner, both contiguous; y has room for
+        // rows × out values, all of which the GEMM writes.
+        unsafe {
+            gemm_f32(
+                rows,
+                out,
+                inner,
+                y.as_mut_ptr(),
+                out,
+                (x.as_ptr(), inner, 1),
+                (w.as_ptr(), 1, inner),
+                true,
+            );
+            y.set_len(rows * out);
+        }
+        Ok((CpuStorage::F32(y), Shape::from((rows, out))))
     }
 }
 

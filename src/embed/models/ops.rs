@@ -73,6 +73,8 @@ pub fn masked_softmax(
     Ok(candle_nn::ops::softmax_last_dim(&masked)?)
 }
 
+pub(super) use simd::softmax;
+
 pub(super) fn f32_slice<'a>(
     storage: &'a CpuStorage,
     layout: &Layout,
@@ -183,29 +185,10 @@ impl CustomOp3 for BiasResidualNorm {
                 &x[row * n..(row + 1) * n],
                 &residual[row * n..(row + 1) * n],
             );
-            let out = init_with(out, x.iter().zip(bias).zip(r).map(|((x, b), r)| x + b + r));
-            let mean = out.iter().sum::<f32>() / n as f32;
-            let var = out.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n as f32;
-            let inv = 1.0 / (var + self.eps).sqrt();
-            for ((o, g), b) in out.iter_mut().zip(gamma).zip(beta) {
-                *o = (*o - mean) * inv * g + b;
-            }
-            out
+            simd::bias_residual_norm(out, x, r, [bias, gamma, beta], self.eps)
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
-}
-
-/// `row ← softmax(row)`.
-pub(super) fn softmax_in_place(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f32;
-    for v in row.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    let inv = 1.0 / sum;
-    row.iter_mut().for_each(|v| *v *= inv);
 }
 
 /// The fused masked softmax, with or without a position bias (as an op of two or three inputs).
@@ -230,7 +213,7 @@ impl MaskedSoftmax {
                 let position = &position[(row % shared_rows) * seq..][..seq];
                 out.iter_mut().zip(position).for_each(|(o, p)| *o += p);
             }
-            softmax_in_place(out);
+            simd::softmax(out);
             out
         });
         Ok((CpuStorage::F32(out), shape.clone()))
@@ -290,6 +273,7 @@ mod simd {
     use std::mem::MaybeUninit;
 
     use super::init_with;
+    use crate::kernels::simd::dispatch;
 
     /// Writes `gelu_erf(x + bias)` into `out`, one row of `bias.len()` values.
     pub fn bias_gelu<'a>(
@@ -297,39 +281,10 @@ mod simd {
         x: &[f32],
         bias: &[f32],
     ) -> &'a mut [f32] {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::is_x86_feature_detected as has;
-            // SAFETY (both): the CPU supports the features the function is compiled for.
-            if has!("avx512f") {
-                return unsafe { bias_gelu_avx512(out, x, bias) };
-            }
-            if has!("avx2") && has!("fma") {
-                return unsafe { bias_gelu_avx2(out, x, bias) };
-            }
-        }
-        bias_gelu_generic(out, x, bias)
-    }
-
-    /// 16 lanes instead of 8: GELU's erf is most of the op's time.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,fma")]
-    unsafe fn bias_gelu_avx512<'a>(
-        out: &'a mut [MaybeUninit<f32>],
-        x: &[f32],
-        bias: &[f32],
-    ) -> &'a mut [f32] {
-        bias_gelu_generic(out, x, bias)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn bias_gelu_avx2<'a>(
-        out: &'a mut [MaybeUninit<f32>],
-        x: &[f32],
-        bias: &[f32],
-    ) -> &'a mut [f32] {
-        bias_gelu_generic(out, x, bias)
+        dispatch(
+            #[inline(always)]
+            || bias_gelu_generic(out, x, bias),
+        )
     }
 
     #[inline(always)]
@@ -347,6 +302,84 @@ mod simd {
         )
     }
 
+    /// `layer_norm(x + bias + residual)` with (gamma, beta), one row, into `out`.
+    pub fn bias_residual_norm<'a>(
+        out: &'a mut [MaybeUninit<f32>],
+        x: &[f32],
+        residual: &[f32],
+        [bias, gamma, beta]: [&[f32]; 3],
+        eps: f32,
+    ) -> &'a mut [f32] {
+        dispatch(
+            #[inline(always)]
+            || {
+                let values = x.iter().zip(bias).zip(residual);
+                let out = init_with(out, values.map(|((x, b), r)| x + b + r));
+                let n = out.len() as f32;
+                let mean = sum(out) / n;
+                let var = sum_map(out, |v| (v - mean) * (v - mean)) / n;
+                let inv = 1.0 / (var + eps).sqrt();
+                for ((o, g), b) in out.iter_mut().zip(gamma).zip(beta) {
+                    *o = (*o - mean) * inv * g + b;
+                }
+                out
+            },
+        )
+    }
+
+    /// `row ← softmax(row)`.
+    pub fn softmax(row: &mut [f32]) {
+        dispatch(
+            #[inline(always)]
+            || {
+                let max = max(row);
+                row.iter_mut().for_each(|v| *v = exp_neg(max - *v));
+                let inv = 1.0 / sum(row);
+                row.iter_mut().for_each(|v| *v *= inv);
+            },
+        )
+    }
+
+    const LANES: usize = 16;
+
+    /// Folds `values` into 16 independent lanes with `step`, from `init`, then the lanes into
+    /// one with `combine`: float reductions are only vectorised when written this way.
+    #[inline(always)]
+    fn lanes(
+        values: &[f32],
+        init: f32,
+        step: impl Fn(f32, f32) -> f32,
+        combine: impl Fn(f32, f32) -> f32,
+    ) -> f32 {
+        let mut acc = [init; LANES];
+        let chunks = values.chunks_exact(LANES);
+        for (a, &v) in acc.iter_mut().zip(chunks.remainder()) {
+            *a = step(*a, v);
+        }
+        for chunk in chunks {
+            for (a, &v) in acc.iter_mut().zip(chunk) {
+                *a = step(*a, v);
+            }
+        }
+        acc.into_iter().fold(init, combine)
+    }
+
+    #[inline(always)]
+    fn max(values: &[f32]) -> f32 {
+        let max = |m: f32, v: f32| if v > m { v } else { m };
+        lanes(values, f32::NEG_INFINITY, max, max)
+    }
+
+    #[inline(always)]
+    fn sum(values: &[f32]) -> f32 {
+        sum_map(values, |v| v)
+    }
+
+    #[inline(always)]
+    fn sum_map(values: &[f32], map: impl Fn(f32) -> f32) -> f32 {
+        lanes(values, 0.0, |a, v| a + map(v), |a, b| a + b)
+    }
+
     /// erf with absolute error below 5e-7 (Abramowitz & Stegun 7.1.26 with a polynomial exp).
     #[inline(always)]
     pub fn erf(x: f32) -> f32 {
@@ -360,17 +393,30 @@ mod simd {
     }
 
     /// e^(−z) for z ≥ 0: Cody–Waite reduction and a degree-6 polynomial, relative error ~2e-7.
+    /// `n = round(−z·log₂e)` and `2ⁿ` come from float bits, not casts: Rust's saturating
+    /// float-to-int `as` does not vectorise.
     #[inline(always)]
     fn exp_neg(z: f32) -> f32 {
+        const SHIFT: f32 = 12_582_912.0; // 1.5·2²³: integer-valued sums sit in the low bits
         let y = (-z).max(-87.0);
-        let n = (y * std::f32::consts::LOG2_E).round();
+        let shifted = y * std::f32::consts::LOG2_E + SHIFT;
+        let n = shifted - SHIFT;
         let r = y - n * 0.693_145_75 - n * 1.428_606_8e-6;
         let p = 1.0
             + r * (1.0
                 + r * (0.5
                     + r * (0.166_666_67
                         + r * (0.041_666_68 + r * (0.008_333_6 + r * 0.001_388_9)))));
-        p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+        let exponent = shifted
+            .to_bits()
+            .wrapping_sub(SHIFT.to_bits())
+            .wrapping_add(127);
+        // Past −87 the result is below f32's normal range: exactly 0 (a masked key's weight).
+        if z > 87.0 {
+            0.0
+        } else {
+            p * f32::from_bits(exponent << 23)
+        }
     }
 
     #[cfg(test)]

@@ -35,6 +35,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::kernels::simd;
 
 /// The instruction sets the int8 GEMM has kernels for, best first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,81 +171,70 @@ fn quantize_into<T: From<i8>>(values: &[f32], out: &mut [T]) -> f32 {
 
 /// An activation level's storage: u8 (VNNI), i16 (AVX2), i32 (the unpacked reference).
 trait Level: Copy {
-    /// `q`, an integer in `0..=levels`, as this type.
-    fn from_level(q: f32) -> Self;
+    /// `q`, in `0..=levels`, as this type (a truncating cast, which vectorises).
+    fn from_level(q: u32) -> Self;
 }
 
 impl Level for u8 {
     #[inline(always)]
-    fn from_level(q: f32) -> Self {
+    fn from_level(q: u32) -> Self {
         q as u8
     }
 }
 
 impl Level for i16 {
     #[inline(always)]
-    fn from_level(q: f32) -> Self {
+    fn from_level(q: u32) -> Self {
         q as i16
     }
 }
 
 impl Level for i32 {
     #[inline(always)]
-    fn from_level(q: f32) -> Self {
+    fn from_level(q: u32) -> Self {
         q as i32
     }
 }
 
 /// Asymmetric quantization of one vector to `levels + 1` levels: `q` into `out`, the scale and
 /// the zero point, with `v ≈ (q − zero)·scale`; the range always holds 0, so zero padding stays
-/// exact. Compiled for AVX-512 or AVX2 where the CPU has them: this runs on every activation.
+/// exact. Vectorised for the CPU's widest instructions: this runs on every activation.
 fn quantize_asymmetric<T: Level>(values: &[f32], out: &mut [T], levels: f32) -> (f32, i32) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::is_x86_feature_detected as has;
-        // SAFETY (both): the CPU has the features the copy is compiled for.
-        if has!("avx512f") {
-            return unsafe { quantize_asymmetric_avx512(values, out, levels) };
-        }
-        if has!("avx2") {
-            return unsafe { quantize_asymmetric_avx2(values, out, levels) };
-        }
-    }
-    quantize_asymmetric_generic(values, out, levels)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn quantize_asymmetric_avx512<T: Level>(
-    values: &[f32],
-    out: &mut [T],
-    levels: f32,
-) -> (f32, i32) {
-    quantize_asymmetric_generic(values, out, levels)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn quantize_asymmetric_avx2<T: Level>(
-    values: &[f32],
-    out: &mut [T],
-    levels: f32,
-) -> (f32, i32) {
-    quantize_asymmetric_generic(values, out, levels)
+    simd::dispatch(
+        #[inline(always)]
+        || quantize_asymmetric_generic(values, out, levels),
+    )
 }
 
 #[inline(always)]
 fn quantize_asymmetric_generic<T: Level>(values: &[f32], out: &mut [T], levels: f32) -> (f32, i32) {
-    let (mut low, mut high) = (0f32, 0f32);
-    for &v in values {
-        low = if v < low { v } else { low };
-        high = if v > high { v } else { high };
+    // Min and max in 16 lanes: a float min/max reduction is not vectorised otherwise.
+    const LANES: usize = 16;
+    let (mut lows, mut highs) = ([0f32; LANES], [0f32; LANES]);
+    let chunks = values.chunks_exact(LANES);
+    for &v in chunks.remainder() {
+        lows[0] = if v < lows[0] { v } else { lows[0] };
+        highs[0] = if v > highs[0] { v } else { highs[0] };
     }
+    for chunk in chunks {
+        for ((low, high), &v) in lows.iter_mut().zip(&mut highs).zip(chunk) {
+            *low = if v < *low { v } else { *low };
+            *high = if v > *high { v } else { *high };
+        }
+    }
+    let low = lows
+        .into_iter()
+        .fold(0f32, |m, v| if v < m { v } else { m });
+    let high = highs
+        .into_iter()
+        .fold(0f32, |m, v| if v > m { v } else { m });
     let range = high - low;
     let inverse = if range > 0.0 { levels / range } else { 0.0 };
     let zero = round(-low * inverse);
     for (o, &v) in out.iter_mut().zip(values) {
-        *o = T::from_level((round(v * inverse) + zero).clamp(0.0, levels));
+        // The level's integer from the float's bits (as in `round`), not a saturating cast.
+        let level = (round(v * inverse) + zero).clamp(0.0, levels) + ROUND_SHIFT;
+        *o = T::from_level(level.to_bits().wrapping_sub(ROUND_SHIFT.to_bits()));
     }
     (range / levels, zero as i32)
 }
@@ -253,9 +243,11 @@ fn quantize_asymmetric_generic<T: Level>(values: &[f32], out: &mut [T], levels: 
 /// fraction bits.
 #[inline(always)]
 fn round(v: f32) -> f32 {
-    const SHIFT: f32 = 12_582_912.0;
-    (v + SHIFT) - SHIFT
+    (v + ROUND_SHIFT) - ROUND_SHIFT
 }
+
+/// 1.5·2²³: the float's low mantissa bits hold the integer `v` once it is added to `v`.
+const ROUND_SHIFT: f32 = 12_582_912.0;
 
 impl Int8Weights {
     /// Quantizes `weights` (`out_features × in_features`, row-major) for `isa`'s kernel.
