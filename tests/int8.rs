@@ -37,14 +37,20 @@ fn every_kernel_equals_the_reference_bit_for_bit() {
         // An all-zero row quantizes with scale 0 and must give zeros, not NaN.
         x[..k].fill(0.0);
         for isa in Isa::ALL {
-            let weights = Int8Weights::quantize(&w, n, k, isa).unwrap();
-            let levels = weights.activation_levels();
-            let exact = reference::unpacked(&w, n, &x, rows, levels);
-            let scalar = reference::matmul(&weights, &x, rows).unwrap();
-            assert_eq!(scalar, exact, "{} packing, {rows}×{n}×{k}", isa.as_str());
-            let out = weights.matmul(&x, rows).unwrap();
-            assert_eq!(out, exact, "{} kernel, {rows}×{n}×{k}", isa.as_str());
-            assert!(out[..n].iter().all(|&v| v == 0.0));
+            // One scale per output channel, then per channel and block of 8 or 64 inputs.
+            let grouped = [8, 64].map(|b| Int8Weights::quantize_grouped(&w, n, k, isa, b));
+            let per_channel = Int8Weights::quantize(&w, n, k, isa);
+            for weights in [per_channel].into_iter().chain(grouped) {
+                let weights = weights.unwrap();
+                let (levels, block) = (weights.activation_levels(), weights.scale_block());
+                let exact = reference::unpacked(&w, n, &x, rows, levels, block);
+                let what = format!("{}, {rows}×{n}×{k}, blocks of {block}", isa.as_str());
+                let scalar = reference::matmul(&weights, &x, rows).unwrap();
+                assert_eq!(scalar, exact, "{what}: packing");
+                let out = weights.matmul(&x, rows).unwrap();
+                assert_eq!(out, exact, "{what}: kernel");
+                assert!(out[..n].iter().all(|&v| v == 0.0));
+            }
         }
     }
 }
@@ -77,4 +83,6 @@ fn wrong_input_length_is_an_error() {
     let weights = Int8Weights::quantize(&[0.5; 12], 3, 4, Isa::Avx2).unwrap();
     assert!(weights.matmul(&[1.0; 7], 2).is_err());
     assert!(Int8Weights::quantize(&[0.5; 11], 3, 4, Isa::Avx2).is_err());
+    let odd_block = Int8Weights::quantize_grouped(&[0.5; 12], 3, 4, Isa::Avx2, 6);
+    assert!(odd_block.is_err_and(|e| e.to_string().contains("multiple of 4")));
 }

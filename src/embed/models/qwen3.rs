@@ -221,9 +221,9 @@ impl Qwen3 {
                         )?,
                         int8,
                     )?,
-                    down: Linear::new(
+                    down: Linear::down_projection(
                         mlp.get((h, shape.intermediate), "down_proj.weight")?,
-                        None, // in float, as the encoders' (see transformer.rs)
+                        int8,
                     )?,
                 })
             })

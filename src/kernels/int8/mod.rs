@@ -148,11 +148,14 @@ pub struct Int8Weights {
     k_padded: usize,
     /// Quantization levels of the activations: 255 (u8), or up to 4095 for the i16 format.
     levels: f32,
+    /// `k` values per weight scale: `k_padded` (one scale per output channel) or a multiple of
+    /// `G` (one per block of `k` and output channel).
+    block: usize,
     /// `[panel][k / G][NR][G]`, zero in the padding.
     packed: Vec<i8>,
-    /// Per output channel: the dequantization scale.
+    /// `[block][out]`: the dequantization scales.
     scales: Vec<f32>,
-    /// Per output channel: `Σ_k q`, for the activations' zero points.
+    /// `[block][out]`: `Σ q` over the block, for the activations' zero points.
     sums: Vec<i32>,
 }
 
@@ -250,12 +253,36 @@ fn round(v: f32) -> f32 {
 const ROUND_SHIFT: f32 = 12_582_912.0;
 
 impl Int8Weights {
-    /// Quantizes `weights` (`out_features × in_features`, row-major) for `isa`'s kernel.
+    /// Quantizes `weights` (`out_features × in_features`, row-major) for `isa`'s kernel, one
+    /// scale per output channel.
     pub fn quantize(
         weights: &[f32],
         out_features: usize,
         in_features: usize,
         isa: Isa,
+    ) -> Result<Self> {
+        Self::quantize_blocks(weights, out_features, in_features, isa, None)
+    }
+
+    /// As [`quantize`](Self::quantize), with one scale per output channel and block of `block`
+    /// consecutive inputs (a multiple of 4): a channel whose weights are small except on a few
+    /// inputs keeps its precision elsewhere. What a feed-forward down projection needs.
+    pub fn quantize_grouped(
+        weights: &[f32],
+        out_features: usize,
+        in_features: usize,
+        isa: Isa,
+        block: usize,
+    ) -> Result<Self> {
+        Self::quantize_blocks(weights, out_features, in_features, isa, Some(block))
+    }
+
+    fn quantize_blocks(
+        weights: &[f32],
+        out_features: usize,
+        in_features: usize,
+        isa: Isa,
+        block: Option<usize>,
     ) -> Result<Self> {
         if weights.len() != out_features * in_features || in_features == 0 {
             return Err(Error::Invalid(format!(
@@ -266,14 +293,27 @@ impl Int8Weights {
         let tile = isa.tile();
         let (nr, g) = (tile.columns, tile.group);
         let k_padded = in_features.div_ceil(g) * g;
+        let block = match block {
+            None => k_padded,
+            Some(block) if block > 0 && block % 4 == 0 => block.min(k_padded),
+            Some(block) => {
+                return Err(Error::Invalid(format!(
+                    "int8 weights: a scale block of {block} inputs is not a multiple of 4"
+                )))
+            }
+        };
+        let blocks = k_padded.div_ceil(block);
         let panels = out_features.div_ceil(nr);
         let mut packed = vec![0i8; panels * nr * k_padded];
-        let mut scales = vec![0f32; out_features];
-        let mut sums = vec![0i32; out_features];
+        let mut scales = vec![0f32; blocks * out_features];
+        let mut sums = vec![0i32; blocks * out_features];
         let mut row = vec![0i8; in_features];
         for n in 0..out_features {
-            scales[n] = quantize_into(&weights[n * in_features..(n + 1) * in_features], &mut row);
-            sums[n] = row.iter().map(|&q| q as i32).sum();
+            let values = &weights[n * in_features..(n + 1) * in_features];
+            for (b, (values, row)) in values.chunks(block).zip(row.chunks_mut(block)).enumerate() {
+                scales[b * out_features + n] = quantize_into(values, row);
+                sums[b * out_features + n] = row.iter().map(|&q| q as i32).sum();
+            }
             let (panel, column) = (n / nr, n % nr);
             let base = panel * nr * k_padded;
             for (k, &q) in row.iter().enumerate() {
@@ -282,8 +322,8 @@ impl Int8Weights {
         }
         let levels = match tile.activation_bytes {
             1 => 255,
-            // |Σ q_x·q_w| ≤ levels · 127 · k must fit in i32.
-            _ => (i32::MAX as usize / (127 * k_padded)).min(4095),
+            // |Σ q_x·q_w| ≤ levels · 127 · block must fit in i32.
+            _ => (i32::MAX as usize / (127 * block)).min(4095),
         };
         if levels < 255 {
             return Err(Error::Invalid(format!(
@@ -298,6 +338,7 @@ impl Int8Weights {
             out_features,
             in_features,
             k_padded,
+            block,
             packed,
             scales,
             sums,
@@ -306,6 +347,12 @@ impl Int8Weights {
 
     pub fn out_features(&self) -> usize {
         self.out_features
+    }
+
+    /// Inputs per weight scale (`in_features` rounded up to the kernel's group when there is
+    /// one scale per output channel).
+    pub fn scale_block(&self) -> usize {
+        self.block
     }
 
     /// Quantization levels of the activations (255 for u8).
@@ -326,7 +373,7 @@ impl Int8Weights {
     pub fn matmul(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
         self.check_input(x, rows)?;
         let activations = Activations::quantize(x, rows, self);
-        Ok(self.run(&activations, |tile, rows, columns, acc, out| {
+        Ok(self.run(&activations, |tile, acc| {
             if self.runnable {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `runnable` says the CPU has the kernel's instructions, and the tile's
@@ -337,7 +384,6 @@ impl Int8Weights {
             } else {
                 reference::scalar_tile(self.tile, tile, acc);
             }
-            self.store(tile, rows, columns, acc, out);
         }))
     }
 
@@ -352,12 +398,13 @@ impl Int8Weights {
         Ok(())
     }
 
-    /// Splits the output into (row block × panel range) tasks over the thread pool and calls
-    /// `compute` on each tile with its operands and a zeroed accumulator; `compute` stores the
-    /// tile, and the tiles cover the `rows × out_features` output, which is never zeroed first.
-    fn run<F>(&self, activations: &Activations, compute: F) -> Vec<f32>
+    /// Splits the output into (row block × panel range) tasks over the thread pool; for each
+    /// tile and block of `k`, `kernel` sums the products into a zeroed i32 accumulator, which
+    /// is dequantized into the tile's f32 sums; the tiles then store the `rows × out_features`
+    /// output, which is never zeroed first.
+    fn run<K>(&self, activations: &Activations, kernel: K) -> Vec<f32>
     where
-        F: Fn(&TileOperands, usize, std::ops::Range<usize>, &mut [i32], &mut OutRows) + Sync,
+        K: Fn(&TileOperands, &mut [i32]) + Sync,
     {
         let (mr, nr) = (self.tile.rows, self.tile.columns);
         let rows = activations.rows;
@@ -379,20 +426,34 @@ impl Int8Weights {
                 let row_range = block * block_rows..((block + 1) * block_rows).min(rows);
                 let panel_range =
                     group * panels_per_group..((group + 1) * panels_per_group).min(panels);
+                let tiles = row_range.len().div_ceil(mr);
                 let mut acc = vec![0i32; mr * nr];
+                let mut sums = vec![0f32; tiles * mr * nr];
                 for p in panel_range {
                     let panel = self.panel(p);
                     let columns = p * nr..((p + 1) * nr).min(columns_total);
-                    for start in row_range.clone().step_by(mr) {
+                    sums.fill(0.0);
+                    // Blocks of k outside, tiles of rows inside: the panel's block and the row
+                    // block's activations stay in L1 while every tile uses them.
+                    for (b, k_start) in (0..self.k_padded).step_by(self.block).enumerate() {
+                        let k = k_start..(k_start + self.block).min(self.k_padded);
+                        for (start, sums) in row_range.clone().step_by(mr).zip(sums.chunks_mut(mr * nr)) {
+                            let count = mr.min(row_range.end - start);
+                            let tile = TileOperands::new(activations, start, count, mr, panel, k.clone());
+                            acc.fill(0);
+                            kernel(&tile, &mut acc);
+                            self.dequantize(b, &tile, count, columns.clone(), &acc, sums);
+                        }
+                    }
+                    for (start, sums) in row_range.clone().step_by(mr).zip(sums.chunks(mr * nr)) {
                         let count = mr.min(row_range.end - start);
-                        let tile = TileOperands::new(activations, start, count, mr, panel);
-                        acc.fill(0);
                         let mut out_rows = OutRows {
                             ptr: out_ptr,
                             stride: columns_total,
                             first_row: start,
                         };
-                        compute(&tile, count, columns.clone(), &mut acc, &mut out_rows);
+                        let row_scales = &activations.scales[start..start + count];
+                        Self::store(row_scales, nr, columns.clone(), sums, &mut out_rows);
                     }
                 }
             });
@@ -402,25 +463,51 @@ impl Int8Weights {
         out
     }
 
-    /// Dequantizes a tile's accumulators into the output rows.
-    fn store(
+    /// Adds block `b`'s products to the tile's sums, in units of the row scales:
+    /// `sums += s_w · (acc − z·Σq_w)` (the zero-point term exact, in integers).
+    fn dequantize(
         &self,
+        b: usize,
         tile: &TileOperands,
         rows: usize,
         columns: std::ops::Range<usize>,
         acc: &[i32],
-        out: &mut OutRows,
+        sums: &mut [f32],
     ) {
         let nr = self.tile.columns;
-        let scales = &self.scales[columns.clone()];
-        let sums = &self.sums[columns.clone()];
-        for r in 0..rows {
-            let (row_scale, zero) = (tile.scales[r], tile.zeros[r]);
-            let acc = &acc[r * nr..r * nr + columns.len()];
+        let offset = b * self.out_features;
+        let scales = &self.scales[offset + columns.start..offset + columns.end];
+        let weight_sums = &self.sums[offset + columns.start..offset + columns.end];
+        simd::dispatch(
+            #[inline(always)]
+            || {
+                for (r, &zero) in tile.zeros.iter().enumerate().take(rows) {
+                    let acc = &acc[r * nr..r * nr + columns.len()];
+                    let sums = &mut sums[r * nr..r * nr + columns.len()];
+                    for (((sum, &a), &weight_sum), &scale) in
+                        sums.iter_mut().zip(acc).zip(weight_sums).zip(scales)
+                    {
+                        *sum += scale * (a - zero * weight_sum) as f32;
+                    }
+                }
+            },
+        )
+    }
+
+    /// Writes a tile's sums times the row scales into the output rows.
+    fn store(
+        row_scales: &[f32],
+        nr: usize,
+        columns: std::ops::Range<usize>,
+        sums: &[f32],
+        out: &mut OutRows,
+    ) {
+        for (r, &row_scale) in row_scales.iter().enumerate() {
+            let sums = &sums[r * nr..r * nr + columns.len()];
             // SAFETY: each task writes only its own rows and columns of `out`.
             let out = unsafe { out.row(r, columns.clone()) };
-            for (((o, &a), &sum), &scale) in out.iter_mut().zip(acc).zip(sums).zip(scales) {
-                o.write((a - zero * sum) as f32 * (row_scale * scale));
+            for (o, &sum) in out.iter_mut().zip(sums) {
+                o.write(row_scale * sum);
             }
         }
     }
@@ -446,13 +533,17 @@ impl Activations {
         let (k, k_padded, levels) = (weights.in_features, weights.k_padded, weights.levels);
         let tile = weights.tile;
         let element = tile.activation_bytes;
-        // i16 storage keeps the i16 format aligned; the u8 format views it as bytes.
-        let mut data = vec![0i16; rows * k_padded * element / 2];
+        // i16 storage keeps the i16 format aligned; the u8 format views it as bytes. Each task
+        // zeroes its own rows (for the padding) just before quantizing into them: a zeroed
+        // allocation was a single-threaded memset of every activation.
+        let len = rows * k_padded * element / 2;
+        let mut data = Vec::<i16>::with_capacity(len);
         let mut scales = vec![0f32; rows];
         let mut zeros = vec![0i32; rows];
         let rows_per_task = (16_384 / k).max(1);
         let row_len = k_padded * element / 2;
-        data.par_chunks_mut(row_len * rows_per_task)
+        data.spare_capacity_mut()[..len]
+            .par_chunks_mut(row_len * rows_per_task)
             .zip(scales.par_chunks_mut(rows_per_task))
             .zip(zeros.par_chunks_mut(rows_per_task))
             .zip(x.par_chunks(k * rows_per_task))
@@ -463,6 +554,9 @@ impl Activations {
                     .zip(zeros.iter_mut())
                     .zip(x.chunks(k))
                 {
+                    row.fill(MaybeUninit::new(0));
+                    // SAFETY: every element was just written.
+                    let row = unsafe { &mut *(row as *mut [MaybeUninit<i16>] as *mut [i16]) };
                     (*scale, *zero) = if element == 1 {
                         // SAFETY: the same memory as bytes; u8 has no alignment or invalid values.
                         let bytes = unsafe {
@@ -477,6 +571,8 @@ impl Activations {
                     };
                 }
             });
+        // SAFETY: the tasks' chunks cover `0..len`, and each wrote all of its rows.
+        unsafe { data.set_len(len) };
         Self {
             rows,
             k_padded,
@@ -498,7 +594,6 @@ impl Activations {
 /// one packed weight panel.
 pub(crate) struct TileOperands<'a> {
     rows: [*const u8; MAX_TILE_ROWS],
-    scales: &'a [f32],
     zeros: &'a [i32],
     panel: &'a [i8],
     /// Groups of `G` k-values.
@@ -508,23 +603,31 @@ pub(crate) struct TileOperands<'a> {
 const MAX_TILE_ROWS: usize = 8;
 
 impl<'a> TileOperands<'a> {
+    /// Rows `start..start + count` of the activations and `panel`, both over the inputs `k`
+    /// (a range of whole groups).
     fn new(
         activations: &'a Activations,
         start: usize,
         count: usize,
         tile_rows: usize,
         panel: &'a [i8],
+        k: std::ops::Range<usize>,
     ) -> Self {
         let mut rows = [std::ptr::null(); MAX_TILE_ROWS];
         for (r, row) in rows.iter_mut().enumerate().take(tile_rows) {
-            *row = activations.row(start + r.min(count - 1));
+            // SAFETY: `k` lies within the row's `k_padded` values.
+            *row = unsafe {
+                activations
+                    .row(start + r.min(count - 1))
+                    .add(k.start * activations.element)
+            };
         }
+        let columns = panel.len() / activations.k_padded;
         Self {
             rows,
-            scales: &activations.scales[start..start + count],
             zeros: &activations.zeros[start..start + count],
-            panel,
-            groups: activations.k_padded / activations.group,
+            panel: &panel[k.start * columns..k.end * columns],
+            groups: k.len() / activations.group,
         }
     }
 }
@@ -560,31 +663,48 @@ pub mod reference {
         weights.check_input(x, rows)?;
         let activations = Activations::quantize(x, rows, weights);
         let tile_shape = weights.tile;
-        Ok(weights.run(&activations, |tile, rows, columns, acc, out| {
-            scalar_tile(tile_shape, tile, acc);
-            weights.store(tile, rows, columns, acc, out);
+        Ok(weights.run(&activations, |tile, acc| {
+            scalar_tile(tile_shape, tile, acc)
         }))
     }
 
-    /// The exact f32 result of the quantized operands, computed without packing: `Σ_k qa·qw`
-    /// scaled, for checking the packing itself.
-    pub fn unpacked(weights: &[f32], n: usize, x: &[f32], rows: usize, levels: f32) -> Vec<f32> {
+    /// The exact f32 result of the quantized operands, computed without packing: per block of
+    /// `block` inputs, `Σ (q_x − z)·q_w` times the weight scale, summed over the blocks and
+    /// times the row scale; for checking the packing itself.
+    pub fn unpacked(
+        weights: &[f32],
+        n: usize,
+        x: &[f32],
+        rows: usize,
+        levels: f32,
+        block: usize,
+    ) -> Vec<f32> {
         let k = x.len() / rows.max(1);
-        let w: Vec<_> = weights
+        // Per output channel, per block: the quantized weights and their scale.
+        let w: Vec<Vec<_>> = weights
             .chunks(k)
-            .map(|v| {
-                let mut q = vec![0i32; k];
-                let scale = quantize_into(v, &mut q);
-                (q, scale)
+            .map(|channel| {
+                channel
+                    .chunks(block)
+                    .map(|v| {
+                        let mut q = vec![0i32; v.len()];
+                        let scale = quantize_into(v, &mut q);
+                        (q, scale)
+                    })
+                    .collect()
             })
             .collect();
         let mut out = vec![0f32; rows * n];
         for (r, xr) in x.chunks(k).enumerate() {
             let mut qa = vec![0i32; k];
             let (sa, zero) = quantize_asymmetric(xr, &mut qa, levels);
-            for (c, (qw, sw)) in w.iter().enumerate() {
-                let dot: i32 = qa.iter().zip(qw).map(|(a, b)| (a - zero) * b).sum();
-                out[r * n + c] = dot as f32 * (sa * sw);
+            for (c, blocks) in w.iter().enumerate() {
+                let mut sum = 0f32;
+                for ((qw, sw), qa) in blocks.iter().zip(qa.chunks(block)) {
+                    let dot: i32 = qa.iter().zip(qw).map(|(a, b)| (a - zero) * b).sum();
+                    sum += sw * dot as f32;
+                }
+                out[r * n + c] = sa * sum;
             }
         }
         out
