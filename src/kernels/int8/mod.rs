@@ -437,9 +437,12 @@ impl Int8Weights {
                     // block's activations stay in L1 while every tile uses them.
                     for (b, k_start) in (0..self.k_padded).step_by(self.block).enumerate() {
                         let k = k_start..(k_start + self.block).min(self.k_padded);
-                        for (start, sums) in row_range.clone().step_by(mr).zip(sums.chunks_mut(mr * nr)) {
+                        for (start, sums) in
+                            row_range.clone().step_by(mr).zip(sums.chunks_mut(mr * nr))
+                        {
                             let count = mr.min(row_range.end - start);
-                            let tile = TileOperands::new(activations, start, count, mr, panel, k.clone());
+                            let tile =
+                                TileOperands::new(activations, start, count, mr, panel, k.clone());
                             acc.fill(0);
                             kernel(&tile, &mut acc);
                             self.dequantize(b, &tile, count, columns.clone(), &acc, sums);
@@ -663,9 +666,7 @@ pub mod reference {
         weights.check_input(x, rows)?;
         let activations = Activations::quantize(x, rows, weights);
         let tile_shape = weights.tile;
-        Ok(weights.run(&activations, |tile, acc| {
-            scalar_tile(tile_shape, tile, acc)
-        }))
+        Ok(weights.run(&activations, |tile, acc| scalar_tile(tile_shape, tile, acc)))
     }
 
     /// The exact f32 result of the quantized operands, computed without packing: per block of
