@@ -1,7 +1,8 @@
 //! Fused kernels for the hot paths where candle's generic ops waste work: the k-means
 //! assignment ([`nearest_centroid`]) and centroid update ([`segment_sum`]), masked mean pooling
 //! with L2 normalisation ([`mean_pool`]), and the routing vote ([`top_p_vote`]); and, CPU-only,
-//! the int8 GEMM of `--dtype int8` ([`int8`]).
+//! the int8 GEMM of `--dtype int8` ([`int8`]) and the dispatcher that compiles element-wise
+//! loops for the CPU's widest vectors (`simd`).
 //!
 //! Each op has a CUDA kernel (`kernels/*.cu`, compiled to PTX by nvcc at build time under the
 //! `cuda` feature and embedded in the binary) and a CPU implementation over plain slices
