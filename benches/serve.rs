@@ -10,7 +10,8 @@
 //! cargo bench --bench serve -- router --soak 600            # RSS over 10 min at concurrency 64
 //! ```
 //! Options: `--seconds S` per level (default 20), `--words N` (queries cut to N words, default
-//! 12: one short question), `--concurrency 1,16,64`. Prints a table, the encoder's batched
+//! 12: one short question), `--concurrency 1,16,64`, `--dtype f32|int8` (the server's, default
+//! f32). Prints a table, the encoder's batched
 //! ceiling (64 queries per embeddings request), then one JSON line.
 
 #[path = "../tests/common/upstream.rs"]
@@ -32,6 +33,7 @@ struct Options {
     words: usize,
     concurrency: Vec<usize>,
     soak: Option<f64>,
+    dtype: String,
 }
 
 fn parse_options() -> Options {
@@ -56,6 +58,7 @@ fn parse_options() -> Options {
             v.split(',').map(|c| c.parse().unwrap()).collect()
         }),
         soak: value("--soak").map(|v| v.parse().unwrap()),
+        dtype: value("--dtype").unwrap_or_else(|| "f32".into()),
     }
 }
 
@@ -90,7 +93,7 @@ impl Drop for Server {
     }
 }
 
-fn start_server(router: &str, mock: &MockUpstream, dir: &std::path::Path) -> Server {
+fn start_server(router: &str, dtype: &str, mock: &MockUpstream, dir: &std::path::Path) -> Server {
     let config = dir.join("kroute.toml");
     std::fs::write(
         &config,
@@ -98,7 +101,9 @@ fn start_server(router: &str, mock: &MockUpstream, dir: &std::path::Path) -> Ser
     )
     .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_kroute"))
-        .args(["serve", "--router", router, "--port", "0", "--config"])
+        .args([
+            "serve", "--router", router, "--dtype", dtype, "--port", "0", "--config",
+        ])
         .arg(&config)
         .stderr(Stdio::piped())
         .spawn()
@@ -193,7 +198,7 @@ async fn main() {
     let queries = queries(options.words);
     let mock = MockUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let server = start_server(&options.router, &mock, dir.path());
+    let server = start_server(&options.router, &options.dtype, &mock, dir.path());
     let http = reqwest::Client::new();
     while http
         .get(format!("{}/health", server.base))
