@@ -33,7 +33,8 @@ impl Linear {
     /// A feed-forward down projection: in int8, one weight scale per output channel and
     /// block of [`DOWN_PROJECTION_BLOCK`] inputs. With one scale per channel, as the other
     /// layers, int8 there takes MPNet's vectors to cosine 0.980 of f32's on the parity texts;
-    /// with blocks, 0.996 (simulated in PyTorch; tests/int8_quality.rs holds kroute's).
+    /// with blocks, 0.996 (`scripts/int8_block_simulation.py`; tests/int8_quality.rs holds
+    /// kroute's).
     pub fn down_projection(weight: Tensor, int8: Option<Isa>) -> Result<Self> {
         match int8 {
             Some(isa) => {
