@@ -33,3 +33,42 @@ unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
 unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
+
+const LANES: usize = 16;
+
+/// Folds `values` into 16 independent lanes with `step`, from `init`, then the lanes into one
+/// with `combine`: a float reduction (sum, min, max) is only vectorised when written this way,
+/// since the compiler may not reorder float operations itself.
+#[inline(always)]
+pub fn fold_lanes(
+    values: &[f32],
+    init: f32,
+    step: impl Fn(f32, f32) -> f32,
+    combine: impl Fn(f32, f32) -> f32,
+) -> f32 {
+    let mut acc = [init; LANES];
+    let chunks = values.chunks_exact(LANES);
+    for (a, &v) in acc.iter_mut().zip(chunks.remainder()) {
+        *a = step(*a, v);
+    }
+    for chunk in chunks {
+        for (a, &v) in acc.iter_mut().zip(chunk) {
+            *a = step(*a, v);
+        }
+    }
+    acc.into_iter().fold(init, combine)
+}
+
+/// The smallest of `values` and `init`.
+#[inline(always)]
+pub fn min(values: &[f32], init: f32) -> f32 {
+    let min = |m: f32, v: f32| if v < m { v } else { m };
+    fold_lanes(values, init, min, min)
+}
+
+/// The largest of `values` and `init`.
+#[inline(always)]
+pub fn max(values: &[f32], init: f32) -> f32 {
+    let max = |m: f32, v: f32| if v > m { v } else { m };
+    fold_lanes(values, init, max, max)
+}

@@ -267,13 +267,13 @@ impl CustomOp3 for MaskedSoftmax {
     }
 }
 
-/// Branch-free element-wise math the compiler can vectorise, compiled for AVX2+FMA where the
-/// CPU has it (checked at run time) and for the baseline target elsewhere.
+/// Branch-free element-wise math the compiler can vectorise, compiled for AVX-512 or AVX2+FMA
+/// where the CPU has them (checked at run time) and for the baseline target elsewhere.
 mod simd {
     use std::mem::MaybeUninit;
 
     use super::init_with;
-    use crate::kernels::simd::dispatch;
+    use crate::kernels::simd::{dispatch, fold_lanes, max};
 
     /// Writes `gelu_erf(x + bias)` into `out`, one row of `bias.len()` values.
     pub fn bias_gelu<'a>(
@@ -332,42 +332,12 @@ mod simd {
         dispatch(
             #[inline(always)]
             || {
-                let max = max(row);
+                let max = max(row, f32::NEG_INFINITY);
                 row.iter_mut().for_each(|v| *v = exp_neg(max - *v));
                 let inv = 1.0 / sum(row);
                 row.iter_mut().for_each(|v| *v *= inv);
             },
         )
-    }
-
-    const LANES: usize = 16;
-
-    /// Folds `values` into 16 independent lanes with `step`, from `init`, then the lanes into
-    /// one with `combine`: float reductions are only vectorised when written this way.
-    #[inline(always)]
-    fn lanes(
-        values: &[f32],
-        init: f32,
-        step: impl Fn(f32, f32) -> f32,
-        combine: impl Fn(f32, f32) -> f32,
-    ) -> f32 {
-        let mut acc = [init; LANES];
-        let chunks = values.chunks_exact(LANES);
-        for (a, &v) in acc.iter_mut().zip(chunks.remainder()) {
-            *a = step(*a, v);
-        }
-        for chunk in chunks {
-            for (a, &v) in acc.iter_mut().zip(chunk) {
-                *a = step(*a, v);
-            }
-        }
-        acc.into_iter().fold(init, combine)
-    }
-
-    #[inline(always)]
-    fn max(values: &[f32]) -> f32 {
-        let max = |m: f32, v: f32| if v > m { v } else { m };
-        lanes(values, f32::NEG_INFINITY, max, max)
     }
 
     #[inline(always)]
@@ -377,7 +347,7 @@ mod simd {
 
     #[inline(always)]
     fn sum_map(values: &[f32], map: impl Fn(f32) -> f32) -> f32 {
-        lanes(values, 0.0, |a, v| a + map(v), |a, b| a + b)
+        fold_lanes(values, 0.0, |a, v| a + map(v), |a, b| a + b)
     }
 
     /// erf with absolute error below 5e-7 (Abramowitz & Stegun 7.1.26 with a polynomial exp).

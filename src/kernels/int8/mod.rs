@@ -211,26 +211,8 @@ fn quantize_asymmetric<T: Level>(values: &[f32], out: &mut [T], levels: f32) -> 
 
 #[inline(always)]
 fn quantize_asymmetric_generic<T: Level>(values: &[f32], out: &mut [T], levels: f32) -> (f32, i32) {
-    // Min and max in 16 lanes: a float min/max reduction is not vectorised otherwise.
-    const LANES: usize = 16;
-    let (mut lows, mut highs) = ([0f32; LANES], [0f32; LANES]);
-    let chunks = values.chunks_exact(LANES);
-    for &v in chunks.remainder() {
-        lows[0] = if v < lows[0] { v } else { lows[0] };
-        highs[0] = if v > highs[0] { v } else { highs[0] };
-    }
-    for chunk in chunks {
-        for ((low, high), &v) in lows.iter_mut().zip(&mut highs).zip(chunk) {
-            *low = if v < *low { v } else { *low };
-            *high = if v > *high { v } else { *high };
-        }
-    }
-    let low = lows
-        .into_iter()
-        .fold(0f32, |m, v| if v < m { v } else { m });
-    let high = highs
-        .into_iter()
-        .fold(0f32, |m, v| if v > m { v } else { m });
+    // The range always holds 0.
+    let (low, high) = (simd::min(values, 0.0), simd::max(values, 0.0));
     let range = high - low;
     let inverse = if range > 0.0 { levels / range } else { 0.0 };
     let zero = round(-low * inverse);
