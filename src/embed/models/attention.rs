@@ -2,19 +2,20 @@
 //! projection to the context in token-major layout: `softmax(q·kᵀ + masks)·v` per head.
 //!
 //! On CPU in f32 it is one pass with a task per (sequence, head): gather the head's q, k, v
-//! with their biases, two single-threaded GEMMs (the tasks are the parallelism) around the masked softmax, and the context
-//! written straight into its columns of the `(tokens, hidden)` output. Why: composed from
-//! candle ops, attention spent its time outside arithmetic: candle's batched matmul runs one
-//! multi-threaded GEMM per (sequence, head), each a few hundred thousand multiply-adds; the
-//! scores, the probabilities and the split and merged heads were each written to memory.
+//! with their biases, two single-threaded GEMMs (the tasks are the parallelism) around the
+//! masked softmax, and the context written straight into its columns of the `(tokens, hidden)`
+//! output. Why: composed from candle ops, attention spent its time outside arithmetic:
+//! candle's batched matmul runs one multi-threaded GEMM per (sequence, head), each a few hundred
+//! thousand multiply-adds; the scores, the probabilities and the split and merged heads were
+//! each written to memory.
 //! Elsewhere (other devices and dtypes) the same computation is composed from candle's ops,
 //! which is also what the fused pass is tested against.
 
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, DType, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::linear::gemm_f32;
-use super::ops::{self, f32_slice};
+use super::ops::{self, MaskedOp};
 use crate::error::Result;
 
 /// `qkv`: `(batch·seq, 3·hidden)`, the fused projection without its bias `qkv_bias` (`3·hidden`;
@@ -37,11 +38,7 @@ pub fn attention(
         batch,
         heads,
     };
-    let qkv = qkv.contiguous()?;
-    Ok(match position_bias {
-        Some(position) => qkv.apply_op3_no_bwd(key_bias, position, &op)?,
-        None => qkv.apply_op2_no_bwd(key_bias, &op)?,
-    })
+    ops::apply_masked(op, &qkv.contiguous()?, key_bias, position_bias)
 }
 
 /// The same computation from candle's ops.
@@ -74,7 +71,9 @@ struct FusedAttention {
     heads: usize,
 }
 
-impl FusedAttention {
+impl MaskedOp for FusedAttention {
+    const NAME: &'static str = "attention";
+
     fn run(
         &self,
         qkv: &[f32],
@@ -172,47 +171,6 @@ impl SendPtr {
     /// A method, so that closures capture the whole `Send` wrapper rather than its field.
     fn get(self) -> *mut f32 {
         self.0
-    }
-}
-
-impl CustomOp2 for FusedAttention {
-    fn name(&self) -> &'static str {
-        "attention"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let name = CustomOp2::name(self);
-        let qkv = f32_slice(s1, l1, name)?;
-        let key_bias = f32_slice(s2, l2, name)?;
-        self.run(qkv, l1.shape(), key_bias, None)
-    }
-}
-
-impl CustomOp3 for FusedAttention {
-    fn name(&self) -> &'static str {
-        "attention-position-bias"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let name = CustomOp3::name(self);
-        let qkv = f32_slice(s1, l1, name)?;
-        let key_bias = f32_slice(s2, l2, name)?;
-        let position = f32_slice(s3, l3, name)?;
-        self.run(qkv, l1.shape(), key_bias, Some(position))
     }
 }
 

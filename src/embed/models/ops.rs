@@ -56,10 +56,7 @@ pub fn masked_softmax(
     position_bias: Option<&Tensor>,
 ) -> Result<Tensor> {
     if fused(scores) {
-        return Ok(match position_bias {
-            Some(position) => scores.apply_op3_no_bwd(key_bias, position, &MaskedSoftmax)?,
-            None => scores.apply_op2_no_bwd(key_bias, &MaskedSoftmax)?,
-        });
+        return apply_masked(MaskedSoftmax, scores, key_bias, position_bias);
     }
     let (batch, _, queries, seq) = scores.dims4()?;
     let mut masked = scores.broadcast_add(&key_bias.reshape((batch, 1, 1, seq))?)?;
@@ -191,17 +188,28 @@ impl CustomOp3 for BiasResidualNorm {
     }
 }
 
-/// The fused masked softmax, with or without a position bias (as an op of two or three inputs).
+/// The fused masked softmax, with or without a position bias.
 struct MaskedSoftmax;
 
-impl MaskedSoftmax {
+impl MaskedOp for MaskedSoftmax {
+    const NAME: &'static str = "masked-softmax";
+
     fn run(
+        &self,
         scores: &[f32],
         shape: &Shape,
         key_bias: &[f32],
         position_bias: Option<&[f32]>,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (_, heads, queries, seq) = shape.dims4()?;
+        if position_bias
+            .is_some_and(|p| p.len() != heads * queries * seq && p.len() != queries * seq)
+        {
+            candle_core::bail!(
+                "{}: position bias is neither (heads, queries, seq) nor (queries, seq)",
+                Self::NAME
+            );
+        }
         let out = par_rows(scores.len(), seq, |row, out| {
             let scores = &scores[row * seq..(row + 1) * seq];
             let key_bias = &key_bias[(row / (heads * queries)) * seq..][..seq];
@@ -220,9 +228,39 @@ impl MaskedSoftmax {
     }
 }
 
-impl CustomOp2 for MaskedSoftmax {
+/// A fused CPU op over f32 inputs `(x, key_bias[, position_bias])`: the attention ops, whose
+/// position bias (MPNet's relative positions, a causal mask) only some models have.
+pub(super) trait MaskedOp {
+    const NAME: &'static str;
+
+    fn run(
+        &self,
+        x: &[f32],
+        shape: &Shape,
+        key_bias: &[f32],
+        position_bias: Option<&[f32]>,
+    ) -> candle_core::Result<(CpuStorage, Shape)>;
+}
+
+/// Runs `op` as a candle op of two inputs, or of three with a position bias.
+pub(super) fn apply_masked<T: MaskedOp>(
+    op: T,
+    x: &Tensor,
+    key_bias: &Tensor,
+    position_bias: Option<&Tensor>,
+) -> Result<Tensor> {
+    let op = Masked(op);
+    Ok(match position_bias {
+        Some(position) => x.apply_op3_no_bwd(key_bias, position, &op)?,
+        None => x.apply_op2_no_bwd(key_bias, &op)?,
+    })
+}
+
+struct Masked<T>(T);
+
+impl<T: MaskedOp> CustomOp2 for Masked<T> {
     fn name(&self) -> &'static str {
-        "masked-softmax"
+        T::NAME
     }
 
     fn cpu_fwd(
@@ -232,16 +270,15 @@ impl CustomOp2 for MaskedSoftmax {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let name = CustomOp2::name(self);
-        let scores = f32_slice(s1, l1, name)?;
-        let key_bias = f32_slice(s2, l2, name)?;
-        Self::run(scores, l1.shape(), key_bias, None)
+        let x = f32_slice(s1, l1, T::NAME)?;
+        let key_bias = f32_slice(s2, l2, T::NAME)?;
+        self.0.run(x, l1.shape(), key_bias, None)
     }
 }
 
-impl CustomOp3 for MaskedSoftmax {
+impl<T: MaskedOp> CustomOp3 for Masked<T> {
     fn name(&self) -> &'static str {
-        "masked-softmax-position-bias"
+        T::NAME
     }
 
     fn cpu_fwd(
@@ -253,17 +290,10 @@ impl CustomOp3 for MaskedSoftmax {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let name = CustomOp3::name(self);
-        let scores = f32_slice(s1, l1, name)?;
-        let key_bias = f32_slice(s2, l2, name)?;
-        let position = f32_slice(s3, l3, name)?;
-        let (_, heads, queries, seq) = l1.shape().dims4()?;
-        if position.len() != heads * queries * seq && position.len() != queries * seq {
-            candle_core::bail!(
-                "{name}: position bias is neither (heads, queries, seq) nor (queries, seq)"
-            );
-        }
-        Self::run(scores, l1.shape(), key_bias, Some(position))
+        let x = f32_slice(s1, l1, T::NAME)?;
+        let key_bias = f32_slice(s2, l2, T::NAME)?;
+        let position = f32_slice(s3, l3, T::NAME)?;
+        self.0.run(x, l1.shape(), key_bias, Some(position))
     }
 }
 
