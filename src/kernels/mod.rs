@@ -37,6 +37,29 @@ pub use pool::mean_pool;
 pub use segment::segment_sum;
 pub use vote::{by_member, top_p_vote, Vote, MAX_KERNEL_TOP_P};
 
+/// An output buffer's base pointer, shared by parallel tasks that each write their own disjoint
+/// part of it (a tile, a column block), which slices cannot express.
+#[derive(Clone, Copy)]
+pub(crate) struct DisjointWrites<T>(*mut T);
+
+// SAFETY: the tasks holding copies write disjoint elements; the constructor's caller promises it.
+unsafe impl<T> Send for DisjointWrites<T> {}
+unsafe impl<T> Sync for DisjointWrites<T> {}
+
+impl<T> DisjointWrites<T> {
+    /// # Safety
+    /// The tasks given copies must write disjoint elements, within the buffer, and nothing may
+    /// read it until they are done.
+    pub(crate) unsafe fn new(ptr: *mut T) -> Self {
+        Self(ptr)
+    }
+
+    /// A method, so that closures capture the whole wrapper rather than its raw field.
+    pub(crate) fn get(self) -> *mut T {
+        self.0
+    }
+}
+
 /// The CPU implementations over slices: the references the CUDA kernels are held to.
 pub mod reference {
     pub use super::nearest::nearest_centroid_cpu as nearest_centroid;

@@ -17,6 +17,7 @@ use rayon::prelude::*;
 use super::linear::gemm_f32;
 use super::ops::{self, MaskedOp};
 use crate::error::Result;
+use crate::kernels::DisjointWrites;
 
 /// `qkv`: `(batch·seq, 3·hidden)`, the fused projection without its bias `qkv_bias` (`3·hidden`;
 /// the 1/√d scale already folded into Q). `key_bias`: `(batch, seq)`, additive key mask.
@@ -98,7 +99,8 @@ impl MaskedOp for FusedAttention {
             candle_core::bail!("attention: position bias is not (heads, seq, seq)");
         }
         let mut out = Vec::<f32>::with_capacity(rows * hidden);
-        let out_ptr = SendPtr(out.spare_capacity_mut().as_mut_ptr() as *mut f32);
+        // SAFETY: each (sequence, head) task writes its own rows × columns block.
+        let out_ptr = unsafe { DisjointWrites::new(out.spare_capacity_mut().as_mut_ptr()) };
         (0..batch * heads).into_par_iter().for_each(|task| {
             let (b, h) = (task / heads, task % heads);
             // q, k, v of this head, biases added: `seq × dim` each, row-major.
@@ -142,7 +144,7 @@ impl MaskedOp for FusedAttention {
             }
             unsafe {
                 // context = probs · v, into columns h·dim.. of rows b·seq.. of the output.
-                let context = out_ptr.get().add(b * seq * hidden + h * dim);
+                let context = out_ptr.get().add(b * seq * hidden + h * dim) as *mut f32;
                 gemm_f32(
                     seq,
                     dim,
@@ -158,19 +160,6 @@ impl MaskedOp for FusedAttention {
         // SAFETY: the (sequence, head) tasks wrote every row and column of the output.
         unsafe { out.set_len(rows * hidden) };
         Ok((CpuStorage::F32(out), Shape::from((rows, hidden))))
-    }
-}
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: the tasks write disjoint (rows × columns) blocks through it.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    /// A method, so that closures capture the whole `Send` wrapper rather than its field.
-    fn get(self) -> *mut f32 {
-        self.0
     }
 }
 

@@ -35,7 +35,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::kernels::simd;
+use crate::kernels::{simd, DisjointWrites};
 
 /// The instruction sets the int8 GEMM has kernels for, best first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -399,7 +399,8 @@ impl Int8Weights {
             .clamp(1, panels);
         let panels_per_group = panels.div_ceil(panel_groups);
         let mut out = Vec::<f32>::with_capacity(rows * self.out_features);
-        let out_ptr = OutPtr(out.spare_capacity_mut().as_mut_ptr());
+        // SAFETY: tasks write disjoint (row block × panel range) tiles of the output.
+        let out_ptr = unsafe { DisjointWrites::new(out.spare_capacity_mut().as_mut_ptr()) };
         let columns_total = self.out_features;
         (0..row_blocks * panel_groups)
             .into_par_iter()
@@ -617,14 +618,8 @@ impl<'a> TileOperands<'a> {
     }
 }
 
-#[derive(Clone, Copy)]
-struct OutPtr(*mut MaybeUninit<f32>);
-// SAFETY: tasks write disjoint (row, column) blocks of the output (see `Int8Weights::run`).
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
 struct OutRows {
-    ptr: OutPtr,
+    ptr: DisjointWrites<MaybeUninit<f32>>,
     stride: usize,
     first_row: usize,
 }
@@ -634,7 +629,7 @@ impl OutRows {
     /// No other task may hold the same row and columns.
     unsafe fn row(&mut self, r: usize, columns: std::ops::Range<usize>) -> &mut [MaybeUninit<f32>] {
         let start = (self.first_row + r) * self.stride + columns.start;
-        std::slice::from_raw_parts_mut(self.ptr.0.add(start), columns.len())
+        std::slice::from_raw_parts_mut(self.ptr.get().add(start), columns.len())
     }
 }
 
