@@ -19,15 +19,10 @@ pub enum Linear {
 }
 
 impl Linear {
-    /// Keeps `weight` as it is, or quantizes it for `int8`'s kernel.
+    /// Keeps `weight` as it is, or quantizes it for `int8`'s kernel (one scale per output
+    /// channel).
     pub fn new(weight: Tensor, int8: Option<Isa>) -> Result<Self> {
-        let Some(isa) = int8 else {
-            return Ok(Self::Float(weight));
-        };
-        let (out, inner, values) = float_values(&weight)?;
-        Ok(Self::Int8(Arc::new(Int8Weights::quantize(
-            &values, out, inner, isa,
-        )?)))
+        Self::quantized(weight, int8, None)
     }
 
     /// A feed-forward down projection: in int8, one weight scale per output channel and
@@ -36,19 +31,25 @@ impl Linear {
     /// with blocks, 0.996 (`scripts/int8_block_simulation.py`; tests/int8_quality.rs holds
     /// kroute's).
     pub fn down_projection(weight: Tensor, int8: Option<Isa>) -> Result<Self> {
-        match int8 {
-            Some(isa) => {
-                let (out, inner, values) = float_values(&weight)?;
-                Ok(Self::Int8(Arc::new(Int8Weights::quantize_grouped(
-                    &values,
-                    out,
-                    inner,
-                    isa,
-                    DOWN_PROJECTION_BLOCK,
-                )?)))
-            }
-            None => Ok(Self::Float(weight)),
-        }
+        Self::quantized(weight, int8, Some(DOWN_PROJECTION_BLOCK))
+    }
+
+    /// `weight` as it is, or quantized for `int8` with a scale per output channel and, if
+    /// given, per `block` of inputs.
+    fn quantized(weight: Tensor, int8: Option<Isa>, block: Option<usize>) -> Result<Self> {
+        let Some(isa) = int8 else {
+            return Ok(Self::Float(weight));
+        };
+        let (out, inner) = weight.dims2()?;
+        let values = weight
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let weights = match block {
+            None => Int8Weights::quantize(&values, out, inner, isa)?,
+            Some(block) => Int8Weights::quantize_grouped(&values, out, inner, isa, block)?,
+        };
+        Ok(Self::Int8(Arc::new(weights)))
     }
 
     /// `x·Wᵀ`; `x`: `(rows, in)`.
@@ -67,13 +68,6 @@ impl Linear {
 
 /// Inputs per weight scale in int8 down projections.
 pub const DOWN_PROJECTION_BLOCK: usize = 128;
-
-/// A weight's shape `(out, in)` and its values in f32, row-major.
-fn float_values(weight: &Tensor) -> Result<(usize, usize, Vec<f32>)> {
-    let (out, inner) = weight.dims2()?;
-    let values = weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-    Ok((out, inner, values))
-}
 
 /// `dst (m × n, row stride dst_rs) = lhs (m × k) · rhs (k × n)` in f32, the operands given as
 /// `(pointer, row stride, column stride)`; on the rayon pool if `parallel`.
