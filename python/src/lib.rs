@@ -23,6 +23,11 @@ use kroute::records::{RoutingData, SplitOptions};
 use kroute::router::{RouteParams, Router as CoreRouter, RECOMMENDED_BAG};
 use kroute::{Embedder as CoreEmbedder, EmbedderOptions, Error};
 
+/// As in the `kroute` binary: glibc's malloc returns the encoder's large per-layer buffers to
+/// the kernel at every free, and page-faults them back in for the next layer.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Bad input (`ValueError`, with the CLI's file/line/field message), a missing file or model
 /// (`FileNotFoundError`), anything else (`RuntimeError`).
 fn py_err(err: Error) -> PyErr {
