@@ -2,7 +2,7 @@
 //! unpacked quantized product, bit for bit (the integer part is exact everywhere); kernels this
 //! CPU lacks still have their packing checked through the scalar tiles.
 
-use kroute::kernels::int8::{reference, Int8Weights, Isa};
+use kroute::kernels::int8::{reference, Epilogue, Int8Weights, Isa};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 fn random(len: usize, rng: &mut StdRng) -> Vec<f32> {
@@ -53,6 +53,62 @@ fn every_kernel_equals_the_reference_bit_for_bit() {
             }
         }
     }
+}
+
+/// The erf GELU in f64: erf by its Taylor series below 3, its continued fraction above.
+fn gelu(x: f64) -> f64 {
+    let z = x / std::f64::consts::SQRT_2;
+    let erf = if z.abs() < 3.0 {
+        let (mut term, mut sum) = (z, z);
+        for n in 1..200 {
+            term *= -z * z / n as f64;
+            sum += term / (2 * n + 1) as f64;
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    } else {
+        let mut f = 0.0;
+        for k in (1..60).rev() {
+            f = (k as f64 / 2.0) / (z.abs() + f);
+        }
+        let erfc = (-z * z).exp() / std::f64::consts::PI.sqrt() / (z.abs() + f);
+        (1.0 - erfc).copysign(z)
+    };
+    0.5 * x * (1.0 + erf)
+}
+
+#[test]
+fn fused_bias_gelu_is_the_gelu_of_the_biased_product() {
+    let mut rng = StdRng::seed_from_u64(5);
+    // Per-channel and blocked weights: the epilogue runs at the last block either way.
+    for (rows, n, k, block) in [(13, 37, 45, None), (70, 100, 384, Some(128))] {
+        let w = random(n * k, &mut rng);
+        let x = random(rows * k, &mut rng);
+        let bias = random(n, &mut rng);
+        for isa in Isa::ALL {
+            let weights = match block {
+                None => Int8Weights::quantize(&w, n, k, isa),
+                Some(block) => Int8Weights::quantize_grouped(&w, n, k, isa, block),
+            }
+            .unwrap();
+            let plain = weights.matmul(&x, rows).unwrap();
+            let fused = weights
+                .matmul_then(&x, rows, Epilogue::BiasGelu(&bias))
+                .unwrap();
+            let scalar = reference::matmul_then(&weights, &x, rows, Epilogue::BiasGelu(&bias));
+            assert_eq!(fused, scalar.unwrap(), "{}: kernel", isa.as_str());
+            for (i, (&got, &y)) in fused.iter().zip(&plain).enumerate() {
+                let want = gelu(y as f64 + bias[i % n] as f64);
+                assert!(
+                    (got as f64 - want).abs() < 1e-5,
+                    "{i}: {got} vs {want} ({y} + {})",
+                    bias[i % n]
+                );
+            }
+        }
+    }
+    let weights = Int8Weights::quantize(&[0.5; 12], 3, 4, Isa::Avx2).unwrap();
+    let short_bias = weights.matmul_then(&[1.0; 8], 2, Epilogue::BiasGelu(&[0.0; 2]));
+    assert!(short_bias.is_err_and(|e| e.to_string().contains("bias of 2 values")));
 }
 
 #[test]

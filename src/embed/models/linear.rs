@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 
-use super::ops::f32_slice;
+use super::ops::{self, f32_slice};
 use crate::error::{Error, Result};
-use crate::kernels::int8::{Int8Weights, Isa};
+use crate::kernels::int8::{Epilogue, Int8Weights, Isa};
 
 pub enum Linear {
     Float(Tensor),
@@ -62,6 +62,17 @@ impl Linear {
             Self::Int8(weights) => Ok(x
                 .contiguous()?
                 .apply_op1_no_bwd(&Int8Matmul(weights.clone()))?),
+        }
+    }
+
+    /// `gelu_erf(x·Wᵀ + bias)`; in int8 the GEMM applies bias and GELU as it stores its
+    /// output, which is then written once instead of three times.
+    pub fn forward_bias_gelu(&self, x: &Tensor, bias: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Int8(weights) => Ok(x
+                .contiguous()?
+                .apply_op2_no_bwd(bias, &Int8Matmul(weights.clone()))?),
+            Self::Float(_) => ops::bias_gelu(&self.forward(x)?, bias),
         }
     }
 }
@@ -157,7 +168,29 @@ impl CustomOp2 for FloatMatmul {
     }
 }
 
+/// `x·Wᵀ` in int8 for f32 CPU activations `(rows, in)`; as a candle op of two inputs, with a
+/// bias `(out)` and the GELU applied as the output is stored.
 struct Int8Matmul(Arc<Int8Weights>);
+
+impl Int8Matmul {
+    fn run(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+        epilogue: Epilogue,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = f32_slice(storage, layout, "int8 matmul")?;
+        let (rows, _) = layout.shape().dims2()?;
+        let out = self
+            .0
+            .matmul_then(x, rows, epilogue)
+            .map_err(|e: Error| candle_core::Error::Msg(e.to_string()))?;
+        Ok((
+            CpuStorage::F32(out),
+            Shape::from((rows, self.0.out_features())),
+        ))
+    }
+}
 
 impl CustomOp1 for Int8Matmul {
     fn name(&self) -> &'static str {
@@ -169,20 +202,23 @@ impl CustomOp1 for Int8Matmul {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("int8 matmul: expected f32 activations");
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("int8 matmul: expected contiguous activations");
-        };
-        let (rows, _) = layout.shape().dims2()?;
-        let out = self
-            .0
-            .matmul(&data[start..end], rows)
-            .map_err(|e: Error| candle_core::Error::Msg(e.to_string()))?;
-        Ok((
-            CpuStorage::F32(out),
-            Shape::from((rows, self.0.out_features())),
-        ))
+        self.run(storage, layout, Epilogue::None)
+    }
+}
+
+impl CustomOp2 for Int8Matmul {
+    fn name(&self) -> &'static str {
+        "int8-matmul-bias-gelu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let bias = f32_slice(s2, l2, CustomOp2::name(self))?;
+        self.run(s1, l1, Epilogue::BiasGelu(bias))
     }
 }

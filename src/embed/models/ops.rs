@@ -303,7 +303,7 @@ mod simd {
     use std::mem::MaybeUninit;
 
     use super::init_with;
-    use crate::kernels::simd::{dispatch, fold_lanes, max};
+    use crate::kernels::simd::{dispatch, exp_neg, fold_lanes, gelu_erf, max};
 
     /// Writes `gelu_erf(x + bias)` into `out`, one row of `bias.len()` values.
     pub fn bias_gelu<'a>(
@@ -323,13 +323,7 @@ mod simd {
         x: &[f32],
         bias: &[f32],
     ) -> &'a mut [f32] {
-        init_with(
-            out,
-            x.iter().zip(bias).map(|(&x, &b)| {
-                let v = x + b;
-                0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2))
-            }),
-        )
+        init_with(out, x.iter().zip(bias).map(|(&x, &b)| gelu_erf(x + b)))
     }
 
     /// `layer_norm(x + bias + residual)` with (gamma, beta), one row, into `out`.
@@ -378,78 +372,6 @@ mod simd {
     #[inline(always)]
     fn sum_map(values: &[f32], map: impl Fn(f32) -> f32) -> f32 {
         fold_lanes(values, 0.0, |a, v| a + map(v), |a, b| a + b)
-    }
-
-    /// erf with absolute error below 5e-7 (Abramowitz & Stegun 7.1.26 with a polynomial exp).
-    #[inline(always)]
-    pub fn erf(x: f32) -> f32 {
-        let a = x.abs();
-        let t = 1.0 / (1.0 + 0.327_591_1 * a);
-        let poly = t
-            * (0.254_829_6
-                + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152_1 + t * 1.061_405_4))));
-        let y = 1.0 - poly * exp_neg(a * a);
-        y.copysign(x)
-    }
-
-    /// e^(−z) for z ≥ 0: Cody–Waite reduction and a degree-6 polynomial, relative error ~2e-7.
-    /// `n = round(−z·log₂e)` and `2ⁿ` come from float bits, not casts: Rust's saturating
-    /// float-to-int `as` does not vectorise.
-    #[inline(always)]
-    fn exp_neg(z: f32) -> f32 {
-        const SHIFT: f32 = 12_582_912.0; // 1.5·2²³: integer-valued sums sit in the low bits
-        let y = (-z).max(-87.0);
-        let shifted = y * std::f32::consts::LOG2_E + SHIFT;
-        let n = shifted - SHIFT;
-        let r = y - n * 0.693_145_75 - n * 1.428_606_8e-6;
-        let p = 1.0
-            + r * (1.0
-                + r * (0.5
-                    + r * (0.166_666_67
-                        + r * (0.041_666_68 + r * (0.008_333_6 + r * 0.001_388_9)))));
-        let exponent = shifted
-            .to_bits()
-            .wrapping_sub(SHIFT.to_bits())
-            .wrapping_add(127);
-        // Past −87 the result is below f32's normal range: exactly 0 (a masked key's weight).
-        if z > 87.0 {
-            0.0
-        } else {
-            p * f32::from_bits(exponent << 23)
-        }
-    }
-
-    #[cfg(test)]
-    mod tests {
-        #[test]
-        fn erf_is_accurate() {
-            for i in -6000..=6000 {
-                let x = i as f32 / 1000.0;
-                let want = libm_erf(x as f64);
-                let err = (super::erf(x) as f64 - want).abs();
-                assert!(err < 5e-7, "erf({x}): error {err}");
-            }
-        }
-
-        /// erf by its Taylor series (|x| < 3) and continued fraction, in f64: a reference.
-        fn libm_erf(x: f64) -> f64 {
-            if x.abs() < 3.0 {
-                let mut term = x;
-                let mut sum = x;
-                for n in 1..200 {
-                    term *= -x * x / n as f64;
-                    sum += term / (2 * n + 1) as f64;
-                }
-                sum * 2.0 / std::f64::consts::PI.sqrt()
-            } else {
-                let mut f = 0.0;
-                for k in (1..60).rev() {
-                    f = (k as f64 / 2.0) / (x.abs() + f);
-                }
-                let erfc = (-x * x).exp() / std::f64::consts::PI.sqrt() / (x.abs() + f);
-                (1.0 - erfc).copysign(x)
-            }
-        }
     }
 }
 

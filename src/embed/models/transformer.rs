@@ -222,11 +222,19 @@ impl PostNormLayer {
         let attended =
             ops::bias_residual_norm(&attention, hidden, &self.attention_norm, dims.eps as f32)?;
 
-        let inner = self.intermediate.forward(&attended)?;
+        let bias = &self.intermediate_bias;
         let inner = match dims.activation {
-            Activation::Gelu => ops::bias_gelu(&inner, &self.intermediate_bias)?,
-            Activation::GeluTanh => inner.broadcast_add(&self.intermediate_bias)?.gelu()?,
-            Activation::Relu => inner.broadcast_add(&self.intermediate_bias)?.relu()?,
+            Activation::Gelu => self.intermediate.forward_bias_gelu(&attended, bias)?,
+            Activation::GeluTanh => self
+                .intermediate
+                .forward(&attended)?
+                .broadcast_add(bias)?
+                .gelu()?,
+            Activation::Relu => self
+                .intermediate
+                .forward(&attended)?
+                .broadcast_add(bias)?
+                .relu()?,
         };
         let out = self.output.forward(&inner)?;
         ops::bias_residual_norm(&out, &attended, &self.output_norm, dims.eps as f32)

@@ -353,9 +353,14 @@ impl Int8Weights {
 
     /// `x·Wᵀ` for `x` of `rows × in_features` (row-major): `rows × out_features`.
     pub fn matmul(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
-        self.check_input(x, rows)?;
+        self.matmul_then(x, rows, Epilogue::None)
+    }
+
+    /// `x·Wᵀ` with `epilogue` applied to each output as it is stored.
+    pub fn matmul_then(&self, x: &[f32], rows: usize, epilogue: Epilogue) -> Result<Vec<f32>> {
+        self.check_input(x, rows, epilogue)?;
         let activations = Activations::quantize(x, rows, self);
-        Ok(self.run(&activations, |tile, acc| {
+        Ok(self.run(&activations, epilogue, |tile, acc| {
             if self.runnable {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `runnable` says the CPU has the kernel's instructions, and the tile's
@@ -369,7 +374,7 @@ impl Int8Weights {
         }))
     }
 
-    fn check_input(&self, x: &[f32], rows: usize) -> Result<()> {
+    fn check_input(&self, x: &[f32], rows: usize, epilogue: Epilogue) -> Result<()> {
         if x.len() != rows * self.in_features {
             return Err(Error::Invalid(format!(
                 "int8 matmul: {} values for {rows} rows of {}",
@@ -377,14 +382,23 @@ impl Int8Weights {
                 self.in_features
             )));
         }
+        if let Epilogue::BiasGelu(bias) = epilogue {
+            if bias.len() != self.out_features {
+                return Err(Error::Invalid(format!(
+                    "int8 matmul: a bias of {} values for {} outputs",
+                    bias.len(),
+                    self.out_features
+                )));
+            }
+        }
         Ok(())
     }
 
-    /// Splits the output into (row block × panel range) tasks over the thread pool; for each
-    /// tile and block of `k`, `kernel` sums the products into a zeroed i32 accumulator, which
-    /// is dequantized into the tile's f32 sums; the tiles then store the `rows × out_features`
-    /// output, which is never zeroed first.
-    fn run<K>(&self, activations: &Activations, kernel: K) -> Vec<f32>
+    /// Splits the output into (row block × panel range) tasks over the thread pool. For each
+    /// tile and block of `k`, `kernel` writes the tile's i32 products into `acc`; they are
+    /// dequantized into the tile's f32 sums, and at the last block stored, through `epilogue`,
+    /// into the `rows × out_features` output, which is never zeroed first.
+    fn run<K>(&self, activations: &Activations, epilogue: Epilogue, kernel: K) -> Vec<f32>
     where
         K: Fn(&TileOperands, &mut [i32]) + Sync,
     {
@@ -398,10 +412,10 @@ impl Int8Weights {
             .div_ceil(row_blocks)
             .clamp(1, panels);
         let panels_per_group = panels.div_ceil(panel_groups);
+        let blocks = self.k_padded.div_ceil(self.block);
         let mut out = Vec::<f32>::with_capacity(rows * self.out_features);
         // SAFETY: tasks write disjoint (row block × panel range) tiles of the output.
         let out_ptr = unsafe { DisjointWrites::new(out.spare_capacity_mut().as_mut_ptr()) };
-        let columns_total = self.out_features;
         (0..row_blocks * panel_groups)
             .into_par_iter()
             .for_each(|task| {
@@ -411,92 +425,145 @@ impl Int8Weights {
                     group * panels_per_group..((group + 1) * panels_per_group).min(panels);
                 let tiles = row_range.len().div_ceil(mr);
                 let mut acc = vec![0i32; mr * nr];
-                let mut sums = vec![0f32; tiles * mr * nr];
+                // Running sums across blocks of k: only with more than one.
+                let mut sums = vec![0f32; if blocks > 1 { tiles * mr * nr } else { 0 }];
                 for p in panel_range {
                     let panel = self.panel(p);
-                    let columns = p * nr..((p + 1) * nr).min(columns_total);
-                    sums.fill(0.0);
+                    let columns = p * nr..((p + 1) * nr).min(self.out_features);
                     // Blocks of k outside, tiles of rows inside: the panel's block and the row
                     // block's activations stay in L1 while every tile uses them.
-                    for (b, k_start) in (0..self.k_padded).step_by(self.block).enumerate() {
-                        let k = k_start..(k_start + self.block).min(self.k_padded);
-                        for (start, sums) in
-                            row_range.clone().step_by(mr).zip(sums.chunks_mut(mr * nr))
-                        {
+                    for b in 0..blocks {
+                        let k = b * self.block..((b + 1) * self.block).min(self.k_padded);
+                        let step = Step {
+                            block: b,
+                            first: b == 0,
+                            last: b + 1 == blocks,
+                        };
+                        for (t, start) in row_range.clone().step_by(mr).enumerate() {
                             let count = mr.min(row_range.end - start);
                             let tile =
                                 TileOperands::new(activations, start, count, mr, panel, k.clone());
-                            acc.fill(0);
                             kernel(&tile, &mut acc);
-                            self.dequantize(b, &tile, count, columns.clone(), &acc, sums);
+                            let sums = sums.get_mut(t * mr * nr..(t + 1) * mr * nr);
+                            let store = step.last.then(|| Store {
+                                out: OutRows {
+                                    ptr: out_ptr,
+                                    stride: self.out_features,
+                                    first_row: start,
+                                },
+                                row_scales: &activations.scales[start..start + count],
+                                epilogue,
+                            });
+                            self.dequantize(step, &tile, columns.clone(), &acc, sums, store);
                         }
-                    }
-                    for (start, sums) in row_range.clone().step_by(mr).zip(sums.chunks(mr * nr)) {
-                        let count = mr.min(row_range.end - start);
-                        let mut out_rows = OutRows {
-                            ptr: out_ptr,
-                            stride: columns_total,
-                            first_row: start,
-                        };
-                        let row_scales = &activations.scales[start..start + count];
-                        Self::store(row_scales, nr, columns.clone(), sums, &mut out_rows);
                     }
                 }
             });
         // SAFETY: the tasks' (row block × panels) ranges cover every row and column, and
-        // `store` writes every value of its tile.
+        // `dequantize` stores every value of each tile at its last block.
         unsafe { out.set_len(rows * self.out_features) };
         out
     }
 
-    /// Adds block `b`'s products to the tile's sums, in units of the row scales:
-    /// `sums += s_w · (acc − z·Σq_w)` (the zero-point term exact, in integers).
+    /// Dequantizes block `step.block` of a tile's products, `s_w · (acc − z·Σq_w)` per value
+    /// (the zero-point term exact, in integers), into the tile's running `sums` (in units of
+    /// the row scales); at the last block, `store` gets `row scale · sum` through its epilogue.
     fn dequantize(
         &self,
-        b: usize,
+        step: Step,
         tile: &TileOperands,
-        rows: usize,
         columns: std::ops::Range<usize>,
         acc: &[i32],
-        sums: &mut [f32],
+        mut sums: Option<&mut [f32]>,
+        mut store: Option<Store>,
     ) {
         let nr = self.tile.columns;
-        let offset = b * self.out_features;
+        let width = columns.len();
+        let offset = step.block * self.out_features;
         let scales = &self.scales[offset + columns.start..offset + columns.end];
         let weight_sums = &self.sums[offset + columns.start..offset + columns.end];
         simd::dispatch(
             #[inline(always)]
             || {
-                for (r, &zero) in tile.zeros.iter().enumerate().take(rows) {
-                    let acc = &acc[r * nr..r * nr + columns.len()];
-                    let sums = &mut sums[r * nr..r * nr + columns.len()];
-                    for (((sum, &a), &weight_sum), &scale) in
-                        sums.iter_mut().zip(acc).zip(weight_sums).zip(scales)
-                    {
-                        *sum += scale * (a - zero * weight_sum) as f32;
+                for (r, &zero) in tile.zeros.iter().enumerate() {
+                    let acc = &acc[r * nr..r * nr + width];
+                    let values =
+                        acc.iter().zip(weight_sums).zip(scales).map(
+                            |((&a, &weight_sum), &scale)| scale * (a - zero * weight_sum) as f32,
+                        );
+                    let sums = sums
+                        .as_deref_mut()
+                        .map(|sums| &mut sums[r * nr..r * nr + width]);
+                    let Some(store) = store.as_mut() else {
+                        // Not the last block: there are several, hence sums.
+                        let sums = sums.expect("running sums across blocks");
+                        if step.first {
+                            sums.iter_mut().zip(values).for_each(|(s, v)| *s = v);
+                        } else {
+                            sums.iter_mut().zip(values).for_each(|(s, v)| *s += v);
+                        }
+                        continue;
+                    };
+                    let row_scale = store.row_scales[r];
+                    // SAFETY: each task stores only its own rows and columns of the output.
+                    let out = unsafe { store.out.row(r, columns.clone()) };
+                    let out = match sums {
+                        Some(sums) if !step.first => init_with(
+                            out,
+                            values.zip(sums.iter()).map(|(v, &s)| row_scale * (s + v)),
+                        ),
+                        _ => init_with(out, values.map(|v| row_scale * v)),
+                    };
+                    if let Epilogue::BiasGelu(bias) = store.epilogue {
+                        let bias = &bias[columns.clone()];
+                        out.iter_mut()
+                            .zip(bias)
+                            .for_each(|(o, &b)| *o = simd::gelu_erf(*o + b));
                     }
                 }
             },
         )
     }
+}
 
-    /// Writes a tile's sums times the row scales into the output rows.
-    fn store(
-        row_scales: &[f32],
-        nr: usize,
-        columns: std::ops::Range<usize>,
-        sums: &[f32],
-        out: &mut OutRows,
-    ) {
-        for (r, &row_scale) in row_scales.iter().enumerate() {
-            let sums = &sums[r * nr..r * nr + columns.len()];
-            // SAFETY: each task writes only its own rows and columns of `out`.
-            let out = unsafe { out.row(r, columns.clone()) };
-            for (o, &sum) in out.iter_mut().zip(sums) {
-                o.write(row_scale * sum);
-            }
-        }
+/// What the int8 GEMM applies to each output value `y` of column `n` as it stores it.
+#[derive(Debug, Clone, Copy)]
+pub enum Epilogue<'a> {
+    /// `y`.
+    None,
+    /// `gelu_erf(y + bias[n])`: the feed-forward layer's activation, fused so the
+    /// intermediate output is written once.
+    BiasGelu(&'a [f32]),
+}
+
+/// Where a block of `k` sits among a layer's blocks.
+#[derive(Clone, Copy)]
+struct Step {
+    block: usize,
+    first: bool,
+    last: bool,
+}
+
+/// A tile's destination at its last block of `k`.
+struct Store<'a> {
+    out: OutRows,
+    row_scales: &'a [f32],
+    epilogue: Epilogue<'a>,
+}
+
+/// Writes `values` into `out` (exactly as many) and returns it as initialised floats.
+#[inline(always)]
+fn init_with(
+    out: &mut [MaybeUninit<f32>],
+    values: impl ExactSizeIterator<Item = f32>,
+) -> &mut [f32] {
+    assert_eq!(values.len(), out.len());
+    for (o, v) in out.iter_mut().zip(values) {
+        o.write(v);
     }
+    // SAFETY: all `out.len()` elements were written just above; MaybeUninit<f32> has f32's
+    // layout.
+    unsafe { &mut *(out as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
 /// Activations quantized per row (asymmetric u8), stored in the kernel's format, `k` padded to
@@ -640,10 +707,22 @@ pub mod reference {
 
     /// `x·Wᵀ` through the same quantized operands as [`Int8Weights::matmul`], with scalar tiles.
     pub fn matmul(weights: &Int8Weights, x: &[f32], rows: usize) -> Result<Vec<f32>> {
-        weights.check_input(x, rows)?;
+        matmul_then(weights, x, rows, Epilogue::None)
+    }
+
+    /// [`Int8Weights::matmul_then`] with scalar tiles.
+    pub fn matmul_then(
+        weights: &Int8Weights,
+        x: &[f32],
+        rows: usize,
+        epilogue: Epilogue,
+    ) -> Result<Vec<f32>> {
+        weights.check_input(x, rows, epilogue)?;
         let activations = Activations::quantize(x, rows, weights);
         let tile_shape = weights.tile;
-        Ok(weights.run(&activations, |tile, acc| scalar_tile(tile_shape, tile, acc)))
+        Ok(weights.run(&activations, epilogue, |tile, acc| {
+            scalar_tile(tile_shape, tile, acc)
+        }))
     }
 
     /// The exact f32 result of the quantized operands, computed without packing: per block of
@@ -688,14 +767,15 @@ pub mod reference {
         out
     }
 
+    /// Writes the tile's products into `acc`.
     pub(crate) fn scalar_tile(shape: Tile, tile: &TileOperands, acc: &mut [i32]) {
         let (nr, g) = (shape.columns, shape.group);
         for r in 0..shape.rows {
             let row = tile.rows[r];
-            for kg in 0..tile.groups {
-                let b = &tile.panel[kg * nr * g..(kg + 1) * nr * g];
-                for c in 0..nr {
-                    let mut sum = 0i32;
+            for c in 0..nr {
+                let mut sum = 0i32;
+                for kg in 0..tile.groups {
+                    let b = &tile.panel[kg * nr * g..(kg + 1) * nr * g];
                     for j in 0..g {
                         let k = kg * g + j;
                         // SAFETY: `row` holds `groups · G` activations of the tile's format.
@@ -708,8 +788,8 @@ pub mod reference {
                         };
                         sum += a * b[c * g + j] as i32;
                     }
-                    acc[r * nr + c] += sum;
                 }
+                acc[r * nr + c] = sum;
             }
         }
     }

@@ -6,7 +6,7 @@ use std::arch::x86_64::*;
 
 use super::{Isa, TileOperands};
 
-/// Accumulates `tile`'s products into `acc` (`rows × columns`, row-major, zeroed).
+/// Writes `tile`'s products into `acc` (`rows × columns`, row-major).
 ///
 /// # Safety
 /// The CPU must have `isa`'s instructions, and `tile` must hold `groups` packed groups of its
