@@ -37,8 +37,13 @@ fn every_kernel_equals_the_reference_bit_for_bit() {
         // An all-zero row quantizes with scale 0 and must give zeros, not NaN.
         x[..k].fill(0.0);
         for isa in Isa::ALL {
-            // One scale per output channel, then per channel and block of 8 or 64 inputs.
-            let grouped = [8, 64].map(|b| Int8Weights::quantize_grouped(&w, n, k, isa, b));
+            // One scale per output channel, then per channel and block of 8, 64 or 128
+            // inputs (AMX, 64 k a step, takes multiples of 64 only).
+            let step = isa.tile().k_step.max(4);
+            let grouped = [8, 64, 128]
+                .into_iter()
+                .filter(|b| b % step == 0)
+                .map(|b| Int8Weights::quantize_grouped(&w, n, k, isa, b));
             let per_channel = Int8Weights::quantize(&w, n, k, isa);
             for weights in [per_channel].into_iter().chain(grouped) {
                 let weights = weights.unwrap();
@@ -141,4 +146,6 @@ fn wrong_input_length_is_an_error() {
     assert!(Int8Weights::quantize(&[0.5; 11], 3, 4, Isa::Avx2).is_err());
     let odd_block = Int8Weights::quantize_grouped(&[0.5; 12], 3, 4, Isa::Avx2, 6);
     assert!(odd_block.is_err_and(|e| e.to_string().contains("multiple of 4")));
+    let amx_block = Int8Weights::quantize_grouped(&[0.5; 12], 3, 4, Isa::Amx, 32);
+    assert!(amx_block.is_err_and(|e| e.to_string().contains("multiple of 64 (amx kernel)")));
 }

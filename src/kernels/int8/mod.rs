@@ -14,6 +14,8 @@
 //! per output element, AVX2 only). The kernels here are small and tested against [`reference`].
 //!
 //! Kernels, picked at run time by [`Isa::detect`]:
+//! - AMX (`tdpbusd` on tile registers, Sapphire Rapids and later), 32 columns × 32 rows, k in
+//!   steps of 64;
 //! - AVX-512 VNNI (`vpdpbusd` on zmm), 32 columns × 8 rows per tile;
 //! - AVX-VNNI (`vpdpbusd` on ymm), 16 columns × 6 rows;
 //! - AVX2 (`vpmaddwd` on sign-extended i16 pairs), 16 columns × 6 rows.
@@ -40,6 +42,7 @@ use crate::kernels::{simd, DisjointWrites};
 /// The instruction sets the int8 GEMM has kernels for, best first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isa {
+    Amx,
     Avx512Vnni,
     AvxVnni,
     Avx2,
@@ -47,7 +50,7 @@ pub enum Isa {
 
 impl Isa {
     /// The best kernel this CPU runs, or `None` (not x86-64, or no AVX2).
-    /// `KROUTE_INT8_KERNEL=avx2|avx-vnni|avx512-vnni` picks one instead, for comparing kernels
+    /// `KROUTE_INT8_KERNEL=avx2|avx-vnni|avx512-vnni|amx` picks one instead, for comparing kernels
     /// (one this CPU lacks is emulated with scalar tiles, slowly: for checking its accuracy).
     pub fn detect() -> Option<Isa> {
         let best = Self::ALL.into_iter().find(|isa| isa.available())?;
@@ -57,20 +60,21 @@ impl Isa {
         let forced = Self::ALL.into_iter().find(|isa| isa.as_str() == name);
         if forced.is_none() {
             tracing::warn!(
-                "KROUTE_INT8_KERNEL={name} is not a kernel (avx512-vnni, avx-vnni, avx2); using {}",
+                "KROUTE_INT8_KERNEL={name} is not a kernel (amx, avx512-vnni, avx-vnni, avx2); using {}",
                 best.as_str()
             );
         }
         Some(forced.unwrap_or(best))
     }
 
-    pub const ALL: [Isa; 3] = [Isa::Avx512Vnni, Isa::AvxVnni, Isa::Avx2];
+    pub const ALL: [Isa; 4] = [Isa::Amx, Isa::Avx512Vnni, Isa::AvxVnni, Isa::Avx2];
 
     /// Whether this CPU can run the kernel.
     pub fn available(self) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
             match self {
+                Isa::Amx => x86::amx_available(),
                 Isa::Avx512Vnni => {
                     is_x86_feature_detected!("avx512f")
                         && is_x86_feature_detected!("avx512bw")
@@ -91,31 +95,43 @@ impl Isa {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Isa::Amx => "amx",
             Isa::Avx512Vnni => "avx512-vnni",
             Isa::AvxVnni => "avx-vnni",
             Isa::Avx2 => "avx2",
         }
     }
 
-    /// The kernel's tile and packing: `(rows, columns, k per group)`.
+    /// The kernel's tile and packing.
     pub fn tile(self) -> Tile {
         match self {
+            // The panels of the AVX-512 kernel, read as two 16-column tiles.
+            Isa::Amx => Tile {
+                rows: 32,
+                columns: 32,
+                group: 4,
+                k_step: 64,
+                activation_bytes: 1,
+            },
             Isa::Avx512Vnni => Tile {
                 rows: 8,
                 columns: 32,
                 group: 4,
+                k_step: 4,
                 activation_bytes: 1,
             },
             Isa::AvxVnni => Tile {
                 rows: 6,
                 columns: 16,
                 group: 4,
+                k_step: 4,
                 activation_bytes: 1,
             },
             Isa::Avx2 => Tile {
                 rows: 6,
                 columns: 16,
                 group: 2,
+                k_step: 2,
                 activation_bytes: 2,
             },
         }
@@ -131,6 +147,9 @@ pub struct Tile {
     pub columns: usize,
     /// Consecutive `k` values per packed group (`G`).
     pub group: usize,
+    /// `k` values per step of the kernel (a multiple of `G`): `k` is padded to it, and weight
+    /// scale blocks are multiples of it.
+    pub k_step: usize,
     /// Bytes per stored activation: u8 (VNNI) or i16 (AVX2).
     pub activation_bytes: usize,
 }
@@ -144,7 +163,7 @@ pub struct Int8Weights {
     tile: Tile,
     out_features: usize,
     in_features: usize,
-    /// `in_features` rounded up to the group.
+    /// `in_features` rounded up to the kernel's `k` step.
     k_padded: usize,
     /// Quantization levels of the activations: 255 (u8), or up to 4095 for the i16 format.
     levels: f32,
@@ -247,7 +266,7 @@ impl Int8Weights {
     }
 
     /// As [`quantize`](Self::quantize), with one scale per output channel and block of `block`
-    /// consecutive inputs (a multiple of 4): a channel whose weights are small except on a few
+    /// consecutive inputs (a multiple of 4, and of 64 for AMX): a channel whose weights are small except on a few
     /// inputs keeps its precision elsewhere. What a feed-forward down projection needs.
     pub fn quantize_grouped(
         weights: &[f32],
@@ -274,13 +293,16 @@ impl Int8Weights {
         }
         let tile = isa.tile();
         let (nr, g) = (tile.columns, tile.group);
-        let k_padded = in_features.div_ceil(g) * g;
+        let k_padded = in_features.div_ceil(tile.k_step) * tile.k_step;
+        let multiple = tile.k_step.max(4);
         let block = match block {
             None => k_padded,
-            Some(block) if block > 0 && block % 4 == 0 => block.min(k_padded),
+            Some(block) if block > 0 && block % multiple == 0 => block.min(k_padded),
             Some(block) => {
                 return Err(Error::Invalid(format!(
-                    "int8 weights: a scale block of {block} inputs is not a multiple of 4"
+                    "int8 weights: a scale block of {block} inputs is not a multiple of \
+                     {multiple} ({} kernel)",
+                    isa.as_str()
                 )))
             }
         };
@@ -442,7 +464,7 @@ impl Int8Weights {
                         for (t, start) in row_range.clone().step_by(mr).enumerate() {
                             let count = mr.min(row_range.end - start);
                             let tile =
-                                TileOperands::new(activations, start, count, mr, panel, k.clone());
+                                TileOperands::new(activations, start, count, panel, k.clone());
                             kernel(&tile, &mut acc);
                             let sums = sums.get_mut(t * mr * nr..(t + 1) * mr * nr);
                             let store = step.last.then(|| Store {
@@ -589,13 +611,16 @@ impl Activations {
         // i16 storage keeps the i16 format aligned; the u8 format views it as bytes. Each task
         // zeroes its own rows (for the padding) just before quantizing into them: a zeroed
         // allocation was a single-threaded memset of every activation.
-        let len = rows * k_padded * element / 2;
+        let row_len = k_padded * element / 2;
+        // Whole tiles of rows: the AMX kernel loads every row of a tile, with one stride.
+        let len = rows.div_ceil(tile.rows) * tile.rows * row_len;
         let mut data = Vec::<i16>::with_capacity(len);
         let mut scales = vec![0f32; rows];
         let mut zeros = vec![0i32; rows];
         let rows_per_task = (16_384 / k).max(1);
-        let row_len = k_padded * element / 2;
-        data.spare_capacity_mut()[..len]
+        let (quantized, padding) = data.spare_capacity_mut()[..len].split_at_mut(rows * row_len);
+        padding.fill(MaybeUninit::new(0));
+        quantized
             .par_chunks_mut(row_len * rows_per_task)
             .zip(scales.par_chunks_mut(rows_per_task))
             .zip(zeros.par_chunks_mut(rows_per_task))
@@ -624,7 +649,8 @@ impl Activations {
                     };
                 }
             });
-        // SAFETY: the tasks' chunks cover `0..len`, and each wrote all of its rows.
+        // SAFETY: the tasks' chunks cover the rows, each wrote all of its own, and the padding
+        // rows were zeroed.
         unsafe { data.set_len(len) };
         Self {
             rows,
@@ -638,22 +664,24 @@ impl Activations {
     }
 
     fn row(&self, r: usize) -> *const u8 {
-        // SAFETY: `r < rows`, so the offset stays inside `data`.
+        // SAFETY: `r` is below the rows rounded up to whole tiles, so the offset stays inside
+        // `data`.
         unsafe { (self.data.as_ptr() as *const u8).add(r * self.k_padded * self.element) }
     }
 }
 
-/// What one tile's kernel reads: `rows` activation rows (the last repeated to fill the tile) and
-/// one packed weight panel.
+/// What one tile's kernel reads: a tile of activation rows (zero rows past the last one) and
+/// one packed weight panel, both over the same range of `k`.
 pub(crate) struct TileOperands<'a> {
-    rows: [*const u8; MAX_TILE_ROWS],
+    /// The tile's first activation row, at the range's first `k`.
+    first_row: *const u8,
+    /// Bytes from one activation row to the next.
+    stride: usize,
     zeros: &'a [i32],
     panel: &'a [i8],
     /// Groups of `G` k-values.
     groups: usize,
 }
-
-const MAX_TILE_ROWS: usize = 8;
 
 impl<'a> TileOperands<'a> {
     /// Rows `start..start + count` of the activations and `panel`, both over the inputs `k`
@@ -662,26 +690,24 @@ impl<'a> TileOperands<'a> {
         activations: &'a Activations,
         start: usize,
         count: usize,
-        tile_rows: usize,
         panel: &'a [i8],
         k: std::ops::Range<usize>,
     ) -> Self {
-        let mut rows = [std::ptr::null(); MAX_TILE_ROWS];
-        for (r, row) in rows.iter_mut().enumerate().take(tile_rows) {
-            // SAFETY: `k` lies within the row's `k_padded` values.
-            *row = unsafe {
-                activations
-                    .row(start + r.min(count - 1))
-                    .add(k.start * activations.element)
-            };
-        }
         let columns = panel.len() / activations.k_padded;
         Self {
-            rows,
+            // SAFETY: `k` lies within the row's `k_padded` values.
+            first_row: unsafe { activations.row(start).add(k.start * activations.element) },
+            stride: activations.k_padded * activations.element,
             zeros: &activations.zeros[start..start + count],
             panel: &panel[k.start * columns..k.end * columns],
             groups: k.len() / activations.group,
         }
+    }
+
+    /// Row `r` of the tile, at the range's first `k`.
+    fn row(&self, r: usize) -> *const u8 {
+        // SAFETY: the activations hold whole tiles of rows.
+        unsafe { self.first_row.add(r * self.stride) }
     }
 }
 
@@ -771,7 +797,7 @@ pub mod reference {
     pub(crate) fn scalar_tile(shape: Tile, tile: &TileOperands, acc: &mut [i32]) {
         let (nr, g) = (shape.columns, shape.group);
         for r in 0..shape.rows {
-            let row = tile.rows[r];
+            let row = tile.row(r);
             for c in 0..nr {
                 let mut sum = 0i32;
                 for kg in 0..tile.groups {

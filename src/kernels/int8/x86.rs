@@ -1,8 +1,12 @@
-//! The x86-64 int8 tile kernels. Each keeps a `rows × columns` tile of i32 accumulators in
-//! registers; per group of `G` k-values it loads the panel's `columns × G` weights once and, for
-//! every row, broadcasts the row's `G` activations (4 bytes) and multiply-accumulates.
+//! The x86-64 int8 tile kernels. The vector kernels keep a `rows × columns` tile of i32
+//! accumulators in registers; per group of `G` k-values they load the panel's `columns × G`
+//! weights once and, for every row, broadcast the row's `G` activations (4 bytes) and
+//! multiply-accumulate. The AMX kernel does the same on tile registers, 64 k-values a step.
 
+use std::arch::asm;
 use std::arch::x86_64::*;
+use std::cell::Cell;
+use std::sync::OnceLock;
 
 use super::{Isa, TileOperands};
 
@@ -13,6 +17,7 @@ use super::{Isa, TileOperands};
 /// panel and of every row pointer, in `isa`'s format.
 pub(super) unsafe fn tile(isa: Isa, tile: &TileOperands, acc: &mut [i32]) {
     match isa {
+        Isa::Amx => amx(tile, acc),
         Isa::Avx512Vnni => avx512_vnni(tile, acc),
         Isa::AvxVnni => avx_vnni(tile, acc),
         Isa::Avx2 => avx2(tile, acc),
@@ -22,7 +27,7 @@ pub(super) unsafe fn tile(isa: Isa, tile: &TileOperands, acc: &mut [i32]) {
 /// The 4 bytes of row `r` at group `kg` broadcast to every 32-bit lane.
 #[inline(always)]
 unsafe fn group_of(tile: &TileOperands, r: usize, kg: usize) -> i32 {
-    (tile.rows[r].add(4 * kg) as *const i32).read_unaligned()
+    (tile.row(r).add(4 * kg) as *const i32).read_unaligned()
 }
 
 /// 8 rows × 32 columns, 4 k per group: `vpdpbusd` on zmm (u8 activations × i8 weights).
@@ -94,4 +99,117 @@ unsafe fn store_ymm<const ROWS: usize>(c: &[[__m256i; 2]; ROWS], acc: &mut [i32]
         _mm256_storeu_si256(out.add(r * 16) as *mut __m256i, c[0]);
         _mm256_storeu_si256(out.add(r * 16 + 8) as *mut __m256i, c[1]);
     }
+}
+
+/// Whether the CPU has AMX-INT8 and the OS lets this process use the tile registers. Linux
+/// hands out the 8 KiB of tile state only on request (`arch_prctl`), asked once here.
+pub(super) fn amx_available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        // CPUID leaf 7: EDX bit 24 is AMX-TILE, bit 25 AMX-INT8.
+        let leaf = __cpuid_count(7, 0);
+        leaf.edx >> 24 & 1 == 1 && leaf.edx >> 25 & 1 == 1 && request_tile_state()
+    })
+}
+
+#[cfg(target_os = "linux")]
+fn request_tile_state() -> bool {
+    const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+    const XFEATURE_XTILEDATA: libc::c_long = 18;
+    // SAFETY: a plain system call; an old kernel or one without AMX support refuses it.
+    unsafe {
+        libc::syscall(
+            libc::SYS_arch_prctl,
+            ARCH_REQ_XCOMP_PERM,
+            XFEATURE_XTILEDATA,
+        ) == 0
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn request_tile_state() -> bool {
+    false
+}
+
+/// The `ldtilecfg` operand: every tile register as 16 rows of 64 bytes (palette 1).
+#[repr(C, align(64))]
+struct TileConfig {
+    palette: u8,
+    start_row: u8,
+    reserved: [u8; 14],
+    bytes_per_row: [u16; 16],
+    rows: [u8; 16],
+}
+
+/// tmm0–3: the 32 × 32 i32 sums as four 16 × 16 quarters; tmm4–5: 16 rows × 64 activations
+/// each; tmm6–7: 16 groups of 4 k × 16 columns each (the two halves of a 32-column panel).
+static TILE_CONFIG: TileConfig = TileConfig {
+    palette: 1,
+    start_row: 0,
+    reserved: [0; 14],
+    bytes_per_row: [64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0],
+    rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
+};
+
+thread_local! {
+    /// The tile configuration is per thread and survives context switches: loaded once.
+    static TILES_CONFIGURED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// 32 rows × 32 columns, k in steps of 64: `tdpbusd` (u8 activations × i8 weights) on four
+/// accumulator tiles, each step loading two tiles of activation rows and the panel's two
+/// 16-column halves.
+///
+/// # Safety
+/// As [`tile`]; besides, `groups` must be a multiple of 16.
+unsafe fn amx(tile: &TileOperands, acc: &mut [i32]) {
+    debug_assert!(tile.groups.is_multiple_of(16) && acc.len() >= 32 * 32);
+    if !TILES_CONFIGURED.get() {
+        asm!("ldtilecfg [{}]", in(reg) &TILE_CONFIG, options(nostack, readonly));
+        TILES_CONFIGURED.set(true);
+    }
+    asm!(
+        "tilezero tmm0",
+        "tilezero tmm1",
+        "tilezero tmm2",
+        "tilezero tmm3",
+        options(nostack, nomem)
+    );
+    // A panel row: one group of 4 k for all 32 columns.
+    const PANEL_ROW: usize = 128;
+    for step in 0..tile.groups / 16 {
+        let a = tile.row(0).add(64 * step);
+        let b = tile.panel.as_ptr().add(16 * PANEL_ROW * step);
+        asm!(
+            "tileloadd tmm4, [{a0} + {stride} * 1]",
+            "tileloadd tmm5, [{a1} + {stride} * 1]",
+            "tileloadd tmm6, [{b0} + {panel_row} * 1]",
+            "tileloadd tmm7, [{b1} + {panel_row} * 1]",
+            "tdpbusd tmm0, tmm4, tmm6",
+            "tdpbusd tmm1, tmm4, tmm7",
+            "tdpbusd tmm2, tmm5, tmm6",
+            "tdpbusd tmm3, tmm5, tmm7",
+            a0 = in(reg) a,
+            a1 = in(reg) a.add(16 * tile.stride),
+            b0 = in(reg) b,
+            b1 = in(reg) b.add(64),
+            stride = in(reg) tile.stride,
+            panel_row = in(reg) PANEL_ROW,
+            options(nostack, readonly)
+        );
+    }
+    // `acc` is 32 rows of 32 i32: 128 bytes a row.
+    let out = acc.as_mut_ptr() as *mut u8;
+    asm!(
+        "tilestored [{c00} + {row} * 1], tmm0",
+        "tilestored [{c01} + {row} * 1], tmm1",
+        "tilestored [{c10} + {row} * 1], tmm2",
+        "tilestored [{c11} + {row} * 1], tmm3",
+        c00 = in(reg) out,
+        c01 = in(reg) out.add(64),
+        c10 = in(reg) out.add(16 * 128),
+        c11 = in(reg) out.add(16 * 128 + 64),
+        row = in(reg) 128usize,
+        options(nostack)
+    );
 }
