@@ -134,14 +134,8 @@ impl MaskedOp for FusedAttention {
                 );
             }
             let key_bias = &key_bias[b * seq..(b + 1) * seq];
-            for (query, row) in scores.chunks_exact_mut(seq).enumerate() {
-                row.iter_mut().zip(key_bias).for_each(|(s, m)| *s += m);
-                if let Some(position) = position_bias {
-                    let position = &position[(h * seq + query) * seq..][..seq];
-                    row.iter_mut().zip(position).for_each(|(s, p)| *s += p);
-                }
-                ops::softmax(row);
-            }
+            let position = position_bias.map(|p| &p[h * seq * seq..(h + 1) * seq * seq]);
+            ops::masked_softmax_rows(&mut scores, key_bias, position);
             unsafe {
                 // context = probs · v, into columns h·dim.. of rows b·seq.. of the output.
                 let context = out_ptr.get().add(b * seq * hidden + h * dim) as *mut f32;

@@ -70,7 +70,7 @@ pub fn masked_softmax(
     Ok(candle_nn::ops::softmax_last_dim(&masked)?)
 }
 
-pub(super) use simd::softmax;
+pub(super) use simd::masked_softmax_rows;
 
 pub(super) fn f32_slice<'a>(
     storage: &'a CpuStorage,
@@ -355,11 +355,38 @@ mod simd {
     pub fn softmax(row: &mut [f32]) {
         dispatch(
             #[inline(always)]
+            || softmax_generic(row),
+        )
+    }
+
+    #[inline(always)]
+    fn softmax_generic(row: &mut [f32]) {
+        let max = max(row, f32::NEG_INFINITY);
+        row.iter_mut().for_each(|v| *v = exp_neg(max - *v));
+        let inv = 1.0 / sum(row);
+        row.iter_mut().for_each(|v| *v *= inv);
+    }
+
+    /// Every row of one head's attention scores `(queries, keys)` ←
+    /// `softmax(row + key_bias + position_bias[row])`; one dispatch for them all, since a row
+    /// is only as long as the sequence.
+    pub fn masked_softmax_rows(
+        scores: &mut [f32],
+        key_bias: &[f32],
+        position_bias: Option<&[f32]>,
+    ) {
+        let keys = key_bias.len();
+        dispatch(
+            #[inline(always)]
             || {
-                let max = max(row, f32::NEG_INFINITY);
-                row.iter_mut().for_each(|v| *v = exp_neg(max - *v));
-                let inv = 1.0 / sum(row);
-                row.iter_mut().for_each(|v| *v *= inv);
+                for (query, row) in scores.chunks_exact_mut(keys).enumerate() {
+                    row.iter_mut().zip(key_bias).for_each(|(s, m)| *s += m);
+                    if let Some(position) = position_bias {
+                        let position = &position[query * keys..(query + 1) * keys];
+                        row.iter_mut().zip(position).for_each(|(s, p)| *s += p);
+                    }
+                    softmax_generic(row);
+                }
             },
         )
     }
