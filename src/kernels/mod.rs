@@ -24,6 +24,7 @@ mod segment;
 pub(crate) mod simd;
 mod vote;
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::RwLockReadGuard;
@@ -36,6 +37,21 @@ pub use nearest::{nearest_centroid, Nearest, Points};
 pub use pool::mean_pool;
 pub use segment::segment_sum;
 pub use vote::{by_member, top_p_vote, Vote, MAX_KERNEL_TOP_P};
+
+/// Writes `values` into `out` (exactly as many) and returns it as initialised floats.
+#[inline(always)]
+pub(crate) fn init_with(
+    out: &mut [MaybeUninit<f32>],
+    values: impl ExactSizeIterator<Item = f32>,
+) -> &mut [f32] {
+    assert_eq!(values.len(), out.len());
+    for (o, v) in out.iter_mut().zip(values) {
+        o.write(v);
+    }
+    // SAFETY: all `out.len()` elements were written just above; MaybeUninit<f32> has f32's
+    // layout.
+    unsafe { &mut *(out as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
 
 /// An output buffer's base pointer, shared by parallel tasks that each write their own disjoint
 /// part of it (a tile, a column block), which slices cannot express.

@@ -12,6 +12,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor
 use rayon::prelude::*;
 
 use crate::error::Result;
+use crate::kernels::init_with;
 
 fn fused(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32
@@ -112,21 +113,6 @@ where
     // SAFETY: every row was initialised (asserted above), and the rows tile `0..len`.
     unsafe { out.set_len(len) };
     out
-}
-
-/// Writes `values` into `out` (exactly as many) and returns it as initialised floats.
-#[inline(always)]
-fn init_with(
-    out: &mut [MaybeUninit<f32>],
-    values: impl ExactSizeIterator<Item = f32>,
-) -> &mut [f32] {
-    assert_eq!(values.len(), out.len());
-    for (o, v) in out.iter_mut().zip(values) {
-        o.write(v);
-    }
-    // SAFETY: all `out.len()` elements were written just above; MaybeUninit<f32> has f32's
-    // layout.
-    unsafe { &mut *(out as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
 struct BiasGelu;
@@ -302,7 +288,7 @@ impl<T: MaskedOp> CustomOp3 for Masked<T> {
 mod simd {
     use std::mem::MaybeUninit;
 
-    use super::init_with;
+    use crate::kernels::init_with;
     use crate::kernels::simd::{dispatch, exp_neg, fold_lanes, gelu_erf, max};
 
     /// Writes `gelu_erf(x + bias)` into `out`, one row of `bias.len()` values.

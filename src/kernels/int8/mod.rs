@@ -37,7 +37,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::kernels::{simd, DisjointWrites};
+use crate::kernels::{init_with, simd, DisjointWrites};
 
 /// The instruction sets the int8 GEMM has kernels for, best first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -571,21 +571,6 @@ struct Store<'a> {
     out: OutRows,
     row_scales: &'a [f32],
     epilogue: Epilogue<'a>,
-}
-
-/// Writes `values` into `out` (exactly as many) and returns it as initialised floats.
-#[inline(always)]
-fn init_with(
-    out: &mut [MaybeUninit<f32>],
-    values: impl ExactSizeIterator<Item = f32>,
-) -> &mut [f32] {
-    assert_eq!(values.len(), out.len());
-    for (o, v) in out.iter_mut().zip(values) {
-        o.write(v);
-    }
-    // SAFETY: all `out.len()` elements were written just above; MaybeUninit<f32> has f32's
-    // layout.
-    unsafe { &mut *(out as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
 /// Activations quantized per row (asymmetric u8), stored in the kernel's format, `k` padded to
