@@ -85,6 +85,15 @@ run() {
       --device cpu --dtype "$dtype" --summary "$OUT/embed-cpu-$dtype.json" || true
     cat "$OUT/embed-cpu-$dtype.json" >> "$OUT/embed-cpu-runs.jsonl" || true
   done
+  # The AMX kernel against the AVX-512 VNNI one where the host has both (a kernel the CPU lacks
+  # would run emulated, slowly, so each is timed only where it is native).
+  for kernel_flag in "amx amx_int8" "avx512-vnni avx512_vnni"; do
+    read -r kernel flag <<< "$kernel_flag"
+    grep -qw "$flag" /proc/cpuinfo || continue
+    KROUTE_INT8_KERNEL=$kernel "$bin/kroute" embed /tmp/sample.jsonl -o /tmp/cpu-kernel.npy \
+      --model gpu/model --quiet --device cpu --dtype int8 \
+      --summary "$OUT/embed-cpu-int8-$kernel.json" || true
+  done
   "$bin/kroute" embed /tmp/sample.jsonl -o /tmp/never.npy --model gpu/model --device cuda \
     --dtype int8 > "$OUT/int8-on-cuda.txt" 2>&1 || true
   for arch in bert xlm-roberta mpnet qwen3; do
