@@ -266,8 +266,9 @@ impl Int8Weights {
     }
 
     /// As [`quantize`](Self::quantize), with one scale per output channel and block of `block`
-    /// consecutive inputs (a multiple of 4, and of 64 for AMX): a channel whose weights are small except on a few
-    /// inputs keeps its precision elsewhere. What a feed-forward down projection needs.
+    /// consecutive inputs (a multiple of 4, and of 64 for AMX): a channel whose weights are small
+    /// except on a few inputs keeps its precision elsewhere. What a feed-forward down projection
+    /// needs.
     pub fn quantize_grouped(
         weights: &[f32],
         out_features: usize,
@@ -456,18 +457,13 @@ impl Int8Weights {
                     // block's activations stay in L1 while every tile uses them.
                     for b in 0..blocks {
                         let k = b * self.block..((b + 1) * self.block).min(self.k_padded);
-                        let step = Step {
-                            block: b,
-                            first: b == 0,
-                            last: b + 1 == blocks,
-                        };
                         for (t, start) in row_range.clone().step_by(mr).enumerate() {
                             let count = mr.min(row_range.end - start);
                             let tile =
                                 TileOperands::new(activations, start, count, panel, k.clone());
                             kernel(&tile, &mut acc);
                             let sums = sums.get_mut(t * mr * nr..(t + 1) * mr * nr);
-                            let store = step.last.then(|| Store {
+                            let store = (b + 1 == blocks).then(|| Store {
                                 out: OutRows {
                                     ptr: out_ptr,
                                     stride: self.out_features,
@@ -476,7 +472,7 @@ impl Int8Weights {
                                 row_scales: &activations.scales[start..start + count],
                                 epilogue,
                             });
-                            self.dequantize(step, &tile, columns.clone(), &acc, sums, store);
+                            self.dequantize(b, &tile, columns.clone(), &acc, sums, store);
                         }
                     }
                 }
@@ -487,12 +483,13 @@ impl Int8Weights {
         out
     }
 
-    /// Dequantizes block `step.block` of a tile's products, `s_w · (acc − z·Σq_w)` per value
-    /// (the zero-point term exact, in integers), into the tile's running `sums` (in units of
-    /// the row scales); at the last block, `store` gets `row scale · sum` through its epilogue.
+    /// Dequantizes block `b` of a tile's products, `s_w · (acc − z·Σq_w)` per value (the
+    /// zero-point term exact, in integers), into the tile's running `sums` (in units of the row
+    /// scales); at the last block, given `store`, it gets `row scale · sum` through its
+    /// epilogue instead.
     fn dequantize(
         &self,
-        step: Step,
+        b: usize,
         tile: &TileOperands,
         columns: std::ops::Range<usize>,
         acc: &[i32],
@@ -501,7 +498,8 @@ impl Int8Weights {
     ) {
         let nr = self.tile.columns;
         let width = columns.len();
-        let offset = step.block * self.out_features;
+        let first = b == 0;
+        let offset = b * self.out_features;
         let scales = &self.scales[offset + columns.start..offset + columns.end];
         let weight_sums = &self.sums[offset + columns.start..offset + columns.end];
         simd::dispatch(
@@ -519,7 +517,7 @@ impl Int8Weights {
                     let Some(store) = store.as_mut() else {
                         // Not the last block: there are several, hence sums.
                         let sums = sums.expect("running sums across blocks");
-                        if step.first {
+                        if first {
                             sums.iter_mut().zip(values).for_each(|(s, v)| *s = v);
                         } else {
                             sums.iter_mut().zip(values).for_each(|(s, v)| *s += v);
@@ -530,7 +528,7 @@ impl Int8Weights {
                     // SAFETY: each task stores only its own rows and columns of the output.
                     let out = unsafe { store.out.row(r, columns.clone()) };
                     let out = match sums {
-                        Some(sums) if !step.first => init_with(
+                        Some(sums) if !first => init_with(
                             out,
                             values.zip(sums.iter()).map(|(v, &s)| row_scale * (s + v)),
                         ),
@@ -556,14 +554,6 @@ pub enum Epilogue<'a> {
     /// `gelu_erf(y + bias[n])`: the feed-forward layer's activation, fused so the
     /// intermediate output is written once.
     BiasGelu(&'a [f32]),
-}
-
-/// Where a block of `k` sits among a layer's blocks.
-#[derive(Clone, Copy)]
-struct Step {
-    block: usize,
-    first: bool,
-    last: bool,
 }
 
 /// A tile's destination at its last block of `k`.

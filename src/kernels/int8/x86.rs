@@ -14,7 +14,7 @@ use super::{Isa, TileOperands};
 ///
 /// # Safety
 /// The CPU must have `isa`'s instructions, and `tile` must hold `groups` packed groups of its
-/// panel and of every row pointer, in `isa`'s format.
+/// panel and of every row of the tile, in `isa`'s format.
 pub(super) unsafe fn tile(isa: Isa, tile: &TileOperands, acc: &mut [i32]) {
     match isa {
         Isa::Amx => amx(tile, acc),
