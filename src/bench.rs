@@ -231,10 +231,7 @@ pub fn run(
     Ok(BenchReport {
         device: device_name(device),
         dtype: precision.as_str().to_string(),
-        int8_kernel: match precision {
-            Precision::Int8 => crate::kernels::int8::Isa::detect().map(|isa| isa.as_str()),
-            Precision::Float(_) => None,
-        },
+        int8_kernel: precision.int8_kernel(),
         threads: rayon::current_num_threads(),
         kroute_version: env!("CARGO_PKG_VERSION").to_string(),
         features: [

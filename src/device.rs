@@ -122,6 +122,14 @@ impl Precision {
             Precision::Int8 => "int8",
         }
     }
+
+    /// The int8 kernel this CPU runs (`amx`, `avx512-vnni`, `avx-vnni`, `avx2`), for int8.
+    pub fn int8_kernel(self) -> Option<&'static str> {
+        match self {
+            Precision::Int8 => crate::kernels::int8::Isa::detect().map(|isa| isa.as_str()),
+            Precision::Float(_) => None,
+        }
+    }
 }
 
 impl From<DType> for Precision {

@@ -152,6 +152,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
         "tokens_per_s": round3(stats.tokens_per_s()),
         "device": args.embedder.device.to_string(),
         "dtype": embedder.precision().as_str(),
+        "int8_kernel": embedder.precision().int8_kernel(),
         "model": embedder.model().id,
         "output": args.output,
     });

@@ -244,7 +244,7 @@ fn supported(precision: Precision, device: &Device) -> Result<Option<Isa>> {
         (Device::Cpu, Precision::Int8) => Isa::detect().map(Some).ok_or_else(|| {
             Error::Invalid(
                 "--dtype int8 needs an x86-64 CPU with AVX2 (its integer kernels are AVX2, \
-                 AVX-VNNI and AVX-512 VNNI); use f32"
+                 AVX-VNNI, AVX-512 VNNI and AMX); use f32"
                     .into(),
             )
         }),
