@@ -12,10 +12,14 @@ machine, same threads, one run.
 
 All use the batching policy they ship with: sentence-transformers sorts by length and runs batches
 of 32; the ONNX Runtime runs do exactly the same with the exported graph (int8: every MatMul
-quantized dynamically, u8 activations and s8 weights per channel); kroute uses its token-budget
-batches. Prints a Markdown table (speed against sentence-transformers and against ONNX Runtime
+quantized dynamically, u8 activations and s8 weights per channel; on a CPU without VNNI also with
+7-bit weights, `reduce_range`); kroute uses its token-budget batches. Prints a Markdown table (speed against sentence-transformers and against ONNX Runtime
 f32, the worst cosine against sentence-transformers' f32 vectors) and writes the numbers as JSON
 (--json). Threads: every core for all (`os.cpu_count()`), or --threads N.
+
+As an AVX2-only CPU (every engine's AVX-512, AVX-VNNI and AMX kernels hidden; benches/isa/):
+
+    benches/isa/as_cpu.sh avx2 /tmp/bench-venv/bin/python benches/compare_embed.py
 """
 
 import argparse
@@ -128,7 +132,8 @@ def export_onnx(path: pathlib.Path) -> None:
     )
 
 
-def bench_onnxruntime(texts: list[str], repeats: int, int8: bool = False) -> dict:
+def bench_onnxruntime(texts: list[str], repeats: int, int8: bool = False,
+                      reduce_range: bool = False) -> dict:
     import onnxruntime as ort
     from tokenizers import Tokenizer
 
@@ -140,7 +145,7 @@ def bench_onnxruntime(texts: list[str], repeats: int, int8: bool = False) -> dic
 
             quantized = pathlib.Path(tmp) / "model.int8.onnx"
             quantize_dynamic(str(onnx_path), str(quantized), weight_type=QuantType.QInt8,
-                             per_channel=True)
+                             per_channel=True, reduce_range=reduce_range)
             onnx_path = quantized
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -194,24 +199,36 @@ def main() -> None:
     MODEL, THREADS = args.model, args.threads
 
     texts = load_texts(args.corpus, args.field)[: args.limit]
-    results = {}
-    for name, bench in [
+    flags = sorted(set(re.findall(r"avx512[a-z_0-9]*|avx_vnni|amx[a-z_0-9]*",
+                                  pathlib.Path("/proc/cpuinfo").read_text())))
+    # benches/isa/as_cpu.sh hides every one of these flags from the engines.
+    hidden = os.environ.get("HIDE_CPU_FEATURES")
+    vnni = not hidden and any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+    engines = [
         ("kroute f32", lambda: bench_kroute(texts, args.repeats)),
         ("kroute int8", lambda: bench_kroute(texts, args.repeats, "int8")),
         ("sentence-transformers f32", lambda: bench_sentence_transformers(texts, args.repeats)),
         ("onnxruntime f32", lambda: bench_onnxruntime(texts, args.repeats)),
         ("onnxruntime int8", lambda: bench_onnxruntime(texts, args.repeats, int8=True)),
-    ]:
+    ]
+    if not vnni:
+        # Without VNNI, ONNX Runtime's u8·s8 kernel (vpmaddubsw) saturates its i16 pair sums;
+        # 7-bit weights (`reduce_range`) are its documented remedy.
+        engines.append(("onnxruntime int8 reduce_range", lambda: bench_onnxruntime(
+            texts, args.repeats, int8=True, reduce_range=True)))
+    results = {}
+    for name, bench in engines:
         results[name] = bench()
         print(f"{name}: {len(texts) / results[name]['seconds']:.1f} sentences/s", file=sys.stderr)
     reference = results["sentence-transformers f32"]["embeddings"]
     tokens = results["kroute f32"]["tokens"]
     rows = {}
-    flags = sorted(set(re.findall(r"avx512[a-z_0-9]*|avx_vnni|amx[a-z_0-9]*",
-                                  pathlib.Path("/proc/cpuinfo").read_text())))
+    cpu = ' '.join(flags) or 'no avx512/vnni/amx (AVX2)'
+    if hidden:
+        cpu = f"{cpu}, all hidden from every engine (benches/isa/as_cpu.sh {hidden})"
     print(f"model: {MODELS[MODEL]}; corpus: {args.corpus.name}, {len(texts)} texts, {tokens} "
           f"tokens ({tokens / len(texts):.1f} per text), {THREADS} threads of "
-          f"{os.cpu_count()} cores; CPU flags: {' '.join(flags) or 'no avx512/vnni/amx (AVX2)'}\n")
+          f"{os.cpu_count()} cores; CPU flags: {cpu}\n")
     print("| engine | seconds | sentences/s | tokens/s | vs sentence-transformers "
           "| vs onnxruntime f32 | min cos vs ST |")
     print("|---|---:|---:|---:|---:|---:|---:|")
@@ -233,7 +250,7 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps({"model": MODELS[MODEL], "corpus": str(args.corpus),
                                          "texts": len(texts), "threads": THREADS,
-                                         "cpu_flags": flags,
+                                         "cpu_flags": flags, "hidden_cpu_features": hidden,
                                          "tokens": tokens, "results": rows}, indent=2))
 
 
