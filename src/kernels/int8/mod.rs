@@ -498,7 +498,7 @@ impl Int8Weights {
     ) {
         // The blocks before the last of a 32-column tile (AMX, AVX-512 VNNI; all but a layer's
         // last panel), most of a blocked layer's dequantizing, get rows of a width known at
-        // compile time: two whole vectors, no remainder loop. MPNet int8 +3 % on AMX; the store,
+        // compile time: two whole vectors, no remainder loop. MPNet int8 +7 % on AMX; the store,
         // and the 16-column tiles of the AVX2 kernels, gained nothing.
         if columns.len() == 32 && self.tile.columns == 32 && store.is_none() {
             simd::dispatch(
