@@ -112,6 +112,18 @@ fn worst_cosine(vectors: &[Vec<f32>], fixture: &Fixture) -> f64 {
         .fold(1.0, f64::min)
 }
 
+/// `kroute embed` in f32 as a `level` CPU: every vector within cosine 0.9999 of
+/// sentence-transformers'. Returns the run's summary.
+fn assert_f32_matches(level: &str, input: &Path, fixture: &Fixture) -> serde_json::Value {
+    let (vectors, summary) = embed_as(level, "f32", input).unwrap();
+    let worst = worst_cosine(&vectors, fixture);
+    assert!(
+        worst >= 0.9999,
+        "f32 as a {level} CPU: worst cosine {worst}"
+    );
+    summary
+}
+
 #[test]
 fn avx2_only_cpu_embeds_in_f32_and_int8() {
     if !can_hide_features() {
@@ -120,10 +132,8 @@ fn avx2_only_cpu_embeds_in_f32_and_int8() {
     let dir = tempfile::tempdir().unwrap();
     let (input, fixture) = parity_texts(dir.path());
 
-    let (vectors, summary) = embed_as("avx2", "f32", &input).unwrap();
+    let summary = assert_f32_matches("avx2", &input, &fixture);
     assert_eq!(summary["int8_kernel"], serde_json::Value::Null);
-    let worst = worst_cosine(&vectors, &fixture);
-    assert!(worst >= 0.9999, "f32 as an AVX2 CPU: worst cosine {worst}");
 
     let (vectors, summary) = embed_as("avx2", "int8", &input).unwrap();
     assert_eq!(summary["int8_kernel"], "avx2");
@@ -139,12 +149,7 @@ fn sse_only_cpu_embeds_in_f32_and_refuses_int8() {
     let dir = tempfile::tempdir().unwrap();
     let (input, fixture) = parity_texts(dir.path());
 
-    let (vectors, _) = embed_as("sse", "f32", &input).unwrap();
-    let worst = worst_cosine(&vectors, &fixture);
-    assert!(
-        worst >= 0.9999,
-        "f32 as an SSE-only CPU: worst cosine {worst}"
-    );
+    assert_f32_matches("sse", &input, &fixture);
 
     let error = embed_as("sse", "int8", &input).unwrap_err();
     assert!(
