@@ -47,8 +47,8 @@ fn every_kernel_equals_the_reference_bit_for_bit() {
             let per_channel = Int8Weights::quantize(&w, n, k, isa);
             for weights in [per_channel].into_iter().chain(grouped) {
                 let weights = weights.unwrap();
-                let (levels, block) = (weights.activation_levels(), weights.scale_block());
-                let exact = reference::unpacked(&w, n, &x, rows, levels, block);
+                let block = weights.scale_block();
+                let exact = reference::unpacked(&w, n, &x, rows, isa.tile().weight_max, block);
                 let what = format!("{}, {rows}×{n}×{k}, blocks of {block}", isa.as_str());
                 let scalar = reference::matmul(&weights, &x, rows).unwrap();
                 assert_eq!(scalar, exact, "{what}: packing");
@@ -56,6 +56,37 @@ fn every_kernel_equals_the_reference_bit_for_bit() {
                 assert_eq!(out, exact, "{what}: kernel");
                 assert!(out[..n].iter().all(|&v| v == 0.0));
             }
+        }
+    }
+}
+
+/// Operands at the ends of their ranges, where a kernel's narrower intermediate sums (AVX2's
+/// i16 pairs) would saturate: every activation 255 (or 0) and every weight `±weight_max`.
+#[test]
+fn extreme_operands_do_not_saturate() {
+    let (rows, n, k) = (6, 16, 256);
+    // Columns of all-positive and all-negative weights; the rows at the top and the bottom of
+    // their ranges, so that every activation quantizes to 255 or 0.
+    let w: Vec<f32> = (0..n * k)
+        .map(|i| if i / k % 2 == 0 { 1.0 } else { -1.0 })
+        .collect();
+    let x: Vec<f32> = (0..rows * k)
+        .map(|i| if i / k % 2 == 0 { 1.0 } else { -1.0 })
+        .collect();
+    for isa in Isa::ALL {
+        let weights = Int8Weights::quantize(&w, n, k, isa).unwrap();
+        let out = weights.matmul(&x, rows).unwrap();
+        for (i, &got) in out.iter().enumerate() {
+            let want = if (i / n + i % n) % 2 == 0 {
+                k as f32
+            } else {
+                -(k as f32)
+            };
+            assert!(
+                (got - want).abs() < 1e-3,
+                "{}: output {i}: {got}",
+                isa.as_str()
+            );
         }
     }
 }

@@ -4,9 +4,12 @@
 //! level), an exact i32 accumulation and the dequantization fused into the store:
 //! `y[m,n] = s_x[m]·s_w[n]·(Σ_k q_x·q_w − z[m]·Σ_k q_w)`.
 //!
-//! Activations are u8 for the VNNI kernels and up to 12 bits for the AVX2 kernel, which widens
-//! them to i16 anyway (the widest level count that cannot overflow the i32 sums at the layer's
-//! `k`; on MiniLM's parity texts it lifts the worst cosine to f32 from 0.994 to 0.999).
+//! Activations are u8 for every kernel. Weights are i8 in `±127`, except for the AVX2 kernel's
+//! `±64`: its `vpmaddubsw` adds two u8 × i8 products into an i16, which saturates unless
+//! `2 · 255 · |w| ≤ 32,767`. The halved weight resolution costs accuracy (worst parity cosine
+//! to f32 0.990 on MiniLM, against 0.994 with `±127`), and buys speed: the earlier AVX2 kernel,
+//! `vpmaddwd` on 12-bit activations and weights widened to i16, was exact at 0.999 but issued
+//! half again as many instructions per multiply-add, and ran 18–24 % slower (docs/BENCHMARKS.md).
 //!
 //! Why hand-written: no maintained Rust crate offers an i8 GEMM with runtime ISA dispatch
 //! (`gemm` and `matrixmultiply` are float-only; `tract-linalg`'s int8 kernels sit behind tract's
@@ -18,11 +21,11 @@
 //!   steps of 64;
 //! - AVX-512 VNNI (`vpdpbusd` on zmm), 32 columns × 8 rows per tile;
 //! - AVX-VNNI (`vpdpbusd` on ymm), 16 columns × 6 rows;
-//! - AVX2 (`vpmaddwd` on sign-extended i16 pairs), 16 columns × 6 rows.
+//! - AVX2 (`vpmaddubsw` into i16 pairs, then `vpmaddwd` by ones into i32), 16 columns × 5 rows.
 //!
 //! Every kernel computes the integer dot products exactly (VNNI multiplies u8 by i8 into i32;
-//! AVX2 widens both to i16 for `vpmaddwd`, so `vpmaddubsw`'s i16 saturation never happens), so
-//! a layer packed for one kernel gives the same output on every machine, bit for bit.
+//! AVX2's weight range keeps its i16 pair sums from saturating), so a layer packed for one
+//! kernel gives the same output on every machine, bit for bit.
 //!
 //! Layout: weights are packed into panels of `NR` columns; within a panel, for each group of
 //! `G` consecutive `k`, the `G` values of each column sit side by side (`[k/G][NR][G]` bytes), so
@@ -111,28 +114,28 @@ impl Isa {
                 columns: 32,
                 group: 4,
                 k_step: 64,
-                activation_bytes: 1,
+                weight_max: 127,
             },
             Isa::Avx512Vnni => Tile {
                 rows: 8,
                 columns: 32,
                 group: 4,
                 k_step: 4,
-                activation_bytes: 1,
+                weight_max: 127,
             },
             Isa::AvxVnni => Tile {
                 rows: 6,
                 columns: 16,
                 group: 4,
                 k_step: 4,
-                activation_bytes: 1,
+                weight_max: 127,
             },
             Isa::Avx2 => Tile {
-                rows: 6,
+                rows: 5,
                 columns: 16,
-                group: 2,
-                k_step: 2,
-                activation_bytes: 2,
+                group: 4,
+                k_step: 4,
+                weight_max: 64,
             },
         }
     }
@@ -150,8 +153,8 @@ pub struct Tile {
     /// `k` values per step of the kernel (a multiple of `G`): `k` is padded to it, and weight
     /// scale blocks are multiples of it.
     pub k_step: usize,
-    /// Bytes per stored activation: u8 (VNNI) or i16 (AVX2).
-    pub activation_bytes: usize,
+    /// The largest weight magnitude: 127, or 64 where the kernel's pair sums are i16.
+    pub weight_max: i8,
 }
 
 /// A weight matrix `(out, in)` quantized and packed for one kernel.
@@ -165,8 +168,6 @@ pub struct Int8Weights {
     in_features: usize,
     /// `in_features` rounded up to the kernel's `k` step.
     k_padded: usize,
-    /// Quantization levels of the activations: 255 (u8), or up to 4095 for the i16 format.
-    levels: f32,
     /// `k` values per weight scale: `k_padded` (one scale per output channel) or a multiple of
     /// `G` (one per block of `k` and output channel).
     block: usize,
@@ -178,69 +179,50 @@ pub struct Int8Weights {
     sums: Vec<i32>,
 }
 
-/// Symmetric int8 quantization of one vector: `q` into `out` and the scale, with `v ≈ q·scale`,
-/// `|q| ≤ 127`. Written without libm's `round` and `f32::max` so that it vectorizes.
-fn quantize_into<T: From<i8>>(values: &[f32], out: &mut [T]) -> f32 {
-    let max = values
+/// Symmetric quantization of one vector: `q` into `out` and the scale, with `v ≈ q·scale`,
+/// `|q| ≤ max`. Written without libm's `round` and `f32::max` so that it vectorizes.
+fn quantize_into<T: From<i8>>(values: &[f32], out: &mut [T], max: i8) -> f32 {
+    let limit = f32::from(max);
+    let largest = values
         .iter()
         .fold(0f32, |m, v| if v.abs() > m { v.abs() } else { m });
-    let inverse = if max > 0.0 { 127.0 / max } else { 0.0 };
+    let inverse = if largest > 0.0 { limit / largest } else { 0.0 };
     for (o, &v) in out.iter_mut().zip(values) {
-        *o = T::from(round(v * inverse).clamp(-127.0, 127.0) as i8);
+        *o = T::from(round(v * inverse).clamp(-limit, limit) as i8);
     }
-    max / 127.0
+    largest / limit
 }
 
-/// An activation level's storage: u8 (VNNI), i16 (AVX2), i32 (the unpacked reference).
-trait Level: Copy {
-    /// `q`, in `0..=levels`, as this type (a truncating cast, which vectorises).
-    fn from_level(q: u32) -> Self;
-}
+/// The activations' quantization levels: u8.
+const ACTIVATION_LEVELS: f32 = 255.0;
 
-impl Level for u8 {
-    #[inline(always)]
-    fn from_level(q: u32) -> Self {
-        q as u8
-    }
-}
-
-impl Level for i16 {
-    #[inline(always)]
-    fn from_level(q: u32) -> Self {
-        q as i16
-    }
-}
-
-impl Level for i32 {
-    #[inline(always)]
-    fn from_level(q: u32) -> Self {
-        q as i32
-    }
-}
-
-/// Asymmetric quantization of one vector to `levels + 1` levels: `q` into `out`, the scale and
-/// the zero point, with `v ≈ (q − zero)·scale`; the range always holds 0, so zero padding stays
-/// exact. Vectorised for the CPU's widest instructions: this runs on every activation.
-fn quantize_asymmetric<T: Level>(values: &[f32], out: &mut [T], levels: f32) -> (f32, i32) {
+/// Asymmetric u8 quantization of one vector: `q` into `out`, the scale and the zero point, with
+/// `v ≈ (q − zero)·scale`; the range always holds 0, so zero padding stays exact. Vectorised
+/// for the CPU's widest instructions: this runs on every activation.
+fn quantize_asymmetric(values: &[f32], out: &mut [u8]) -> (f32, i32) {
     simd::dispatch(
         #[inline(always)]
-        || quantize_asymmetric_generic(values, out, levels),
+        || quantize_asymmetric_generic(values, out),
     )
 }
 
 #[inline(always)]
-fn quantize_asymmetric_generic<T: Level>(values: &[f32], out: &mut [T], levels: f32) -> (f32, i32) {
+fn quantize_asymmetric_generic(values: &[f32], out: &mut [u8]) -> (f32, i32) {
     // The range always holds 0.
     let (low, high) = (simd::min(values, 0.0), simd::max(values, 0.0));
     let range = high - low;
-    let inverse = if range > 0.0 { levels / range } else { 0.0 };
+    let inverse = if range > 0.0 {
+        ACTIVATION_LEVELS / range
+    } else {
+        0.0
+    };
     let zero = round(-low * inverse);
     for (o, &v) in out.iter_mut().zip(values) {
         // The level's integer from the float's bits (as in `round`), not a saturating cast.
-        let level = (round(v * inverse) + zero).clamp(0.0, levels) + ROUND_SHIFT;
-        *o = T::from_level(level.to_bits().wrapping_sub(ROUND_SHIFT.to_bits()));
+        let level = (round(v * inverse) + zero).clamp(0.0, ACTIVATION_LEVELS) + ROUND_SHIFT;
+        *o = level.to_bits().wrapping_sub(ROUND_SHIFT.to_bits()) as u8;
     }
-    (range / levels, zero as i32)
+    (range / ACTIVATION_LEVELS, zero as i32)
 }
 
 /// Rounds to the nearest integer (ties to even) for `|v| < 2²²`: adding 1.5·2²³ leaves no
@@ -307,6 +289,12 @@ impl Int8Weights {
                 )))
             }
         };
+        // A block's sums, |Σ q_x·q_w| ≤ 255 · weight_max · block, must fit in i32.
+        if ACTIVATION_LEVELS as usize * tile.weight_max as usize * block > i32::MAX as usize {
+            return Err(Error::Invalid(format!(
+                "int8 weights: {block} inputs per weight scale overflow the i32 sums"
+            )));
+        }
         let blocks = k_padded.div_ceil(block);
         let panels = out_features.div_ceil(nr);
         let mut packed = vec![0i8; panels * nr * k_padded];
@@ -316,7 +304,7 @@ impl Int8Weights {
         for n in 0..out_features {
             let values = &weights[n * in_features..(n + 1) * in_features];
             for (b, (values, row)) in values.chunks(block).zip(row.chunks_mut(block)).enumerate() {
-                scales[b * out_features + n] = quantize_into(values, row);
+                scales[b * out_features + n] = quantize_into(values, row, tile.weight_max);
                 sums[b * out_features + n] = row.iter().map(|&q| q as i32).sum();
             }
             let (panel, column) = (n / nr, n % nr);
@@ -325,20 +313,9 @@ impl Int8Weights {
                 packed[base + (k / g) * nr * g + column * g + k % g] = q;
             }
         }
-        let levels = match tile.activation_bytes {
-            1 => 255,
-            // |Σ q_x·q_w| ≤ levels · 127 · block must fit in i32.
-            _ => (i32::MAX as usize / (127 * block)).min(4095),
-        };
-        if levels < 255 {
-            return Err(Error::Invalid(format!(
-                "int8 weights: {in_features} input features overflow the i32 sums"
-            )));
-        }
         Ok(Self {
             isa,
             runnable: isa.available(),
-            levels: levels as f32,
             tile,
             out_features,
             in_features,
@@ -358,11 +335,6 @@ impl Int8Weights {
     /// one scale per output channel).
     pub fn scale_block(&self) -> usize {
         self.block
-    }
-
-    /// Quantization levels of the activations (255 for u8).
-    pub fn activation_levels(&self) -> f32 {
-        self.levels
     }
 
     fn panels(&self) -> usize {
@@ -586,15 +558,13 @@ struct Store<'a> {
     epilogue: Epilogue<'a>,
 }
 
-/// Activations quantized per row (asymmetric u8), stored in the kernel's format, `k` padded to
-/// the group with zeros (whose weights are zero too).
+/// Activations quantized per row (asymmetric u8), `k` padded to the kernel's step with zeros
+/// (whose weights are zero too).
 struct Activations {
     rows: usize,
     k_padded: usize,
-    /// u8 or i16 values, row-major.
-    data: Vec<i16>,
-    /// Bytes per value.
-    element: usize,
+    /// Row-major, in whole tiles of rows.
+    data: Vec<u8>,
     group: usize,
     scales: Vec<f32>,
     zeros: Vec<i32>,
@@ -603,48 +573,33 @@ struct Activations {
 impl Activations {
     /// `x`'s rows quantized for `weights`' kernel.
     fn quantize(x: &[f32], rows: usize, weights: &Int8Weights) -> Self {
-        let (k, k_padded, levels) = (weights.in_features, weights.k_padded, weights.levels);
-        let tile = weights.tile;
-        let element = tile.activation_bytes;
-        // i16 storage keeps the i16 format aligned; the u8 format views it as bytes. Each task
-        // zeroes its own rows (for the padding) just before quantizing into them: a zeroed
+        let (k, k_padded, tile) = (weights.in_features, weights.k_padded, weights.tile);
+        // Whole tiles of rows: the AMX kernel loads every row of a tile, with one stride. Each
+        // task zeroes its own rows (for the padding) just before quantizing into them: a zeroed
         // allocation was a single-threaded memset of every activation.
-        let row_len = k_padded * element / 2;
-        // Whole tiles of rows: the AMX kernel loads every row of a tile, with one stride.
-        let len = rows.div_ceil(tile.rows) * tile.rows * row_len;
-        let mut data = Vec::<i16>::with_capacity(len);
+        let len = rows.div_ceil(tile.rows) * tile.rows * k_padded;
+        let mut data = Vec::<u8>::with_capacity(len);
         let mut scales = vec![0f32; rows];
         let mut zeros = vec![0i32; rows];
         let rows_per_task = (16_384 / k).max(1);
-        let (quantized, padding) = data.spare_capacity_mut()[..len].split_at_mut(rows * row_len);
+        let (quantized, padding) = data.spare_capacity_mut()[..len].split_at_mut(rows * k_padded);
         padding.fill(MaybeUninit::new(0));
         quantized
-            .par_chunks_mut(row_len * rows_per_task)
+            .par_chunks_mut(k_padded * rows_per_task)
             .zip(scales.par_chunks_mut(rows_per_task))
             .zip(zeros.par_chunks_mut(rows_per_task))
             .zip(x.par_chunks(k * rows_per_task))
             .for_each(|(((data, scales), zeros), x)| {
                 for (((row, scale), zero), x) in data
-                    .chunks_mut(row_len)
+                    .chunks_mut(k_padded)
                     .zip(scales.iter_mut())
                     .zip(zeros.iter_mut())
                     .zip(x.chunks(k))
                 {
                     row.fill(MaybeUninit::new(0));
                     // SAFETY: every element was just written.
-                    let row = unsafe { &mut *(row as *mut [MaybeUninit<i16>] as *mut [i16]) };
-                    (*scale, *zero) = if element == 1 {
-                        // SAFETY: the same memory as bytes; u8 has no alignment or invalid values.
-                        let bytes = unsafe {
-                            std::slice::from_raw_parts_mut(
-                                row.as_mut_ptr() as *mut u8,
-                                2 * row.len(),
-                            )
-                        };
-                        quantize_asymmetric(x, &mut bytes[..k], levels)
-                    } else {
-                        quantize_asymmetric(x, &mut row[..k], levels)
-                    };
+                    let row = unsafe { &mut *(row as *mut [MaybeUninit<u8>] as *mut [u8]) };
+                    (*scale, *zero) = quantize_asymmetric(x, &mut row[..k]);
                 }
             });
         // SAFETY: the tasks' chunks cover the rows, each wrote all of its own, and the padding
@@ -654,7 +609,6 @@ impl Activations {
             rows,
             k_padded,
             data,
-            element,
             group: tile.group,
             scales,
             zeros,
@@ -664,7 +618,7 @@ impl Activations {
     fn row(&self, r: usize) -> *const u8 {
         // SAFETY: `r` is below the rows rounded up to whole tiles, so the offset stays inside
         // `data`.
-        unsafe { (self.data.as_ptr() as *const u8).add(r * self.k_padded * self.element) }
+        unsafe { self.data.as_ptr().add(r * self.k_padded) }
     }
 }
 
@@ -694,8 +648,8 @@ impl<'a> TileOperands<'a> {
         let columns = panel.len() / activations.k_padded;
         Self {
             // SAFETY: `k` lies within the row's `k_padded` values.
-            first_row: unsafe { activations.row(start).add(k.start * activations.element) },
-            stride: activations.k_padded * activations.element,
+            first_row: unsafe { activations.row(start).add(k.start) },
+            stride: activations.k_padded,
             zeros: &activations.zeros[start..start + count],
             panel: &panel[k.start * columns..k.end * columns],
             groups: k.len() / activations.group,
@@ -757,7 +711,7 @@ pub mod reference {
         n: usize,
         x: &[f32],
         rows: usize,
-        levels: f32,
+        weight_max: i8,
         block: usize,
     ) -> Vec<f32> {
         let k = x.len() / rows.max(1);
@@ -769,7 +723,7 @@ pub mod reference {
                     .chunks(block)
                     .map(|v| {
                         let mut q = vec![0i32; v.len()];
-                        let scale = quantize_into(v, &mut q);
+                        let scale = quantize_into(v, &mut q, weight_max);
                         (q, scale)
                     })
                     .collect()
@@ -777,12 +731,12 @@ pub mod reference {
             .collect();
         let mut out = vec![0f32; rows * n];
         for (r, xr) in x.chunks(k).enumerate() {
-            let mut qa = vec![0i32; k];
-            let (sa, zero) = quantize_asymmetric(xr, &mut qa, levels);
+            let mut qa = vec![0u8; k];
+            let (sa, zero) = quantize_asymmetric(xr, &mut qa);
             for (c, blocks) in w.iter().enumerate() {
                 let mut sum = 0f32;
                 for ((qw, sw), qa) in blocks.iter().zip(qa.chunks(block)) {
-                    let dot: i32 = qa.iter().zip(qw).map(|(a, b)| (a - zero) * b).sum();
+                    let dot: i32 = qa.iter().zip(qw).map(|(&a, b)| (a as i32 - zero) * b).sum();
                     sum += sw * dot as f32;
                 }
                 out[r * n + c] = sa * sum;
@@ -802,14 +756,8 @@ pub mod reference {
                     let b = &tile.panel[kg * nr * g..(kg + 1) * nr * g];
                     for j in 0..g {
                         let k = kg * g + j;
-                        // SAFETY: `row` holds `groups · G` activations of the tile's format.
-                        let a = unsafe {
-                            if shape.activation_bytes == 1 {
-                                *row.add(k) as i32
-                            } else {
-                                (row.add(2 * k) as *const i16).read_unaligned() as i32
-                            }
-                        };
+                        // SAFETY: `row` holds `groups · G` activations.
+                        let a = unsafe { *row.add(k) as i32 };
                         sum += a * b[c * g + j] as i32;
                     }
                 }
