@@ -15,7 +15,8 @@ of 32; the ONNX Runtime runs do exactly the same with the exported graph (int8: 
 quantized dynamically, u8 activations and s8 weights per channel; on a CPU without VNNI also with
 7-bit weights, `reduce_range`); kroute uses its token-budget batches. Prints a Markdown table
 (speed against sentence-transformers and against ONNX Runtime f32, the worst cosine against
-sentence-transformers' f32 vectors) and writes the numbers as JSON (--json). Threads: every core for all (`os.cpu_count()`), or --threads N.
+sentence-transformers' f32 vectors) and writes the numbers as JSON (--json). Threads: every core
+for all (`os.cpu_count()`), or --threads N.
 
 As an AVX2-only CPU (every engine's AVX-512, AVX-VNNI and AMX kernels hidden; benches/isa/):
 
