@@ -173,9 +173,10 @@ pub struct Int8Weights {
     block: usize,
     /// `[panel][k / G][NR][G]`, zero in the padding.
     packed: Vec<i8>,
-    /// `[block][out]`: the dequantization scales.
+    /// `[block][panel · NR]`: the dequantization scales, zero past the last column (so a
+    /// kernel reads a whole panel's).
     scales: Vec<f32>,
-    /// `[block][out]`: `Σ q` over the block, for the activations' zero points.
+    /// `[block][panel · NR]`: `Σ q` over the block, for the activations' zero points.
     sums: Vec<i32>,
 }
 
@@ -298,14 +299,14 @@ impl Int8Weights {
         let blocks = k_padded.div_ceil(block);
         let panels = out_features.div_ceil(nr);
         let mut packed = vec![0i8; panels * nr * k_padded];
-        let mut scales = vec![0f32; blocks * out_features];
-        let mut sums = vec![0i32; blocks * out_features];
+        let mut scales = vec![0f32; blocks * panels * nr];
+        let mut sums = vec![0i32; blocks * panels * nr];
         let mut row = vec![0i8; in_features];
         for n in 0..out_features {
             let values = &weights[n * in_features..(n + 1) * in_features];
             for (b, (values, row)) in values.chunks(block).zip(row.chunks_mut(block)).enumerate() {
-                scales[b * out_features + n] = quantize_into(values, row, tile.weight_max);
-                sums[b * out_features + n] = row.iter().map(|&q| q as i32).sum();
+                scales[b * panels * nr + n] = quantize_into(values, row, tile.weight_max);
+                sums[b * panels * nr + n] = row.iter().map(|&q| q as i32).sum();
             }
             let (panel, column) = (n / nr, n % nr);
             let base = panel * nr * k_padded;
@@ -346,6 +347,27 @@ impl Int8Weights {
         &self.packed[p * size..(p + 1) * size]
     }
 
+    /// Panel `p`'s output columns.
+    fn columns(&self, p: usize) -> std::ops::Range<usize> {
+        let nr = self.tile.columns;
+        p * nr..((p + 1) * nr).min(self.out_features)
+    }
+
+    /// Blocks of `k` with a weight scale each.
+    fn blocks(&self) -> usize {
+        self.k_padded.div_ceil(self.block)
+    }
+
+    /// Block `b`'s weight scales and sums, for panel `p`'s columns.
+    fn block_scales(&self, b: usize, p: usize) -> (&[f32], &[i32]) {
+        let nr = self.tile.columns;
+        let start = (b * self.panels() + p) * nr;
+        (
+            &self.scales[start..start + nr],
+            &self.sums[start..start + nr],
+        )
+    }
+
     /// `x·Wᵀ` for `x` of `rows × in_features` (row-major): `rows × out_features`.
     pub fn matmul(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
         self.matmul_then(x, rows, Epilogue::None)
@@ -355,16 +377,16 @@ impl Int8Weights {
     pub fn matmul_then(&self, x: &[f32], rows: usize, epilogue: Epilogue) -> Result<Vec<f32>> {
         self.check_input(x, rows, epilogue)?;
         let activations = Activations::quantize(x, rows, self);
-        Ok(self.run(&activations, epilogue, |tile, acc| {
+        Ok(self.run(&activations, epilogue, |tile, acc, sums| {
             if self.runnable {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `runnable` says the CPU has the kernel's instructions, and the tile's
                 // pointers cover `groups · G` activations of each row and a packed panel.
                 unsafe {
-                    x86::tile(self.isa, tile, acc)
+                    x86::tile(self.isa, tile, acc, sums)
                 }
             } else {
-                reference::scalar_tile(self.tile, tile, acc);
+                reference::scalar_tile(self.tile, tile, acc, sums);
             }
         }))
     }
@@ -390,12 +412,13 @@ impl Int8Weights {
     }
 
     /// Splits the output into (row block × panel range) tasks over the thread pool. For each
-    /// tile and block of `k`, `kernel` writes the tile's i32 products into `acc`; they are
-    /// dequantized into the tile's f32 sums, and at the last block stored, through `epilogue`,
-    /// into the `rows × out_features` output, which is never zeroed first.
+    /// tile and block of `k` but the last, `kernel` adds the tile's products, dequantized, into
+    /// the tile's running f32 sums; at the last block it writes them into `acc`, and they are
+    /// dequantized, added to the sums and stored, through `epilogue`, into the
+    /// `rows × out_features` output, which is never zeroed first.
     fn run<K>(&self, activations: &Activations, epilogue: Epilogue, kernel: K) -> Vec<f32>
     where
-        K: Fn(&TileOperands, &mut [i32]) + Sync,
+        K: Fn(&TileOperands, &mut [i32], Option<BlockSums>) + Sync,
     {
         let (mr, nr) = (self.tile.rows, self.tile.columns);
         let rows = activations.rows;
@@ -407,7 +430,7 @@ impl Int8Weights {
             .div_ceil(row_blocks)
             .clamp(1, panels);
         let panels_per_group = panels.div_ceil(panel_groups);
-        let blocks = self.k_padded.div_ceil(self.block);
+        let blocks = self.blocks();
         let mut out = Vec::<f32>::with_capacity(rows * self.out_features);
         // SAFETY: tasks write disjoint (row block × panel range) tiles of the output.
         let out_ptr = unsafe { DisjointWrites::new(out.spare_capacity_mut().as_mut_ptr()) };
@@ -424,7 +447,6 @@ impl Int8Weights {
                 let mut sums = vec![0f32; if blocks > 1 { tiles * mr * nr } else { 0 }];
                 for p in panel_range {
                     let panel = self.panel(p);
-                    let columns = p * nr..((p + 1) * nr).min(self.out_features);
                     // Blocks of k outside, tiles of rows inside: the panel's block and the row
                     // block's activations stay in L1 while every tile uses them.
                     for b in 0..blocks {
@@ -433,9 +455,20 @@ impl Int8Weights {
                             let count = mr.min(row_range.end - start);
                             let tile =
                                 TileOperands::new(activations, start, count, panel, k.clone());
-                            kernel(&tile, &mut acc);
                             let sums = sums.get_mut(t * mr * nr..(t + 1) * mr * nr);
-                            let store = (b + 1 == blocks).then(|| Store {
+                            if b + 1 < blocks {
+                                let (scales, weight_sums) = self.block_scales(b, p);
+                                let sums = BlockSums {
+                                    sums: sums.expect("running sums across blocks"),
+                                    scales,
+                                    weight_sums,
+                                    first: b == 0,
+                                };
+                                kernel(&tile, &mut acc, Some(sums));
+                                continue;
+                            }
+                            kernel(&tile, &mut acc, None);
+                            let store = Store {
                                 out: OutRows {
                                     ptr: out_ptr,
                                     stride: self.out_features,
@@ -443,8 +476,8 @@ impl Int8Weights {
                                 },
                                 row_scales: &activations.scales[start..start + count],
                                 epilogue,
-                            });
-                            self.dequantize(b, &tile, columns.clone(), &acc, sums, store);
+                            };
+                            self.store(p, &tile, &acc, sums.as_deref(), store);
                         }
                     }
                 }
@@ -455,54 +488,37 @@ impl Int8Weights {
         out
     }
 
-    /// Dequantizes block `b` of a tile's products, `s_w · (acc − z·Σq_w)` per value (the
-    /// zero-point term exact, in integers), into the tile's running `sums` (in units of the row
-    /// scales); at the last block, given `store`, it gets `row scale · sum` through its
-    /// epilogue instead.
-    fn dequantize(
+    /// Dequantizes the last block of a tile's products (panel `p`), `s_w · (acc − z·Σq_w)` per
+    /// value (the zero-point term exact, in integers), adds the running `sums` of the blocks
+    /// before it, if any, and stores `row scale · sum` through the epilogue.
+    fn store(
         &self,
-        b: usize,
+        p: usize,
         tile: &TileOperands,
-        columns: std::ops::Range<usize>,
         acc: &[i32],
-        sums: Option<&mut [f32]>,
-        store: Option<Store>,
+        sums: Option<&[f32]>,
+        store: Store,
     ) {
-        // The blocks before the last of a 32-column tile (AMX, AVX-512 VNNI; all but a layer's
-        // last panel), most of a blocked layer's dequantizing, get rows of a width known at
-        // compile time: two whole vectors, no remainder loop. MPNet int8 +7 % on AMX; the store,
-        // and the 16-column tiles of the AVX2 kernels, gained nothing.
-        if columns.len() == 32 && self.tile.columns == 32 && store.is_none() {
-            simd::dispatch(
-                #[inline(always)]
-                || self.dequantize_rows::<32>(b, tile, columns, acc, sums, store),
-            )
-        } else {
-            simd::dispatch(
-                #[inline(always)]
-                || self.dequantize_rows::<0>(b, tile, columns, acc, sums, store),
-            )
-        }
+        simd::dispatch(
+            #[inline(always)]
+            || self.store_rows(p, tile, acc, sums, store),
+        )
     }
 
-    /// [`dequantize`](Self::dequantize)'s loop over the tile's rows, `WIDTH` columns wide (0: as
-    /// wide as `columns`).
     #[inline(always)]
-    fn dequantize_rows<const WIDTH: usize>(
+    fn store_rows(
         &self,
-        b: usize,
+        p: usize,
         tile: &TileOperands,
-        columns: std::ops::Range<usize>,
         acc: &[i32],
-        mut sums: Option<&mut [f32]>,
-        mut store: Option<Store>,
+        sums: Option<&[f32]>,
+        mut store: Store,
     ) {
         let nr = self.tile.columns;
-        let width = if WIDTH == 0 { columns.len() } else { WIDTH };
-        let first = b == 0;
-        let offset = b * self.out_features;
-        let scales = &self.scales[offset + columns.start..][..width];
-        let weight_sums = &self.sums[offset + columns.start..][..width];
+        let columns = self.columns(p);
+        let width = columns.len();
+        let (scales, weight_sums) = self.block_scales(self.blocks() - 1, p);
+        let (scales, weight_sums) = (&scales[..width], &weight_sums[..width]);
         for (r, &zero) in tile.zeros.iter().enumerate() {
             let acc = &acc[r * nr..][..width];
             let values = acc
@@ -510,32 +526,58 @@ impl Int8Weights {
                 .zip(weight_sums)
                 .zip(scales)
                 .map(|((&a, &weight_sum), &scale)| scale * (a - zero * weight_sum) as f32);
-            let sums = sums.as_deref_mut().map(|sums| &mut sums[r * nr..][..width]);
-            let Some(store) = store.as_mut() else {
-                // Not the last block: there are several, hence sums.
-                let sums = sums.expect("running sums across blocks");
-                if first {
-                    sums.iter_mut().zip(values).for_each(|(s, v)| *s = v);
-                } else {
-                    sums.iter_mut().zip(values).for_each(|(s, v)| *s += v);
-                }
-                continue;
-            };
             let row_scale = store.row_scales[r];
             // SAFETY: each task stores only its own rows and columns of the output.
             let out = unsafe { store.out.row(r, columns.clone()) };
             let out = match sums {
-                Some(sums) if !first => init_with(
+                Some(sums) => init_with(
                     out,
-                    values.zip(sums.iter()).map(|(v, &s)| row_scale * (s + v)),
+                    values
+                        .zip(&sums[r * nr..][..width])
+                        .map(|(v, &s)| row_scale * (s + v)),
                 ),
-                _ => init_with(out, values.map(|v| row_scale * v)),
+                None => init_with(out, values.map(|v| row_scale * v)),
             };
             if let Epilogue::BiasGelu(bias) = store.epilogue {
                 let bias = &bias[columns.start..][..width];
                 out.iter_mut()
                     .zip(bias)
                     .for_each(|(o, &b)| *o = simd::gelu_erf(*o + b));
+            }
+        }
+    }
+}
+
+/// A tile's running f32 sums across blocks of `k` (in units of the row scales), and what one
+/// block before the last needs to add its products to them:
+/// `sums[r][c] (+)= scales[c] · (acc[r][c] − zero[r] · weight_sums[c])`, in exactly this order
+/// of operations wherever it runs, for bit-identical results.
+pub(crate) struct BlockSums<'a> {
+    /// `rows × columns` of the tile, row-major.
+    sums: &'a mut [f32],
+    /// The block's weight scales and sums, one per column of the panel.
+    scales: &'a [f32],
+    weight_sums: &'a [i32],
+    /// The first block: the sums are set, not added to.
+    first: bool,
+}
+
+impl BlockSums<'_> {
+    /// Adds the products `acc` (`rows × columns`, row-major) of the rows with `zeros`.
+    fn add(&mut self, acc: &[i32], zeros: &[i32]) {
+        let columns = self.scales.len();
+        for (r, &zero) in zeros.iter().enumerate() {
+            let acc = &acc[r * columns..][..columns];
+            let sums = &mut self.sums[r * columns..][..columns];
+            let values = acc
+                .iter()
+                .zip(self.weight_sums)
+                .zip(self.scales)
+                .map(|((&a, &weight_sum), &scale)| scale * (a - zero * weight_sum) as f32);
+            if self.first {
+                sums.iter_mut().zip(values).for_each(|(s, v)| *s = v);
+            } else {
+                sums.iter_mut().zip(values).for_each(|(s, v)| *s += v);
             }
         }
     }
@@ -698,8 +740,8 @@ pub mod reference {
         weights.check_input(x, rows, epilogue)?;
         let activations = Activations::quantize(x, rows, weights);
         let tile_shape = weights.tile;
-        Ok(weights.run(&activations, epilogue, |tile, acc| {
-            scalar_tile(tile_shape, tile, acc)
+        Ok(weights.run(&activations, epilogue, |tile, acc, sums| {
+            scalar_tile(tile_shape, tile, acc, sums)
         }))
     }
 
@@ -745,8 +787,13 @@ pub mod reference {
         out
     }
 
-    /// Writes the tile's products into `acc`.
-    pub(crate) fn scalar_tile(shape: Tile, tile: &TileOperands, acc: &mut [i32]) {
+    /// Writes the tile's products into `acc`, or, given `sums`, adds them there.
+    pub(crate) fn scalar_tile(
+        shape: Tile,
+        tile: &TileOperands,
+        acc: &mut [i32],
+        sums: Option<BlockSums>,
+    ) {
         let (nr, g) = (shape.columns, shape.group);
         for r in 0..shape.rows {
             let row = tile.row(r);
@@ -763,6 +810,9 @@ pub mod reference {
                 }
                 acc[r * nr + c] = sum;
             }
+        }
+        if let Some(mut sums) = sums {
+            sums.add(acc, tile.zeros);
         }
     }
 }
