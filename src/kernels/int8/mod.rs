@@ -77,7 +77,8 @@ impl Isa {
         #[cfg(target_arch = "x86_64")]
         {
             match self {
-                Isa::Amx => x86::amx_available(),
+                // The AMX kernel adds its blocks into the running sums with AVX-512.
+                Isa::Amx => is_x86_feature_detected!("avx512f") && x86::amx_available(),
                 Isa::Avx512Vnni => {
                     is_x86_feature_detected!("avx512f")
                         && is_x86_feature_detected!("avx512bw")
