@@ -521,12 +521,7 @@ impl Int8Weights {
         let (scales, weight_sums) = self.block_scales(self.blocks() - 1, p);
         let (scales, weight_sums) = (&scales[..width], &weight_sums[..width]);
         for (r, &zero) in tile.zeros.iter().enumerate() {
-            let acc = &acc[r * nr..][..width];
-            let values = acc
-                .iter()
-                .zip(weight_sums)
-                .zip(scales)
-                .map(|((&a, &weight_sum), &scale)| scale * (a - zero * weight_sum) as f32);
+            let values = dequantized(&acc[r * nr..][..width], zero, scales, weight_sums);
             let row_scale = store.row_scales[r];
             // SAFETY: each task stores only its own rows and columns of the output.
             let out = unsafe { store.out.row(r, columns.clone()) };
@@ -547,6 +542,21 @@ impl Int8Weights {
             }
         }
     }
+}
+
+/// One row's products of one block, dequantized: `scale · (acc − zero · weight_sum)` per
+/// column, the zero-point term exact in integers (the kernels' register versions follow it).
+#[inline(always)]
+fn dequantized<'a>(
+    acc: &'a [i32],
+    zero: i32,
+    scales: &'a [f32],
+    weight_sums: &'a [i32],
+) -> impl ExactSizeIterator<Item = f32> + 'a {
+    acc.iter()
+        .zip(weight_sums)
+        .zip(scales)
+        .map(move |((&a, &weight_sum), &scale)| scale * (a - zero * weight_sum) as f32)
 }
 
 /// A tile's running f32 sums across blocks of `k` (in units of the row scales), and what one
@@ -570,11 +580,7 @@ impl BlockSums<'_> {
         for (r, &zero) in zeros.iter().enumerate() {
             let acc = &acc[r * columns..][..columns];
             let sums = &mut self.sums[r * columns..][..columns];
-            let values = acc
-                .iter()
-                .zip(self.weight_sums)
-                .zip(self.scales)
-                .map(|((&a, &weight_sum), &scale)| scale * (a - zero * weight_sum) as f32);
+            let values = dequantized(acc, zero, self.scales, self.weight_sums);
             if self.first {
                 sums.iter_mut().zip(values).for_each(|(s, v)| *s = v);
             } else {
