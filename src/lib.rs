@@ -11,7 +11,9 @@
 //! - [`router`]: per-cluster statistics, scoring, batched routing and the router directory;
 //! - [`eval`]: the α sweep against single models and the oracle, calibration, reports, plots;
 //! - [`mod@bench`]: throughput per device (`kroute bench`);
-//! - [`engine`]: serving's model side (queue, dynamic batcher, model thread);
+//! - [`engine`]: serving's model side (queue, dynamic batcher, model thread) and the router's
+//!   learning while it serves (decisions, outcomes, exploration, router swaps);
+//! - [`state`]: a server's durable state: the outcome log and snapshots of the learned router;
 //! - [`serve`]: serving's HTTP side (`kroute serve`, OpenAI-compatible);
 //! - [`io`]: reading texts (with file/line/field errors) and writing outputs atomically, and
 //!   the checkpoints of resumable runs;
@@ -40,6 +42,7 @@ pub mod model;
 pub mod records;
 pub mod router;
 pub mod serve;
+pub mod state;
 
 pub use embed::{default_batch_tokens, EmbedStats, Embedder, EmbedderOptions};
 pub use error::{Error, Result};

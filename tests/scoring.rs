@@ -5,7 +5,8 @@ use candle_core::{Device, Tensor};
 use kroute::embed::models::Architecture;
 use kroute::embed::Pooling;
 use kroute::router::{
-    ClusterStats, EmbeddingInfo, ReferenceScoring, RouteParams, Router, Scoring, TrainingInfo,
+    ClusterStats, EmbeddingInfo, Estimates, ReferenceScoring, RouteParams, Router, Scoring,
+    TrainingInfo,
 };
 
 fn cluster(accuracy: &[Option<f64>], cost: &[Option<f64>]) -> ClusterStats {
@@ -17,6 +18,14 @@ fn cluster(accuracy: &[Option<f64>], cost: &[Option<f64>]) -> ClusterStats {
             .collect(),
         accuracy: accuracy.to_vec(),
         cost: cost.to_vec(),
+    }
+}
+
+/// A cluster's training means as scoring reads them (no shrinkage).
+fn means(stats: &ClusterStats) -> Estimates {
+    Estimates {
+        accuracy: stats.accuracy.clone(),
+        cost: stats.cost.clone(),
     }
 }
 
@@ -54,27 +63,30 @@ fn paper_scores_min_max_normalise_over_models_with_data() {
         (0.25, [Some(0.25), Some(0.75), Some(0.6875), None]),
     ];
     for (alpha, expected) in cases {
-        let scores = paper(alpha).cluster_scores(&stats);
+        let scores = paper(alpha).cluster_scores(&means(&stats));
         assert!(close(&scores, &expected), "α={alpha}: {scores:?}");
     }
     // No data → no vote.
-    assert_eq!(paper(0.25).cluster_votes(&stats), [0.25, 0.75, 0.6875, 0.0]);
+    assert_eq!(
+        paper(0.25).cluster_votes(&means(&stats)),
+        [0.25, 0.75, 0.6875, 0.0]
+    );
 }
 
 #[test]
 fn paper_terms_are_one_when_all_models_tie() {
     let same_accuracy = cluster(&[Some(0.6), Some(0.6)], &[Some(0.1), Some(0.3)]);
     assert!(close(
-        &paper(1.0).cluster_scores(&same_accuracy),
+        &paper(1.0).cluster_scores(&means(&same_accuracy)),
         &[Some(1.0), Some(1.0)]
     ));
     assert!(close(
-        &paper(0.5).cluster_scores(&same_accuracy),
+        &paper(0.5).cluster_scores(&means(&same_accuracy)),
         &[Some(1.0), Some(0.5)]
     ));
     let same_cost = cluster(&[Some(0.2), Some(0.6)], &[Some(0.1), Some(0.1)]);
     assert!(close(
-        &paper(0.0).cluster_scores(&same_cost),
+        &paper(0.0).cluster_scores(&means(&same_cost)),
         &[Some(1.0), Some(1.0)]
     ));
 }
@@ -87,29 +99,29 @@ fn reference_scores_rank_into_votes() {
         &[Some(0.9), Some(0.5), Some(0.7), None],
         &[Some(0.01), Some(0.002), Some(0.004), None],
     );
-    let scores = reference(0.0).cluster_scores(&stats);
+    let scores = reference(0.0).cluster_scores(&means(&stats));
     assert!(
         close(&scores, &[Some(0.7), Some(0.24), Some(0.53), None]),
         "{scores:?}"
     );
     assert_eq!(
-        reference(0.0).cluster_votes(&stats),
+        reference(0.0).cluster_votes(&means(&stats)),
         [1.0, 1.0 / 3.0, 0.5, 0.0]
     );
     // Under min_accuracy 0.8 two models score 0 and tie: model order breaks it.
-    let scores = reference(0.8).cluster_scores(&stats);
+    let scores = reference(0.8).cluster_scores(&means(&stats));
     assert!(
         close(&scores, &[Some(0.7), Some(0.0), Some(0.0), None]),
         "{scores:?}"
     );
     assert_eq!(
-        reference(0.8).cluster_votes(&stats),
+        reference(0.8).cluster_votes(&means(&stats)),
         [1.0, 0.5, 1.0 / 3.0, 0.0]
     );
     // All accuracies equal → accuracy term 1; highest cost 0 → cost term 1.
     let flat = cluster(&[Some(0.5), Some(0.5)], &[Some(0.0), Some(0.0)]);
     assert!(close(
-        &reference(0.0).cluster_scores(&flat),
+        &reference(0.0).cluster_scores(&means(&flat)),
         &[Some(1.0), Some(1.0)]
     ));
 }

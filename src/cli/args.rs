@@ -460,3 +460,18 @@ impl TuneArgs {
         }
     }
 }
+
+/// How outcomes are taken in (`kroute serve`, `kroute update`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct FeedbackArgs {
+    /// Forget with this half-life, in observations per cell: each outcome first discounts
+    /// what its cluster × model cell knew (training answers included) by 2^(−w/N), so that a
+    /// model whose quality changed is followed [default: never forget].
+    #[arg(long, value_name = "N", env = "KROUTE_FEEDBACK_HALF_LIFE")]
+    pub feedback_half_life: Option<f64>,
+}
+
+/// A duration such as `500ms`, `30s`, `5m`, `2h` or `7d`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e} (e.g. 30s, 5m, 7d)"))
+}

@@ -12,6 +12,7 @@ mod route;
 mod serve;
 mod train;
 mod tune;
+mod update;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -41,6 +42,9 @@ enum Command {
     Train(train::TrainArgs),
     /// Route queries with a trained router: one JSON line per query.
     Route(route::RouteArgs),
+    /// Learn from a file of labelled queries: outcomes on top of the training statistics, as
+    /// `kroute serve` takes them from /v1/feedback.
+    Update(update::UpdateArgs),
     /// Evaluate the router against every single model and the oracle over a sweep of α:
     /// tables, headlines and plots of the accuracy–cost frontier.
     Eval(eval::EvalArgs),
@@ -74,6 +78,7 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Train(args) => train::run(args),
         Command::Route(args) => route::run(args),
+        Command::Update(args) => update::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Calibrate(args) => calibrate::run(args),
         Command::Tune(args) => tune::run(args),

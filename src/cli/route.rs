@@ -23,7 +23,8 @@ Output: one JSON line per query, in input order: {\"index\", \"query\", \"model\
 their distance, vote weight and each model's score there. Queries are embedded with the router's \
 own embedding model (another --model is refused) and routed in batches on --device.")]
 pub struct RouteArgs {
-    /// Router directory written by `kroute train`.
+    /// Router directory written by `kroute train` (or a `kroute serve --state` directory: its
+    /// latest state).
     pub router: PathBuf,
 
     /// Queries to route (or use --input).
@@ -67,7 +68,7 @@ const CHUNK: usize = 4096;
 pub fn run(mut args: RouteArgs) -> Result<()> {
     let start = Instant::now();
     let device = args.embedder.device.open()?;
-    let router = Router::load(&args.router, &device)?;
+    let router = kroute::state::open_router(&args.router, &device)?;
     let params = args.routing.resolve(router.defaults)?;
     let queries = match &args.input {
         Some(path) => TextReader::open(

@@ -1,14 +1,15 @@
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use kroute::engine::EngineOptions;
-use kroute::router::Router;
+use kroute::engine::{EngineOptions, LearningOptions};
+use kroute::router::{Exploration, Router};
 use kroute::serve::openai::RouteOn;
-use kroute::serve::{ServeConfig, ServeOptions, Server};
+use kroute::serve::{ReloadSource, ServeConfig, ServeOptions, Server, ServerHandle};
 use kroute::{default_batch_tokens, Error, Result};
 
-use super::args::EmbedderArgs;
+use super::args::{parse_duration, EmbedderArgs, FeedbackArgs};
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
@@ -22,7 +23,12 @@ Endpoints (OpenAI-compatible):
                              Headers: x-kroute-model, x-kroute-alpha, x-kroute-route-ms.
   POST /v1/embeddings        local embeddings (input: string or array; encoding_format float|base64)
   POST /v1/route             the decision only: {\"input\": \"...\"} or {\"messages\": [...]}, explain
+  POST /v1/feedback          an outcome: {\"decision_id\": \"...\" (x-kroute-decision-id), \"score\": 0..1
+                             or \"verdict\": \"good\"|\"bad\", \"model\", \"cost\"}; or {\"input\"|\"messages\",
+                             \"model\", \"score\"}. Idempotency-Key header: counted once.
   GET  /v1/models, /health (200 once warmed up), /metrics (Prometheus)
+  POST /admin/reload         re-read kroute.toml and the router (as SIGHUP does); --admin-key
+  GET  /admin/state          what the router learned and decided since start; --admin-key
 
 kroute.toml says where each of the router's models is served:
   [upstream.default]                  # every model without a block of its own
@@ -85,6 +91,63 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 2.0, env = "KROUTE_BATCH_WAIT_MS")]
     pub batch_wait_ms: f64,
 
+    /// Keys accepted by /v1/feedback besides the client keys (for a judge or a labelling
+    /// pipeline; repeat or comma-separate). Without them, /v1/feedback takes the client keys.
+    #[arg(
+        long = "feedback-key",
+        env = "KROUTE_FEEDBACK_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub feedback_keys: Vec<String>,
+
+    /// The key of /admin/reload and /admin/state (`Authorization: Bearer KEY`). Without it
+    /// those endpoints answer 403; SIGHUP still reloads.
+    #[arg(long, env = "KROUTE_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+
+    /// Keep what the router learns here: every accepted outcome is logged and fsynced before
+    /// it is acknowledged, the learned router is snapshotted (DIR/snapshot is a router
+    /// directory), and a restart picks up where it stopped. Without it learning lasts as long
+    /// as the process.
+    #[arg(long, value_name = "DIR", env = "KROUTE_STATE")]
+    pub state: Option<PathBuf>,
+
+    /// How often the learned router is snapshotted into --state (when outcomes arrived).
+    #[arg(long, default_value = "60s", value_parser = parse_duration, env = "KROUTE_SNAPSHOT_EVERY")]
+    pub snapshot_every: Duration,
+
+    /// Routing decisions remembered for /v1/feedback (the oldest are dropped).
+    #[arg(long, default_value_t = 1_000_000, env = "KROUTE_MAX_DECISIONS")]
+    pub max_decisions: usize,
+
+    /// Decisions older than this are dropped too.
+    #[arg(long, default_value = "7d", value_parser = parse_duration, env = "KROUTE_DECISION_TTL")]
+    pub decision_ttl: Duration,
+
+    #[command(flatten)]
+    pub feedback: FeedbackArgs,
+
+    /// Leave the greedy choice now and then, so that a model that improved is chosen and its
+    /// outcomes seen: `thompson` draws each voting cluster's accuracies from their posteriors,
+    /// `epsilon:E` sends a share E to a random other model, `off` never explores. Explored
+    /// answers carry `x-kroute-explored: true`.
+    #[arg(
+        long,
+        default_value = "off",
+        value_name = "off|thompson|epsilon:E",
+        env = "KROUTE_EXPLORE"
+    )]
+    pub explore: Exploration,
+
+    /// Share of routed requests that may leave the greedy choice at most.
+    #[arg(long, default_value_t = 0.1, env = "KROUTE_EXPLORE_MAX_SHARE")]
+    pub explore_max_share: f64,
+
+    /// Seed of the exploration draws, for reproducible runs [default: random].
+    #[arg(long)]
+    pub explore_seed: Option<u64>,
+
     #[command(flatten)]
     pub embedder: EmbedderArgs,
 }
@@ -109,6 +172,16 @@ pub fn run(args: ServeArgs) -> Result<()> {
             .unwrap_or_else(|| default_batch_tokens(&device)),
         max_batch_wait: Duration::from_secs_f64(args.batch_wait_ms / 1e3),
         max_queue: args.max_queue,
+        learning: LearningOptions {
+            max_decisions: args.max_decisions,
+            decision_ttl: args.decision_ttl,
+            half_life: args.feedback.feedback_half_life,
+            exploration: args.explore,
+            max_explore_share: args.explore_max_share,
+            explore_seed: args.explore_seed,
+            state_dir: args.state.clone(),
+            snapshot_every: args.snapshot_every,
+        },
     };
     let options = ServeOptions {
         route_on: args.route_on,
@@ -116,6 +189,13 @@ pub fn run(args: ServeArgs) -> Result<()> {
         api_keys: args.api_keys,
         max_body_bytes: args.max_body_bytes,
         max_concurrent_requests: args.max_concurrent_requests,
+        feedback_keys: args.feedback_keys,
+        admin_key: args.admin_key,
+        reload: Some(ReloadSource {
+            config: args.config.clone(),
+            router: args.router.clone(),
+            env: Arc::new(|var| std::env::var(var).ok()),
+        }),
     };
     let upstreams = config.upstreams.len();
     let auth = match options.api_keys.is_empty() {
@@ -133,6 +213,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             .local_addr()
             .map_err(|e| Error::Invalid(format!("{address}: {e}")))?;
         let server = Server::start(embedder, router, engine, config, options)?;
+        tokio::spawn(reload_on_hangup(server.handle()));
         tracing::info!(
             "listening on http://{address} ({upstreams} models, {auth}); GET /health turns 200 once warmed up"
         );
@@ -141,6 +222,24 @@ pub fn run(args: ServeArgs) -> Result<()> {
             .await
             .map_err(|e| Error::Invalid(format!("server: {e}")))
     })
+}
+
+/// SIGHUP: re-read kroute.toml and the router; a refused reload leaves the server as it was.
+async fn reload_on_hangup(server: ServerHandle) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the configuration and the router");
+            // The outcome is logged (and counted in kroute_reloads_total) by the reload.
+            let _ = server.reload(false).await;
+        }
+    }
+    #[cfg(not(unix))]
+    drop(server);
 }
 
 /// Ctrl-C or SIGTERM: stop accepting, finish what is in flight.

@@ -107,11 +107,18 @@ impl StagedDir {
         std::fs::write(&path, contents).map_err(|e| Error::io(&path, e))
     }
 
-    /// Moves an existing destination aside, renames the staged directory into place, then
-    /// deletes the old one (restoring it if the rename fails).
+    /// Syncs the staged files, moves an existing destination aside, renames the staged
+    /// directory into place, syncs the parent, then deletes the old one (restoring it if the
+    /// rename fails). Once this returns the new directory survives a power cut.
     pub fn commit(self) -> Result<()> {
         let target = &self.target;
         let parent = parent_dir(target);
+        let staging = self.staging.path();
+        for entry in std::fs::read_dir(staging).map_err(|e| Error::io(staging, e))? {
+            let path = entry.map_err(|e| Error::io(staging, e))?.path();
+            sync_path(&path)?;
+        }
+        sync_path(staging)?;
         let old = if target.exists() {
             let aside = tempfile::Builder::new()
                 .prefix(".kroute-old-")
@@ -133,11 +140,19 @@ impl StagedDir {
             }
             return Err(Error::io(target, e));
         }
+        sync_path(parent)?;
         if let Some(old) = old {
             std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
         }
         Ok(())
     }
+}
+
+/// fsync of a file or a directory (a directory's entries).
+fn sync_path(path: &Path) -> Result<()> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(path, e))
 }
 
 fn parent_dir(path: &Path) -> &Path {

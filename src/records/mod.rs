@@ -82,7 +82,18 @@ pub struct RoutingData {
 impl RoutingData {
     /// Reads and validates every line; the first bad one fails with file, line and field.
     pub fn read(path: &Path, missing_cost: MissingCost) -> Result<Self> {
-        parse::parse(path, crate::io::open_lines(path)?, missing_cost)
+        parse::parse(
+            path,
+            crate::io::open_lines(path)?,
+            parse::Mode::Training(missing_cost),
+        )
+    }
+
+    /// Reads outcomes to learn from (`kroute update`): the same format, but each record names
+    /// only the models it has outcomes for (the model list grows as they appear) and costs are
+    /// optional (`None` where not given).
+    pub fn read_outcomes(path: &Path) -> Result<Self> {
+        parse::parse(path, crate::io::open_lines(path)?, parse::Mode::Outcomes)
     }
 
     /// Validates records already in memory as JSON texts, one record each; errors name `label`
@@ -99,7 +110,7 @@ impl RoutingData {
                 text: text.into(),
             })
         });
-        parse::parse(Path::new(label), lines, missing_cost)
+        parse::parse(Path::new(label), lines, parse::Mode::Training(missing_cost))
     }
 
     /// Dataset names in order of first appearance.

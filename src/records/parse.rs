@@ -8,12 +8,23 @@ use super::{MissingCost, RecordIndex, RoutingData, RoutingRecord, Split};
 use crate::error::{InputError, Result};
 use crate::io::{json_kind, Line};
 
+/// What a file of records is for.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Mode {
+    /// Training and evaluation: the first record names every model, and an evaluated answer
+    /// needs a cost (or `MissingCost::Zero` counts it as 0).
+    Training(MissingCost),
+    /// Outcomes to learn from: each record names any models it likes (the list grows in
+    /// order of appearance), and a cost is optional.
+    Outcomes,
+}
+
 /// Validates records given as JSON lines; errors name `path` (a file, or a label for records
 /// that come from elsewhere) and the line.
 pub(super) fn parse(
     path: &Path,
     lines: impl IntoIterator<Item = Result<Line>>,
-    missing_cost: MissingCost,
+    mode: Mode,
 ) -> Result<RoutingData> {
     let mut data = RoutingData {
         path: path.to_path_buf(),
@@ -47,16 +58,26 @@ pub(super) fn parse(
             object: &object,
             at: &at,
         };
-        if data.models.is_empty() {
-            data.models = parser.model_names()?;
+        match mode {
+            Mode::Training(_) if data.models.is_empty() => data.models = parser.model_names()?,
+            Mode::Training(_) => {}
+            Mode::Outcomes => {
+                for name in parser.model_names()? {
+                    if !data.models.contains(&name) {
+                        data.models.push(name);
+                    }
+                }
+            }
         }
-        let record = parser.record(
-            line.number,
-            &data.models,
-            missing_cost,
-            &mut data.missing_costs,
-        )?;
+        let record = parser.record(line.number, &data.models, mode, &mut data.missing_costs)?;
         data.records.push(record);
+    }
+    // Records read before a model first appeared did not evaluate it.
+    let models = data.models.len();
+    for record in &mut data.records {
+        record.scores.resize(models, None);
+        record.costs.resize(models, None);
+        record.usage_extras.resize(models, Map::new());
     }
     let Some(first) = data.records.first() else {
         return Err(InputError::new(path, "no records: the file is empty").into());
@@ -120,7 +141,7 @@ impl<F: Fn(&str, String) -> InputError> RecordParser<'_, F> {
         &mut self,
         line: usize,
         models: &[String],
-        missing_cost: MissingCost,
+        mode: Mode,
         missing_costs: &mut usize,
     ) -> Result<RoutingRecord> {
         let query = match self.object.get("query") {
@@ -157,16 +178,16 @@ impl<F: Fn(&str, String) -> InputError> RecordParser<'_, F> {
         for model in models {
             let score = self.score(model, records.get(model))?;
             let (cost, extras) = self.usage(model, usages.and_then(|u| u.get(model)))?;
-            let cost = match (score, cost) {
-                (Some(_), None) if missing_cost == MissingCost::Zero => {
+            let cost = match (score, cost, mode) {
+                (Some(_), None, Mode::Training(MissingCost::Zero)) => {
                     *missing_costs += 1;
                     Some(0.0)
                 }
-                (Some(_), None) => return self.fail(
+                (Some(_), None, Mode::Training(MissingCost::Error)) => return self.fail(
                     &format!("usages.{model}.cost"),
                     "missing for an evaluated model (pass --missing-cost zero to count it as 0)",
                 ),
-                (_, cost) => cost,
+                (_, cost, _) => cost,
             };
             scores.push(score);
             costs.push(cost);

@@ -1,12 +1,13 @@
 //! The router directory: `centroids.safetensors` (tensor `centroids`, `(bag·clusters, dim)` f32)
 //! and `router.json` (models, per-cluster statistics, routing defaults, the embedding model it
-//! was trained with, training provenance). Written to a temporary directory and renamed into
-//! place.
+//! was trained with, training provenance, and the outcomes learned since training). Written to a
+//! temporary directory and renamed into place.
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::online::{CellEvidence, Evidence, FeedbackSource, Learned};
 use super::{ClusterStats, RouteParams, Router, TrainingInfo};
 use crate::embed::EmbeddingInfo;
 use crate::error::{Error, InputError, Result};
@@ -29,17 +30,113 @@ struct RouterFile {
     #[serde(default = "one")]
     bag: usize,
     clusters: Vec<ClusterStats>,
+    /// Outcomes taken in since training; absent before any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    feedback: Option<FeedbackFile>,
 }
 
 fn one() -> usize {
     1
 }
 
+/// [`Learned`] as stored: the cells that changed, each naming its model.
+#[derive(Serialize, Deserialize)]
+struct FeedbackFile {
+    observations: u64,
+    sources: Vec<FeedbackSource>,
+    cells: Vec<CellFile>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CellFile {
+    cluster: usize,
+    model: String,
+    /// `[kept, weight, sum]`: see [`Evidence`].
+    accuracy: [f64; 3],
+    cost: [f64; 3],
+}
+
+impl FeedbackFile {
+    fn of(learned: &Learned, models: &[String]) -> Option<Self> {
+        if learned.observations == 0 && learned.cells().is_empty() {
+            return None;
+        }
+        let triple = |e: &Evidence| [e.kept, e.weight, e.sum];
+        let cells = learned
+            .cells()
+            .iter()
+            .enumerate()
+            .filter(|(_, cell)| !cell.is_untouched())
+            .map(|(i, cell)| CellFile {
+                cluster: i / models.len(),
+                model: models[i % models.len()].clone(),
+                accuracy: triple(&cell.accuracy),
+                cost: triple(&cell.cost),
+            })
+            .collect();
+        Some(Self {
+            observations: learned.observations,
+            sources: learned.sources.clone(),
+            cells,
+        })
+    }
+
+    fn learned(self, models: &[String], clusters: usize) -> std::result::Result<Learned, String> {
+        let mut cells = vec![CellEvidence::default(); clusters * models.len()];
+        for (i, cell) in self.cells.into_iter().enumerate() {
+            let model = models
+                .iter()
+                .position(|m| *m == cell.model)
+                .ok_or_else(|| {
+                    format!(
+                        "feedback.cells[{i}]: model `{}` is not in `models`",
+                        cell.model
+                    )
+                })?;
+            if cell.cluster >= clusters {
+                return Err(format!(
+                    "feedback.cells[{i}]: cluster {} of a router with {clusters}",
+                    cell.cluster
+                ));
+            }
+            let evidence = |[kept, weight, sum]: [f64; 3], what: &str| {
+                if [kept, weight, sum].iter().all(|x| x.is_finite()) && kept >= 0.0 && weight >= 0.0
+                {
+                    Ok(Evidence { kept, weight, sum })
+                } else {
+                    Err(format!(
+                        "feedback.cells[{i}].{what}: expected [kept ≥ 0, weight ≥ 0, sum], finite"
+                    ))
+                }
+            };
+            cells[cell.cluster * models.len() + model] = CellEvidence {
+                accuracy: evidence(cell.accuracy, "accuracy")?,
+                cost: evidence(cell.cost, "cost")?,
+            };
+        }
+        Ok(Learned::from_cells(
+            self.observations,
+            self.sources,
+            cells,
+            clusters,
+        ))
+    }
+}
+
 impl Router {
     /// Writes the router directory; an existing router there is replaced only once the new one
     /// is complete. A non-empty directory that is not a router is never touched.
     pub fn save(&self, dir: &Path) -> Result<()> {
+        self.save_with(dir, &[])
+    }
+
+    /// [`Router::save`] with `extra` files (name, contents) written into the directory in the
+    /// same atomic step (a server's state beside its snapshot).
+    pub fn save_with(&self, dir: &Path, extra: &[(&str, &[u8])]) -> Result<()> {
         let staged = StagedDir::create(dir, ROUTER_FILE, "kroute router directory")?;
+        for (name, contents) in extra {
+            staged.write(name, contents)?;
+        }
         let file = RouterFile {
             format: FORMAT,
             kroute_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -49,6 +146,7 @@ impl Router {
             training: self.training.clone(),
             bag: self.bag,
             clusters: self.clusters.clone(),
+            feedback: FeedbackFile::of(&self.learned, &self.models),
         };
         let json = serde_json::to_string_pretty(&file).expect("router serialises");
         staged.write(ROUTER_FILE, (json + "\n").as_bytes())?;
@@ -118,6 +216,12 @@ impl Router {
             )
             .into());
         }
+        let learned = match file.feedback {
+            Some(feedback) => feedback
+                .learned(&file.models, file.clusters.len())
+                .map_err(bad)?,
+            None => Learned::default(),
+        };
         Ok(Self {
             models: file.models,
             centroids: centroids.to_dtype(candle_core::DType::F32)?,
@@ -126,6 +230,7 @@ impl Router {
             embedding: file.embedding,
             defaults: file.routing,
             training: file.training,
+            learned,
             votes: Default::default(),
         })
     }

@@ -64,7 +64,7 @@ impl Router {
         if let Scoring::Reference(_) = params.scoring {
             let votes = params
                 .scoring
-                .cluster_votes(&stats.shrunk(&self.priors(), params.prior_strength))
+                .cluster_votes(&self.estimates(cluster, params.prior_strength))
                 .into_iter()
                 .map(Some)
                 .collect();

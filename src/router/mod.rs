@@ -9,11 +9,18 @@
 //!
 //! Two refinements of the paper's estimator, both off at their defaults' paper values
 //! (`prior_strength` 0, `bag` 1): cluster statistics shrunk toward each model's global means
-//! ([`ClusterStats::shrunk`]), and bagging, where one router holds `bag` k-means solutions of
+//! ([`ClusterStats::estimates`]), and bagging, where one router holds `bag` k-means solutions of
 //! different seeds and a query's totals are the mean of theirs.
+//!
+//! After training, a router keeps learning: [`Router::observe`] takes in an outcome (how well
+//! a model answered a routed query) in the cells of the clusters that voted for it ([`online`]),
+//! and [`Router::explore`] sometimes leaves the greedy choice so that a model that improved is
+//! found again.
 
 mod artifact;
 mod decision;
+mod explore;
+mod online;
 mod scoring;
 mod stats;
 
@@ -22,8 +29,10 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::embed::EmbeddingInfo;
 pub use artifact::ROUTER_FILE;
+pub use explore::Exploration;
+pub use online::{CellEvidence, Evidence, FeedbackSource, Learned, Observation};
 pub use scoring::{ReferenceScoring, Scoring};
-pub use stats::{ClusterStats, Priors};
+pub use stats::{ClusterStats, Estimates, Priors};
 
 use crate::cluster::{KMeans, KMeansConfig};
 use crate::error::{Error, Result};
@@ -148,15 +157,26 @@ pub struct Router {
     pub embedding: EmbeddingInfo,
     pub defaults: RouteParams,
     pub training: TrainingInfo,
+    /// Outcomes taken in since training ([`Router::observe`]).
+    learned: Learned,
     /// The `(clusters, models)` vote table of the last routing settings used; rebuilding it
     /// from the statistics was most of a lone query's routing time at bag > 1.
     votes: VoteCache,
 }
 
-/// A router's vote table for one set of routing settings. A clone starts empty (the clone's
-/// clusters may be narrowed, as in [`Router::first_members`]).
+/// A router's vote table for one set of routing settings, as of one [`Learned::version`]. A
+/// clone starts empty (the clone's clusters may be narrowed, as in [`Router::first_members`]).
 #[derive(Debug, Default)]
-struct VoteCache(std::sync::Mutex<Option<(RouteParams, Tensor)>>);
+struct VoteCache(std::sync::Mutex<Option<VoteTable>>);
+
+#[derive(Debug)]
+struct VoteTable {
+    params: RouteParams,
+    version: u64,
+    /// The table on the host, whose changed rows are rebuilt after outcomes arrive.
+    host: Vec<f32>,
+    tensor: Tensor,
+}
 
 impl Clone for VoteCache {
     fn clone(&self) -> Self {
@@ -227,6 +247,7 @@ impl Router {
             bag,
             embedding,
             defaults,
+            learned: Learned::default(),
             votes: VoteCache::default(),
             training: TrainingInfo {
                 data: data.path.display().to_string(),
@@ -263,8 +284,30 @@ impl Router {
             embedding,
             defaults,
             training,
+            learned: Learned::default(),
             votes: VoteCache::default(),
         }
+    }
+
+    /// Outcomes taken in since training.
+    pub fn learned(&self) -> &Learned {
+        &self.learned
+    }
+
+    /// Replaces what the router has learned (read back from a file, or carried over from a
+    /// router with the same clusters); its cells must be laid out for this router's clusters
+    /// and models.
+    pub fn set_learned(&mut self, learned: Learned) -> Result<()> {
+        let cells = self.clusters.len() * self.models.len();
+        if !learned.cells().is_empty() && learned.cells().len() != cells {
+            return Err(Error::Invalid(format!(
+                "learned statistics for {} cells, the router has {cells}",
+                learned.cells().len()
+            )));
+        }
+        self.learned = learned;
+        *self.votes.0.lock().expect("vote cache lock") = None;
+        Ok(())
     }
 
     /// Clusters per k-means solution.
@@ -278,12 +321,149 @@ impl Router {
         Priors::of(&self.clusters[..self.clusters_per_member()])
     }
 
+    /// Each model's accuracy and cost in `cluster` as routing sees them: the training
+    /// statistics with the outcomes learned since, shrunk with `prior_strength`.
+    pub fn estimates(&self, cluster: usize, prior_strength: f64) -> Estimates {
+        self.estimates_with(cluster, &self.priors(), prior_strength)
+    }
+
+    fn estimates_with(&self, cluster: usize, priors: &Priors, prior_strength: f64) -> Estimates {
+        self.clusters[cluster].estimates(
+            priors,
+            prior_strength,
+            self.learned.cluster(cluster, self.models.len()),
+        )
+    }
+
     /// Each model's score in `cluster` under `params` (shrinkage included), in model order;
     /// `None` where the model has no vote there.
     pub fn cluster_scores(&self, cluster: usize, params: &RouteParams) -> Vec<Option<f64>> {
         params
             .scoring
-            .cluster_scores(&self.clusters[cluster].shrunk(&self.priors(), params.prior_strength))
+            .cluster_scores(&self.estimates(cluster, params.prior_strength))
+    }
+
+    /// Takes in one outcome (see [`Observation`]): every voting cluster's cell of the model
+    /// moves toward the score (and the cost, when given) by its vote weight, forgetting with a
+    /// half-life of `half_life` observations per cell when set. The next routing uses it.
+    pub fn observe(&mut self, observation: &Observation, half_life: Option<f64>) -> Result<()> {
+        let invalid = |message: String| Err(Error::Invalid(message));
+        if observation.model >= self.models.len() {
+            return invalid(format!(
+                "outcome for model {} of a router with {}",
+                observation.model,
+                self.models.len()
+            ));
+        }
+        if !(0.0..=1.0).contains(&observation.score) {
+            return invalid(format!(
+                "a score must be in [0, 1], got {}",
+                observation.score
+            ));
+        }
+        if let Some(cost) = observation.cost.filter(|c| !(c.is_finite() && *c >= 0.0)) {
+            return invalid(format!("a cost must be a finite number ≥ 0, got {cost}"));
+        }
+        if let Some(h) = half_life.filter(|h| !(h.is_finite() && *h > 0.0)) {
+            return invalid(format!("the half-life must be a positive number, got {h}"));
+        }
+        if observation.votes.is_empty() {
+            return invalid("an outcome needs the clusters that voted for its query".into());
+        }
+        for &(cluster, weight) in &observation.votes {
+            if cluster as usize >= self.clusters.len() || !(weight.is_finite() && weight >= 0.0) {
+                return invalid(format!(
+                    "vote ({cluster}, {weight}): expected a cluster below {} with a weight ≥ 0",
+                    self.clusters.len()
+                ));
+            }
+        }
+        self.learned.add(
+            observation,
+            self.bag,
+            self.clusters.len(),
+            self.models.len(),
+            half_life,
+        );
+        Ok(())
+    }
+
+    /// The outcome `score` (and `cost`) of `model` on query `i` of `routed`, for
+    /// [`Router::observe`].
+    pub fn observation(
+        routed: &RoutedBatch,
+        i: usize,
+        model: usize,
+        score: f64,
+        cost: Option<f64>,
+    ) -> Observation {
+        Observation {
+            votes: routed
+                .nearest(i)
+                .map(|(cluster, _, weight)| (cluster as u32, weight))
+                .collect(),
+            model,
+            score,
+            cost,
+        }
+    }
+
+    /// Routes `queries` (`(n, dim)`, L2-normalised) with `params` to find the clusters that
+    /// vote for each, then takes in query `i`'s `outcomes[i]`: (model, score, cost) each.
+    /// Returns the outcomes taken in; `source` names them in the router's provenance.
+    pub fn observe_queries(
+        &mut self,
+        queries: &Tensor,
+        outcomes: &[Vec<(usize, f64, Option<f64>)>],
+        params: &RouteParams,
+        half_life: Option<f64>,
+        source: &str,
+    ) -> Result<u64> {
+        if queries.dim(0)? != outcomes.len() {
+            return Err(Error::Invalid(format!(
+                "{} queries for {} lists of outcomes",
+                queries.dim(0)?,
+                outcomes.len()
+            )));
+        }
+        let routed = self.route(queries, params)?;
+        let mut taken = 0;
+        for (i, outcomes) in outcomes.iter().enumerate() {
+            for &(model, score, cost) in outcomes {
+                self.observe(
+                    &Self::observation(&routed, i, model, score, cost),
+                    half_life,
+                )?;
+                taken += 1;
+            }
+        }
+        self.learned.note_source(source, taken, half_life);
+        Ok(taken)
+    }
+
+    /// Provenance of outcomes taken in one by one with [`Router::observe`].
+    pub fn note_feedback_source(
+        &mut self,
+        source: &str,
+        observations: u64,
+        half_life: Option<f64>,
+    ) {
+        self.learned.note_source(source, observations, half_life);
+    }
+
+    /// A digest of the clusters (bag and every centroid's bits): two routers with the same
+    /// fingerprint assign every query to the same clusters, so what one learned applies to
+    /// the other.
+    pub fn clusters_fingerprint(&self) -> Result<String> {
+        use sha2::{Digest, Sha256};
+        let centroids = self.centroids.flatten_all()?.to_vec1::<f32>()?;
+        let mut hash = Sha256::new();
+        hash.update((self.bag as u64).to_le_bytes());
+        hash.update((self.embedding.dim as u64).to_le_bytes());
+        for x in centroids {
+            hash.update(x.to_le_bytes());
+        }
+        Ok(hex::encode(hash.finalize()))
     }
 
     /// The first `bag` members of this router (a router with fewer k-means solutions).
@@ -298,6 +478,7 @@ impl Router {
         Ok(Router {
             centroids: self.centroids.narrow(0, 0, bag * k)?,
             clusters: self.clusters[..bag * k].to_vec(),
+            learned: self.learned.first_clusters(bag * k, self.models.len()),
             bag,
             training: TrainingInfo {
                 bag,
@@ -311,36 +492,52 @@ impl Router {
         self.centroids.device()
     }
 
-    /// Each cluster's vote per model under `params`, `(bag·clusters, models)` on the device
-    /// (built once per scoring and prior strength, then reused).
+    /// Each cluster's vote per model under `params`, `(bag·clusters, models)` on the device:
+    /// built once per scoring and prior strength, then reused, with only the rows of clusters
+    /// that took in outcomes rebuilt.
     fn vote_table(&self, params: &RouteParams) -> Result<Tensor> {
         let same = |cached: &RouteParams| {
             cached.scoring == params.scoring && cached.prior_strength == params.prior_strength
         };
+        let version = self.learned.version();
         let mut cache = self.votes.0.lock().expect("vote cache lock");
-        if let Some((cached, votes)) = cache.as_ref() {
-            if same(cached) {
-                return Ok(votes.clone());
+        let models = self.models.len();
+        let priors = self.priors();
+        let votes = |c: usize| {
+            let estimates = self.estimates_with(c, &priors, params.prior_strength);
+            params.scoring.cluster_votes(&estimates)
+        };
+        match cache.as_mut() {
+            Some(table) if same(&table.params) && table.version == version => {}
+            Some(table) if same(&table.params) => {
+                for c in 0..self.clusters.len() {
+                    if self.learned.changed_since(c, table.version) {
+                        let row = &mut table.host[c * models..(c + 1) * models];
+                        for (slot, vote) in row.iter_mut().zip(votes(c)) {
+                            *slot = vote as f32;
+                        }
+                    }
+                }
+                table.tensor =
+                    Tensor::from_slice(&table.host, (self.clusters.len(), models), self.device())?;
+                table.version = version;
+            }
+            _ => {
+                let host: Vec<f32> = (0..self.clusters.len())
+                    .flat_map(votes)
+                    .map(|v| v as f32)
+                    .collect();
+                let tensor =
+                    Tensor::from_slice(&host, (self.clusters.len(), models), self.device())?;
+                *cache = Some(VoteTable {
+                    params: *params,
+                    version,
+                    host,
+                    tensor,
+                });
             }
         }
-        let priors = self.priors();
-        let votes: Vec<f32> = self
-            .clusters
-            .iter()
-            .flat_map(|stats| {
-                params
-                    .scoring
-                    .cluster_votes(&stats.shrunk(&priors, params.prior_strength))
-            })
-            .map(|v| v as f32)
-            .collect();
-        let votes = Tensor::from_vec(
-            votes,
-            (self.clusters.len(), self.models.len()),
-            self.device(),
-        )?;
-        *cache = Some((*params, votes.clone()));
-        Ok(votes)
+        Ok(cache.as_ref().expect("just filled").tensor.clone())
     }
 
     /// Routes a batch of query embeddings (`(n, dim)`, L2-normalised) on the router's device.

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::stats::ClusterStats;
+use super::stats::Estimates;
 use crate::error::{Error, Result};
 
 /// A scoring rule. Both are exact reproductions: `Paper` of the paper's formula, `Reference` of
@@ -96,7 +96,7 @@ impl Scoring {
 
     /// Each model's score within one cluster, in model order; `None` where the model has no
     /// data there (it then gets no vote from the cluster).
-    pub fn cluster_scores(&self, stats: &ClusterStats) -> Vec<Option<f64>> {
+    pub fn cluster_scores(&self, stats: &Estimates) -> Vec<Option<f64>> {
         let known =
             |values: &[Option<f64>]| -> Vec<f64> { values.iter().flatten().copied().collect() };
         let (accuracies, costs) = (known(&stats.accuracy), known(&stats.cost));
@@ -152,7 +152,7 @@ impl Scoring {
 
     /// What each model adds to a query's total per unit of cluster weight, in model order:
     /// the score itself (`Paper`) or `1/(rank+1)` (`Reference`); 0 without data.
-    pub fn cluster_votes(&self, stats: &ClusterStats) -> Vec<f64> {
+    pub fn cluster_votes(&self, stats: &Estimates) -> Vec<f64> {
         let scores = self.cluster_scores(stats);
         match self {
             Scoring::Paper { .. } => scores.iter().map(|s| s.unwrap_or(0.0)).collect(),

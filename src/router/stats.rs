@@ -1,10 +1,9 @@
 //! Per-cluster, per-model statistics of the training records, and their shrinkage toward each
 //! model's global means.
 
-use std::borrow::Cow;
-
 use serde::{Deserialize, Serialize};
 
+use super::online::{CellEvidence, Evidence};
 use crate::records::RoutingRecord;
 
 /// One cluster's training queries and, per model (in the router's model order), how many of
@@ -96,34 +95,93 @@ impl Priors {
     }
 }
 
+/// One cluster's point estimates per model, in the router's model order: what scoring turns
+/// into votes. `None` where a model has no data there (it then gets no vote from the cluster).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Estimates {
+    pub accuracy: Vec<Option<f64>>,
+    pub cost: Vec<Option<f64>>,
+}
+
 impl ClusterStats {
-    /// The statistics shrunk toward `priors` with strength `m` (pseudo-answers at the global
-    /// mean): `(n·mean + m·global) / (n + m)` for accuracy and for cost. A model without answers
-    /// in the cluster then gets its global means (a vote) instead of none; one without any
-    /// answer in training stays without. `m = 0` returns the statistics untouched, which is the
-    /// paper's estimator exactly.
-    pub fn shrunk(&self, priors: &Priors, m: f64) -> Cow<'_, ClusterStats> {
-        if m == 0.0 {
-            return Cow::Borrowed(self);
-        }
-        let shrink = |means: &[Option<f64>], globals: &[Option<f64>]| -> Vec<Option<f64>> {
-            means
-                .iter()
-                .zip(globals)
-                .zip(&self.count)
-                .map(|((mean, global), &n)| {
-                    let global = (*global)?;
-                    let n = n as f64;
-                    Some((mean.unwrap_or(0.0) * n + m * global) / (n + m))
-                })
-                .collect()
+    /// The estimates routing uses: the training means, with the outcomes `learned` since
+    /// training (one cell per model, `None` before any) taken in, shrunk toward `priors` with
+    /// strength `m` (pseudo-answers at the global mean): `(n·mean + m·global) / (n + m)` for
+    /// accuracy and for cost, `n` counting training answers and observed outcomes alike. A
+    /// model without answers in the cluster then gets its global means (a vote) instead of
+    /// none; one without any answer in training votes only where outcomes were observed.
+    /// `m = 0` without outcomes gives the training means untouched: the paper's estimator.
+    pub fn estimates(
+        &self,
+        priors: &Priors,
+        m: f64,
+        learned: Option<&[CellEvidence]>,
+    ) -> Estimates {
+        let shrink = |(n, mean): (f64, Option<f64>), global: Option<f64>| match global {
+            Some(global) if m > 0.0 => Some((mean.unwrap_or(0.0) * n + m * global) / (n + m)),
+            _ => mean,
         };
-        Cow::Owned(ClusterStats {
-            size: self.size,
-            count: self.count.clone(),
-            accuracy: shrink(&self.accuracy, &priors.accuracy),
-            cost: shrink(&self.cost, &priors.cost),
-        })
+        let models = self.count.len();
+        Estimates {
+            accuracy: (0..models)
+                .map(|i| shrink(self.accuracy_evidence(i, learned), priors.accuracy[i]))
+                .collect(),
+            cost: (0..models)
+                .map(|i| shrink(self.cost_evidence(i, learned), priors.cost[i]))
+                .collect(),
+        }
+    }
+
+    /// Each model's accuracy posterior in this cluster, as Beta `(a, b)` pseudo-counts: the
+    /// answers and outcomes counted by [`ClusterStats::estimates`] (a score `s` counting `s`
+    /// successes and `1 − s` failures), the `m` pseudo-answers at the global mean, and half a
+    /// success and half a failure (Jeffreys' prior) so that no count is zero. Its mean is the
+    /// shrunk estimate up to that half; `None` where the model has no estimate.
+    pub fn accuracy_posterior(
+        &self,
+        priors: &Priors,
+        m: f64,
+        learned: Option<&[CellEvidence]>,
+    ) -> Vec<Option<(f64, f64)>> {
+        (0..self.count.len())
+            .map(|i| {
+                let (n, mean) = self.accuracy_evidence(i, learned);
+                let (prior_n, global) = match priors.accuracy[i] {
+                    Some(global) if m > 0.0 => (m, global),
+                    _ => (0.0, 0.0),
+                };
+                if mean.is_none() && prior_n == 0.0 {
+                    return None;
+                }
+                let mean = mean.unwrap_or(0.0);
+                Some((
+                    n * mean + prior_n * global + 0.5,
+                    n * (1.0 - mean) + prior_n * (1.0 - global) + 0.5,
+                ))
+            })
+            .collect()
+    }
+
+    /// Model `i`'s accuracy answers and outcomes: (count, mean).
+    fn accuracy_evidence(&self, i: usize, learned: Option<&[CellEvidence]>) -> (f64, Option<f64>) {
+        Self::with_learned(
+            self.count[i],
+            self.accuracy[i],
+            learned.map(|c| &c[i].accuracy),
+        )
+    }
+
+    fn cost_evidence(&self, i: usize, learned: Option<&[CellEvidence]>) -> (f64, Option<f64>) {
+        Self::with_learned(self.count[i], self.cost[i], learned.map(|c| &c[i].cost))
+    }
+
+    /// The training answers' count and mean with the evidence learned since (untouched
+    /// evidence leaves the training mean bit for bit as it was).
+    fn with_learned(n: usize, mean: Option<f64>, learned: Option<&Evidence>) -> (f64, Option<f64>) {
+        match learned {
+            Some(evidence) if !evidence.is_untouched() => evidence.combine(n as f64, mean),
+            _ => (n as f64, mean),
+        }
     }
 }
 
@@ -160,15 +218,31 @@ mod tests {
         let global_cost_0 = (2.0 * 0.02 + 6.0 * 0.01) / 8.0;
         assert!((priors.cost[0].unwrap() - global_cost_0).abs() < 1e-15);
 
-        let shrunk = a.shrunk(&priors, 2.0);
+        let shrunk = a.estimates(&priors, 2.0, None);
         // (2·1 + 2·5/8) / (2 + 2) = 13/16; a model absent from the cluster gets its global mean.
         assert_eq!(shrunk.accuracy, vec![Some(13.0 / 16.0), Some(0.25), None]);
         assert!((shrunk.cost[0].unwrap() - (2.0 * 0.02 + 2.0 * global_cost_0) / 4.0).abs() < 1e-15);
         assert_eq!(shrunk.cost[1], Some(0.004));
-        assert_eq!(shrunk.count, a.count);
 
-        // Strength 0 is the paper's estimator, untouched (not recomputed).
-        assert!(matches!(a.shrunk(&priors, 0.0), Cow::Borrowed(_)));
-        assert_eq!(*b.shrunk(&priors, 0.0), b);
+        // Strength 0 is the paper's estimator: the training means as they are.
+        let paper = b.estimates(&priors, 0.0, None);
+        assert_eq!(
+            (paper.accuracy, paper.cost),
+            (b.accuracy.clone(), b.cost.clone())
+        );
+
+        // Outcomes observed after training count like answers: model 1 gets 2 outcomes of
+        // score 1 in A (where it had none), model 2 (never trained) 1 outcome of 0.5.
+        let mut cells = vec![CellEvidence::default(); 3];
+        cells[1].accuracy.add(2.0, 1.0, None);
+        cells[2].accuracy.add(1.0, 0.5, None);
+        let learned = a.estimates(&priors, 2.0, Some(&cells));
+        // (2·1 + 2·1/4) / (2 + 2); model 2 has no global mean to shrink toward.
+        assert_eq!(
+            learned.accuracy,
+            vec![Some(13.0 / 16.0), Some(0.625), Some(0.5)]
+        );
+        // No cost was observed: the costs are as before.
+        assert_eq!(learned.cost, shrunk.cost);
     }
 }

@@ -10,19 +10,23 @@ use axum::response::{IntoResponse, Response};
 use futures_util::{stream, StreamExt};
 use serde_json::Value;
 
+use super::config::ServeConfig;
 use super::metrics::{Metrics, Stage};
 use super::openai::{parse_model, routing_text, ApiError, ModelChoice};
 use super::upstream::{Answer, AnswerBody, Failure, Outcome};
 use super::{AppState, JsonBody};
+use crate::engine::Decision;
 
 const MODEL_HEADER: &str = "x-kroute-model";
 const ALPHA_HEADER: &str = "x-kroute-alpha";
 const ROUTE_MS_HEADER: &str = "x-kroute-route-ms";
 const FALLBACKS_HEADER: &str = "x-kroute-fallbacks";
+pub const DECISION_HEADER: &str = "x-kroute-decision-id";
+pub const EXPLORED_HEADER: &str = "x-kroute-explored";
 
-/// How the model was picked, for the response headers.
+/// How the model was picked, for the response headers and for remembering the decision.
 struct Routing {
-    alpha: f64,
+    decision: Decision,
     time: Duration,
 }
 
@@ -47,7 +51,7 @@ pub async fn chat_completions(
         .and_then(Value::as_bool)
         .unwrap_or(false);
 
-    let config = &state.config;
+    let config = state.config();
     let (candidates, routing) = match parse_model(model, config.routing, |name| {
         config.upstreams.contains_key(name)
     })? {
@@ -55,26 +59,34 @@ pub async fn chat_completions(
         ModelChoice::Routed(params) => {
             let text = routing_text(messages, state.options.route_on)?;
             let decision = state.route(text, params).await?;
-            let models = &state.engine.info().models;
-            let ranked: Vec<String> = decision
-                .ranking
-                .iter()
+            let ranked: Vec<String> = (0..decision.ranking.len())
                 .take(1 + state.options.max_fallbacks)
-                .map(|&(m, _)| models[m].clone())
+                .map(|rank| decision.model(rank).to_string())
                 .collect();
             let routing = Routing {
-                alpha: params.scoring.alpha(),
+                decision,
                 time: started.elapsed(),
             };
             (ranked, Some(routing))
         }
     };
-    forward(&state, &body, &candidates, stream, routing, started).await
+    forward(
+        &state,
+        &config,
+        &body,
+        &candidates,
+        stream,
+        routing,
+        started,
+    )
+    .await
 }
 
-/// Tries the candidates in order until one answers; see [`Outcome`] for what moves on.
+/// Tries the candidates in order until one answers; see [`Outcome`] for what moves on. A
+/// routed request's decision is remembered with the model that answered.
 async fn forward(
     state: &AppState,
+    config: &ServeConfig,
     body: &Value,
     candidates: &[String],
     stream: bool,
@@ -84,7 +96,11 @@ async fn forward(
     let metrics = &state.metrics;
     let mut failures: Vec<(String, Failure)> = Vec::new();
     for (attempt, name) in candidates.iter().enumerate() {
-        let upstream = &state.config.upstreams[name];
+        let Some(upstream) = config.upstreams.get(name) else {
+            tracing::warn!("{name} has no upstream in the configuration in use; skipped");
+            failures.push((name.clone(), Failure::Unconfigured));
+            continue;
+        };
         let answer = match state.upstream.chat(upstream, body, stream).await {
             Outcome::Answer(answer) => {
                 if let (Some(price), AnswerBody::Full(bytes)) = (upstream.price, &answer.body) {
@@ -128,11 +144,15 @@ async fn forward(
         set(MODEL_HEADER, name.clone());
         set(FALLBACKS_HEADER, attempt.to_string());
         if let Some(routing) = &routing {
-            set(ALPHA_HEADER, routing.alpha.to_string());
+            let decision = &routing.decision;
+            set(ALPHA_HEADER, decision.params.scoring.alpha().to_string());
             set(
                 ROUTE_MS_HEADER,
                 format!("{:.3}", routing.time.as_secs_f64() * 1e3),
             );
+            // Candidates are the ranking's first models, so the attempt is the rank.
+            set(DECISION_HEADER, state.engine.remember(decision, attempt));
+            set(EXPLORED_HEADER, decision.explored.to_string());
         }
         return Ok(response);
     }

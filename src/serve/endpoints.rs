@@ -11,6 +11,7 @@ use axum::Json;
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
+use super::chat::{DECISION_HEADER, EXPLORED_HEADER};
 use super::openai::{parse_model, routing_text, ApiError, ModelChoice, ROUTED_MODEL};
 use super::{engine_error, AppState, JsonBody};
 
@@ -71,18 +72,19 @@ pub async fn embeddings(
 
 /// `POST /v1/route`: the decision alone. The text is `input`, or taken from `messages` as for a
 /// chat request; `model` may carry settings (`kroute:alpha=0.3`); `explain: true` adds the
-/// nearest clusters and each model's score in them.
+/// nearest clusters and each model's score in them. The decision is remembered as answered by
+/// the chosen model (`decision_id`, for `/v1/feedback`).
 pub async fn route(
     State(state): State<Arc<AppState>>,
     JsonBody(body): JsonBody,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let started = Instant::now();
     let model = body
         .get("model")
         .and_then(Value::as_str)
         .unwrap_or(ROUTED_MODEL);
     // Every name but `kroute[:settings]` is unknown here: there is nothing to decide.
-    let ModelChoice::Routed(params) = parse_model(model, state.config.routing, |_| false)? else {
+    let ModelChoice::Routed(params) = parse_model(model, state.config().routing, |_| false)? else {
         return Err(ApiError::unknown_model(model));
     };
     let text = match (body.get("input"), body.get("messages")) {
@@ -99,14 +101,17 @@ pub async fn route(
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let decision = state.route(text, params).await?;
-    let models = &state.engine.info().models;
+    let decision_id = state.engine.remember(&decision, 0);
+    let models = &decision.info.models;
     let ranking: Vec<Value> = decision
         .ranking
         .iter()
         .map(|&(m, score)| json!({"model": models[m], "score": score}))
         .collect();
     let mut answer = json!({
-        "model": models[decision.best()],
+        "model": decision.model(0),
+        "decision_id": decision_id,
+        "explored": decision.explored,
         "alpha": params.scoring.alpha(),
         "ranking": ranking,
         "tokens": decision.tokens,
@@ -133,7 +138,16 @@ pub async fn route(
             })
             .collect();
     }
-    Ok(Json(answer))
+    let mut response = Json(answer).into_response();
+    for (name, value) in [
+        (DECISION_HEADER, decision_id),
+        (EXPLORED_HEADER, decision.explored.to_string()),
+    ] {
+        if let Ok(value) = value.parse() {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    Ok(response)
 }
 
 /// `GET /v1/models`: `kroute` (routed) and every model that can be named directly.
@@ -142,7 +156,7 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
     let data: Vec<Value> = std::iter::once(entry(ROUTED_MODEL, "kroute"))
         .chain(
             state
-                .config
+                .config()
                 .upstreams
                 .keys()
                 .map(|name| entry(name, "upstream")),

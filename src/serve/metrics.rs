@@ -23,6 +23,7 @@ pub enum Stage {
     Route,
     UpstreamFirstByte,
     Total,
+    Feedback,
 }
 
 impl Stage {
@@ -34,6 +35,7 @@ impl Stage {
             Stage::Route => "route",
             Stage::UpstreamFirstByte => "upstream_first_byte",
             Stage::Total => "total",
+            Stage::Feedback => "feedback",
         }
     }
 }
@@ -45,6 +47,9 @@ pub struct Metrics {
     fallbacks: Family<PairLabels, Counter>,
     upstream_errors: Family<PairLabels, Counter>,
     upstream_cost: Family<Labels, Counter<f64>>,
+    explored: Family<Labels, Counter>,
+    feedback: Family<PairLabels, Counter>,
+    reloads: Family<Labels, Counter>,
     latency: Family<Labels, Histogram, fn() -> Histogram>,
     batches: Counter,
     batch_requests: Histogram,
@@ -90,10 +95,29 @@ impl Default for Metrics {
             "Upstream spend from the answers' token usage and the configured prices",
             upstream_cost.clone(),
         );
+        let explored = Family::default();
+        registry.register(
+            "explored",
+            "Routing decisions that left the greedy choice to explore, by chosen model",
+            explored.clone(),
+        );
+        let feedback = Family::default();
+        registry.register(
+            "feedback",
+            "Outcomes posted to /v1/feedback, by model and result (recorded, duplicate)",
+            feedback.clone(),
+        );
+        let reloads = Family::default();
+        registry.register(
+            "reloads",
+            "Configuration and router reloads, by result (ok, refused)",
+            reloads.clone(),
+        );
         let latency = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
         registry.register(
             "latency_seconds",
-            "Request latency by stage: tokenize, queue, embed, route, upstream_first_byte, total",
+            "Request latency by stage: tokenize, queue, embed, route, upstream_first_byte, total, \
+             feedback",
             latency.clone(),
         );
         let batches = Counter::default();
@@ -119,6 +143,9 @@ impl Default for Metrics {
             fallbacks,
             upstream_errors,
             upstream_cost,
+            explored,
+            feedback,
+            reloads,
             latency,
             batches,
             batch_requests,
@@ -138,8 +165,26 @@ impl Metrics {
             .inc();
     }
 
-    pub fn routed(&self, model: &str) {
+    pub fn routed(&self, model: &str, explored: bool) {
         self.routed.get_or_create(&[("model", model.into())]).inc();
+        if explored {
+            self.explored
+                .get_or_create(&[("model", model.into())])
+                .inc();
+        }
+    }
+
+    pub fn feedback(&self, model: &str, duplicate: bool) {
+        let result = if duplicate { "duplicate" } else { "recorded" };
+        self.feedback
+            .get_or_create(&[("model", model.into()), ("result", result.into())])
+            .inc();
+    }
+
+    pub fn reload(&self, result: &str) {
+        self.reloads
+            .get_or_create(&[("result", result.into())])
+            .inc();
     }
 
     pub fn fallback(&self, from: &str, to: &str) {

@@ -4,24 +4,32 @@
 //! - [`config`]: `kroute.toml`, where each model is served;
 //! - [`openai`]: the wire format: errors, `model` conventions, the text that is routed on;
 //! - [`upstream`]: calling a provider and judging a failure;
-//! - `chat`, `endpoints`: the handlers; [`metrics`]: Prometheus.
+//! - `chat`, `endpoints`, `feedback`, `admin`: the handlers; [`metrics`]: Prometheus.
+//!
+//! The served router and configuration are swapped whole on a reload ([`Server::reload`]): a
+//! request reads the configuration once and finishes with it.
 
+mod admin;
 mod chat;
 pub mod config;
 mod endpoints;
+mod feedback;
 pub mod metrics;
 pub mod openai;
 pub mod upstream;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
+use candle_core::Device;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
@@ -33,7 +41,7 @@ use openai::{ApiError, RouteOn};
 use upstream::UpstreamClient;
 
 use crate::embed::Embedder;
-use crate::engine::{Decision, Engine, EngineError, EngineOptions};
+use crate::engine::{Decision, Engine, EngineError, EngineOptions, ReloadReport};
 use crate::error::{Error, Result};
 use crate::router::{RouteParams, Router};
 
@@ -48,6 +56,13 @@ pub struct ServeOptions {
     pub max_body_bytes: usize,
     /// Requests in flight at most (beyond it: 429).
     pub max_concurrent_requests: usize,
+    /// Keys accepted by `/v1/feedback` besides the client keys (for a judge or a labelling
+    /// pipeline that should not make requests).
+    pub feedback_keys: Vec<String>,
+    /// The key of `/admin/*`; `None`: those endpoints are refused.
+    pub admin_key: Option<String>,
+    /// Where a reload reads the configuration and the router from; `None`: no reloads.
+    pub reload: Option<ReloadSource>,
 }
 
 impl Default for ServeOptions {
@@ -58,20 +73,52 @@ impl Default for ServeOptions {
             api_keys: Vec::new(),
             max_body_bytes: 4 << 20,
             max_concurrent_requests: 512,
+            feedback_keys: Vec::new(),
+            admin_key: None,
+            reload: None,
         }
+    }
+}
+
+/// Environment lookups of a configuration (the process environment in production).
+pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// What a reload re-reads.
+#[derive(Clone)]
+pub struct ReloadSource {
+    /// `kroute.toml`.
+    pub config: PathBuf,
+    /// The router directory.
+    pub router: PathBuf,
+    pub env: EnvLookup,
+}
+
+impl std::fmt::Debug for ReloadSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReloadSource")
+            .field("config", &self.config)
+            .field("router", &self.router)
+            .finish_non_exhaustive()
     }
 }
 
 /// What every handler shares.
 pub struct AppState {
     engine: Engine,
-    config: ServeConfig,
+    config: ArcSwap<ServeConfig>,
     options: ServeOptions,
     upstream: UpstreamClient,
     metrics: Arc<Metrics>,
     /// SHA-256 of each client key: comparing digests does not leak a key's prefix via timing.
     key_digests: Vec<[u8; 32]>,
+    /// Client keys and feedback keys: who may post outcomes.
+    feedback_digests: Vec<[u8; 32]>,
+    admin_digest: Option<[u8; 32]>,
     in_flight: Arc<Semaphore>,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
+    /// Where reloaded routers are loaded.
+    device: Device,
 }
 
 impl AppState {
@@ -83,9 +130,13 @@ impl AppState {
             .await
             .map_err(engine_error)?;
         self.metrics.engine_timings(&decision.timings);
-        self.metrics
-            .routed(&self.engine.info().models[decision.best()]);
+        self.metrics.routed(decision.model(0), decision.explored);
         Ok(decision)
+    }
+
+    /// The configuration as of now (a reload swaps it whole).
+    fn config(&self) -> Arc<ServeConfig> {
+        self.config.load_full()
     }
 }
 
@@ -119,20 +170,39 @@ impl Server {
             let metrics = metrics.clone();
             Box::new(move |report: &_| metrics.batch(report))
         };
-        let engine = Engine::start(embedder, router, engine, Some(observer));
+        let device = router.device().clone();
+        let engine = Engine::start(embedder, router, engine, Some(observer))?;
         let upstream =
             UpstreamClient::new().map_err(|e| Error::Invalid(format!("HTTP client: {e}")))?;
+        let key_digests: Vec<[u8; 32]> = options.api_keys.iter().map(|k| digest(k)).collect();
+        let feedback_digests = match options.feedback_keys.is_empty() {
+            true => key_digests.clone(),
+            false => (options.api_keys.iter().chain(&options.feedback_keys))
+                .map(|k| digest(k))
+                .collect(),
+        };
         Ok(Server {
             state: Arc::new(AppState {
-                key_digests: options.api_keys.iter().map(|k| digest(k)).collect(),
+                key_digests,
+                feedback_digests,
+                admin_digest: options.admin_key.as_deref().map(digest),
                 in_flight: Arc::new(Semaphore::new(options.max_concurrent_requests)),
+                reloading: tokio::sync::Mutex::new(()),
+                device,
                 engine,
-                config,
+                config: ArcSwap::from_pointee(config),
                 options,
                 upstream,
                 metrics,
             }),
         })
+    }
+
+    /// Re-reads the configuration and the router ([`ServeOptions::reload`]), checks both, and
+    /// swaps them in; on any error the running ones keep serving. `discard_learned` allows a
+    /// router with other clusters to replace one that has learned outcomes.
+    pub async fn reload(&self, discard_learned: bool) -> Result<ReloadReport, String> {
+        reload(&self.state, discard_learned).await
     }
 
     /// The HTTP routes.
@@ -143,8 +213,23 @@ impl Server {
             .route("/v1/route", post(endpoints::route))
             .route("/v1/models", get(endpoints::models))
             .route_layer(middleware::from_fn_with_state(self.state.clone(), admit));
+        let feedback = axum::Router::new()
+            .route("/v1/feedback", post(feedback::feedback))
+            .route_layer(middleware::from_fn_with_state(
+                self.state.clone(),
+                admit_feedback,
+            ));
+        let admin = axum::Router::new()
+            .route("/admin/reload", post(admin::reload))
+            .route("/admin/state", get(admin::state))
+            .route_layer(middleware::from_fn_with_state(
+                self.state.clone(),
+                admit_admin,
+            ));
         axum::Router::new()
             .merge(api)
+            .merge(feedback)
+            .merge(admin)
             .route("/health", get(endpoints::health))
             .route("/metrics", get(endpoints::metrics))
             .fallback(|| async { ApiError::not_found("no such endpoint") })
@@ -153,8 +238,8 @@ impl Server {
             .with_state(self.state.clone())
     }
 
-    /// Serves on `listener` until `shutdown` resolves, then stops accepting and finishes the
-    /// requests in flight.
+    /// Serves on `listener` until `shutdown` resolves, then stops accepting, finishes the
+    /// requests in flight and writes a last snapshot of what was learned.
     pub async fn run(
         self,
         listener: TcpListener,
@@ -162,8 +247,128 @@ impl Server {
     ) -> std::io::Result<()> {
         axum::serve(listener, self.app())
             .with_graceful_shutdown(shutdown)
-            .await
+            .await?;
+        let engine = self.state.engine.clone();
+        match tokio::task::spawn_blocking(move || engine.snapshot()).await {
+            Ok(Ok(Some(snapshot))) => tracing::info!("last snapshot {}", snapshot.path),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                tracing::error!("last snapshot failed (the log holds every outcome): {e}")
+            }
+            Err(e) => tracing::error!("last snapshot failed: {e}"),
+        }
+        Ok(())
     }
+
+    /// A handle for reloading while [`Server::run`] serves.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            state: self.state.clone(),
+        }
+    }
+}
+
+/// Reloads a running server (from a signal handler, say).
+#[derive(Clone)]
+pub struct ServerHandle {
+    state: Arc<AppState>,
+}
+
+impl ServerHandle {
+    /// See [`Server::reload`].
+    pub async fn reload(&self, discard_learned: bool) -> Result<ReloadReport, String> {
+        reload(&self.state, discard_learned).await
+    }
+}
+
+async fn reload(state: &Arc<AppState>, discard_learned: bool) -> Result<ReloadReport, String> {
+    let _one_at_a_time = state.reloading.lock().await;
+    let result = reload_once(state, discard_learned).await;
+    match &result {
+        Ok(report) => {
+            state.metrics.reload("ok");
+            tracing::info!(
+                "reloaded: router generation {}, models added {:?}, removed {:?}, {} outcomes \
+                 carried over",
+                report.generation,
+                report.added,
+                report.removed,
+                report.carried_over
+            );
+        }
+        Err(why) => {
+            state.metrics.reload("refused");
+            tracing::error!(
+                "reload refused, the running configuration and router keep serving: {why}"
+            );
+        }
+    }
+    result
+}
+
+async fn reload_once(state: &Arc<AppState>, discard_learned: bool) -> Result<ReloadReport, String> {
+    let source = state
+        .options
+        .reload
+        .clone()
+        .ok_or("this server was started without paths to reload from")?;
+    let device = state.device.clone();
+    let (router, config) = tokio::task::spawn_blocking(move || {
+        let router = Router::load(&source.router, &device)?;
+        let config = ServeConfig::load(&source.config, &router.models, router.defaults, |var| {
+            (source.env)(var)
+        })?;
+        Ok::<_, Error>((router, config))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    let report = state.engine.swap_router(router, discard_learned).await?;
+    state.config.store(Arc::new(config));
+    Ok(report)
+}
+
+/// Whether the request's bearer key is one of `digests` (none configured: anyone).
+fn authorised(request: &Request, digests: &[[u8; 32]]) -> bool {
+    if digests.is_empty() {
+        return true;
+    }
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|key| digest(key.trim()));
+    presented.is_some_and(|d| digests.contains(&d))
+}
+
+/// Authentication for `/v1/feedback`: a client key or a feedback key.
+async fn admit_feedback(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if !authorised(&request, &state.feedback_digests) {
+        return Err(ApiError::unauthorized());
+    }
+    Ok(next.run(request).await)
+}
+
+/// Authentication for `/admin/*`: the admin key, and no way in without one configured.
+async fn admit_admin(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let Some(admin) = state.admin_digest else {
+        return Err(ApiError::forbidden(
+            "the admin endpoints are off: start kroute serve with --admin-key",
+        ));
+    };
+    if !authorised(&request, &[admin]) {
+        return Err(ApiError::unauthorized());
+    }
+    Ok(next.run(request).await)
 }
 
 /// Authentication and back-pressure for the API routes.
@@ -172,16 +377,8 @@ async fn admit(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    if !state.key_digests.is_empty() {
-        let presented = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(|key| digest(key.trim()));
-        if !presented.is_some_and(|d| state.key_digests.contains(&d)) {
-            return Err(ApiError::unauthorized());
-        }
+    if !authorised(&request, &state.key_digests) {
+        return Err(ApiError::unauthorized());
     }
     let _permit = state.in_flight.clone().try_acquire_owned().map_err(|_| {
         ApiError::overloaded(format!(

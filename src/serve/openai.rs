@@ -21,7 +21,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             message: message.into(),
@@ -30,7 +30,7 @@ impl ApiError {
         }
     }
 
-    fn code(mut self, code: &'static str) -> Self {
+    pub fn code(mut self, code: &'static str) -> Self {
         self.code = Some(code);
         self
     }
@@ -55,6 +55,18 @@ impl ApiError {
             format!("the model `{model}` does not exist; GET /v1/models lists the models"),
         )
         .code("model_not_found")
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "invalid_request_error", message)
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "invalid_request_error", message)
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message)
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {

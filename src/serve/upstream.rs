@@ -43,6 +43,8 @@ pub enum Failure {
     /// 429 or 5xx, with the provider's body.
     Status(StatusCode, Bytes),
     Transport(String),
+    /// The configuration in use has no upstream for the model (a reload is switching both).
+    Unconfigured,
 }
 
 impl Failure {
@@ -53,6 +55,7 @@ impl Failure {
             Failure::Timeout => "timeout".into(),
             Failure::Status(status, _) => status.as_u16().to_string(),
             Failure::Transport(_) => "transport".into(),
+            Failure::Unconfigured => "unconfigured".into(),
         }
     }
 }
@@ -64,6 +67,7 @@ impl std::fmt::Display for Failure {
             Failure::Timeout => f.write_str("timed out"),
             Failure::Status(status, _) => write!(f, "HTTP {status}"),
             Failure::Transport(e) => write!(f, "transport error: {e}"),
+            Failure::Unconfigured => f.write_str("no upstream configured"),
         }
     }
 }

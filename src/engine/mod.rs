@@ -1,0 +1,434 @@
+//! The model side of a server: a bounded queue, a dynamic batcher and a model thread that embeds
+//! and routes, and the router's life while it serves: decisions remembered, outcomes taken in,
+//! state kept durable, routers swapped. Callers hand in text and get back plain vectors and
+//! decisions; tensors never leave this module, and nothing here knows about HTTP.
+//!
+//! ```text
+//! caller (async) ── tokenize (blocking pool) ──▶ queue ──▶ batcher thread ──▶ model thread
+//!        ▲                                    (bounded)   groups jobs up to a    owns the router:
+//!        └──────────────────────── oneshot reply ◀─────── token budget and      encodes, routes,
+//!                                                         prepares the batch    replies per job
+//! outcome ──▶ journal thread: log append, one fsync per group ──▶ model thread: observe
+//!        ◀──────────────────────── acknowledged after the fsync ──┘  (before its next batch)
+//! ```
+//!
+//! The batcher prepares the next batch (padding, masks, tensors) while the model thread runs the
+//! current one, so under load requests accumulate into large batches instead of serialising.
+//! The model thread alone owns the router: outcomes reach it as messages taken between batches,
+//! so routing never waits on a lock, and a request sent after an outcome was acknowledged is
+//! routed with it.
+
+mod batcher;
+mod decisions;
+mod learning;
+mod model;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use tokio::sync::oneshot;
+
+pub use decisions::LookupError;
+pub use learning::{
+    FeedbackError, FeedbackReceipt, FeedbackRequest, FeedbackTarget, LearningOptions,
+    LearningState, ModelCounts, ReloadReport, SnapshotInfo,
+};
+
+use crate::embed::{EmbeddingInfo, Tokens};
+use crate::router::{RouteParams, Router};
+use crate::Embedder;
+
+/// Batching, back-pressure and learning settings.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Real tokens per batch at most (a larger single request still runs, in its own batch).
+    pub max_batch_tokens: usize,
+    /// How long a batch may wait for requests that are already being tokenized. An idle engine
+    /// never waits for a lone request.
+    pub max_batch_wait: Duration,
+    /// Requests waiting for the model at most; more are refused with [`EngineError::QueueFull`].
+    pub max_queue: usize,
+    pub learning: LearningOptions,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            max_batch_tokens: 2048,
+            max_batch_wait: Duration::from_millis(2),
+            max_queue: 1024,
+            learning: LearningOptions::default(),
+        }
+    }
+}
+
+/// What the engine reports about each batch it ran (for metrics).
+#[derive(Debug, Clone, Copy)]
+pub struct BatchReport {
+    /// Requests in the batch.
+    pub requests: usize,
+    /// Texts in the batch.
+    pub texts: usize,
+    /// Real tokens, and tokens the encoder ran (padding included).
+    pub tokens: usize,
+    pub padded_tokens: usize,
+    pub seconds: f64,
+}
+
+type BatchObserver = Box<dyn Fn(&BatchReport) + Send + Sync>;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EngineError {
+    #[error("the embedding queue is full ({0} requests waiting); retry later")]
+    QueueFull(usize),
+    #[error("the engine has stopped")]
+    Stopped,
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Where a request's time went inside the engine.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timings {
+    pub tokenize: Duration,
+    /// From entering the queue to its batch starting on the model.
+    pub queue: Duration,
+    /// The batch's encoder time (shared by every request in it).
+    pub embed: Duration,
+    pub route: Duration,
+    /// Requests in the batch this one ran in.
+    pub batch_requests: usize,
+}
+
+/// Embeddings of one request, in input order.
+#[derive(Debug, Clone)]
+pub struct Embeddings {
+    pub vectors: Vec<Vec<f32>>,
+    pub tokens: usize,
+    pub timings: Timings,
+}
+
+/// A routing decision for one text.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// The router it was made with; model indices below are into its `models`.
+    pub info: Arc<EngineInfo>,
+    pub params: RouteParams,
+    /// Model indices with their totals, best first; equal totals keep model order. When the
+    /// decision explored, the first is the explored model and the totals are the drawn ones.
+    pub ranking: Vec<(usize, f32)>,
+    /// The nearest clusters, nearest first.
+    pub clusters: Vec<ClusterVote>,
+    /// The first model is not the greedy choice (see [`LearningOptions::exploration`]).
+    pub explored: bool,
+    pub tokens: usize,
+    /// The text was longer than the model's limit and was cut.
+    pub truncated: bool,
+    pub timings: Timings,
+}
+
+impl Decision {
+    /// The chosen model's index.
+    pub fn best(&self) -> usize {
+        self.ranking[0].0
+    }
+
+    /// The name of the model ranked `rank` (0: the chosen one).
+    pub fn model(&self, rank: usize) -> &str {
+        &self.info.models[self.ranking[rank].0]
+    }
+}
+
+/// One cluster's part in a decision.
+#[derive(Debug, Clone)]
+pub struct ClusterVote {
+    pub cluster: usize,
+    pub distance: f32,
+    pub weight: f32,
+    /// Training queries in the cluster.
+    pub size: usize,
+    /// Each model's score there (None: no data for the model in this cluster).
+    pub scores: Vec<Option<f64>>,
+}
+
+/// The router being served.
+#[derive(Debug, Clone)]
+pub struct EngineInfo {
+    /// The router's models, in its order.
+    pub models: Vec<String>,
+    /// The router's stored routing parameters.
+    pub defaults: RouteParams,
+    pub embedding: EmbeddingInfo,
+    /// [`crate::state::clusters_id`] of its clusters.
+    pub clusters: String,
+    /// Routers swapped in since start (0: the first).
+    pub generation: u64,
+}
+
+impl EngineInfo {
+    fn of(router: &Router, embedding: EmbeddingInfo, generation: u64) -> crate::Result<Self> {
+        Ok(Self {
+            models: router.models.clone(),
+            defaults: router.defaults,
+            embedding,
+            clusters: crate::state::clusters_id(router)?,
+            generation,
+        })
+    }
+}
+
+/// A handle on the running engine; cheap to clone. The threads stop once every handle is gone
+/// and the queued work is answered.
+#[derive(Clone)]
+pub struct Engine {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    embedder: Arc<Embedder>,
+    info: Arc<ArcSwap<EngineInfo>>,
+    queue: SyncSender<Job>,
+    max_queue: usize,
+    /// Requests between arrival and the queue (being tokenized): the batcher waits for these.
+    incoming: Arc<AtomicUsize>,
+    ready: Arc<AtomicBool>,
+    learning: learning::Learning,
+}
+
+struct Job {
+    /// Taken by the batcher; the counts below stay.
+    tokens: Vec<Tokens>,
+    texts: usize,
+    token_count: usize,
+    truncated: bool,
+    work: Work,
+    tokenize: Duration,
+    enqueued: Instant,
+}
+
+enum Work {
+    Embed(oneshot::Sender<Result<Embeddings, EngineError>>),
+    /// Route with these settings; `explore`: the decision may leave the greedy choice.
+    Route {
+        params: RouteParams,
+        explore: bool,
+        reply: oneshot::Sender<Result<Decision, EngineError>>,
+    },
+}
+
+impl Work {
+    fn fail(self, error: EngineError) {
+        // A caller that went away no longer needs its answer.
+        match self {
+            Work::Embed(reply) => drop(reply.send(Err(error))),
+            Work::Route { reply, .. } => drop(reply.send(Err(error))),
+        }
+    }
+}
+
+impl Engine {
+    /// Brings the router up to the state directory's saved state (when there is one), then
+    /// starts the batcher, model and learning threads. The model thread first warms up (one
+    /// embedding and one routing pass), then [`Engine::is_ready`] turns true.
+    pub fn start(
+        embedder: Embedder,
+        mut router: Router,
+        options: EngineOptions,
+        observer: Option<BatchObserver>,
+    ) -> crate::Result<Engine> {
+        let recovery = learning::recover(&options.learning, &mut router)?;
+        let info = Arc::new(ArcSwap::from_pointee(EngineInfo::of(
+            &router,
+            EmbeddingInfo::of(&embedder),
+            0,
+        )?));
+        let embedder = Arc::new(embedder);
+        let (queue, queued) = sync_channel(options.max_queue);
+        // Rendezvous: the batcher holds one prepared batch while the model runs another.
+        let (to_model, batches) = crossbeam_channel::bounded(0);
+        let (control, controls) = crossbeam_channel::unbounded();
+        let incoming = Arc::new(AtomicUsize::new(0));
+        let ready = Arc::new(AtomicBool::new(false));
+        let max_queue = options.max_queue;
+        let (learning, model_learning) =
+            learning::Learning::start(&options.learning, recovery, control, info.clone())?;
+        {
+            let (embedder, incoming) = (embedder.clone(), incoming.clone());
+            let options = options.clone();
+            thread::Builder::new()
+                .name("kroute-batcher".into())
+                .spawn(move || batcher::run(&embedder, queued, to_model, &incoming, &options))
+                .expect("spawn the batcher thread");
+        }
+        {
+            let model = model::ModelThread::new(
+                embedder.clone(),
+                router,
+                info.clone(),
+                model_learning,
+                observer,
+            );
+            let ready = ready.clone();
+            thread::Builder::new()
+                .name("kroute-model".into())
+                .spawn(move || model.run(batches, controls, &ready))
+                .expect("spawn the model thread");
+        }
+        Ok(Engine {
+            shared: Arc::new(Shared {
+                embedder,
+                info,
+                queue,
+                max_queue,
+                incoming,
+                ready,
+                learning,
+            }),
+        })
+    }
+
+    /// The router being served (it changes when one is swapped in).
+    pub fn info(&self) -> Arc<EngineInfo> {
+        self.shared.info.load_full()
+    }
+
+    /// Loaded and warmed up.
+    pub fn is_ready(&self) -> bool {
+        self.shared.ready.load(Ordering::Acquire)
+    }
+
+    /// Embeds `texts` (L2-normalised when the embedder normalises).
+    pub async fn embed(&self, texts: Vec<String>) -> Result<Embeddings, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(texts, Work::Embed(reply)).await?;
+        answer.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Embeds `text` and routes it with `params` (exploring, when the engine explores).
+    pub async fn route(&self, text: String, params: RouteParams) -> Result<Decision, EngineError> {
+        self.route_as(text, params, true).await
+    }
+
+    async fn route_as(
+        &self,
+        text: String,
+        params: RouteParams,
+        explore: bool,
+    ) -> Result<Decision, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        let work = Work::Route {
+            params,
+            explore,
+            reply,
+        };
+        self.submit(vec![text], work).await?;
+        answer.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    async fn submit(&self, texts: Vec<String>, work: Work) -> Result<(), EngineError> {
+        let shared = &self.shared;
+        shared.incoming.fetch_add(1, Ordering::AcqRel);
+        // Counted until the job is queued (or refused), whatever happens in between.
+        let _incoming = DecrementOnDrop(&shared.incoming);
+        let embedder = shared.embedder.clone();
+        let started = Instant::now();
+        let tokens = tokio::task::spawn_blocking(move || embedder.tokenize(&texts))
+            .await
+            .map_err(|e| EngineError::Failed(format!("tokenizer task: {e}")))?
+            .map_err(|e| EngineError::Failed(e.to_string()))?;
+        let job = Job {
+            texts: tokens.len(),
+            token_count: tokens.iter().map(|t| t.ids.len()).sum(),
+            truncated: tokens.iter().any(|t| t.truncated),
+            tokens,
+            work,
+            tokenize: started.elapsed(),
+            enqueued: Instant::now(),
+        };
+        shared.queue.try_send(job).map_err(|e| match e {
+            std::sync::mpsc::TrySendError::Full(_) => EngineError::QueueFull(shared.max_queue),
+            std::sync::mpsc::TrySendError::Disconnected(_) => EngineError::Stopped,
+        })
+    }
+
+    /// Remembers `decision`, whose model ranked `answered_rank` answered (after fallbacks),
+    /// so that an outcome can be reported for it; returns its id.
+    pub fn remember(&self, decision: &Decision, answered_rank: usize) -> String {
+        self.shared.learning.remember(decision, answered_rank)
+    }
+
+    /// Takes in an outcome: for a remembered decision, or for a text (embedded and routed to
+    /// find its clusters). With a state directory it is on disk before this returns, and the
+    /// next routed request uses it.
+    pub async fn feedback(
+        &self,
+        request: FeedbackRequest,
+    ) -> Result<FeedbackReceipt, FeedbackError> {
+        let learning = &self.shared.learning;
+        if let Some(key) = &request.idempotency_key {
+            if let Some(earlier) = learning.claim_key(key) {
+                return match earlier.pending {
+                    true => Err(FeedbackError::KeyInProgress(key.clone())),
+                    false => Ok(FeedbackReceipt {
+                        decision_id: earlier.decision_id,
+                        model: earlier.model,
+                        duplicate: true,
+                        sequence: None,
+                    }),
+                };
+            }
+        }
+        let result = match &request.target {
+            FeedbackTarget::Decision(id) => learning.feedback_for_decision(id, &request).await,
+            FeedbackTarget::Text { text, params } => {
+                let model = learning.check_text_feedback(&request, &self.info())?;
+                let decision = self
+                    .route_as(text.clone(), *params, false)
+                    .await
+                    .map_err(FeedbackError::Engine)?;
+                learning.feedback_for_text(&decision, model, &request).await
+            }
+        };
+        if let Some(key) = &request.idempotency_key {
+            learning.settle_key(key, result.as_ref().ok());
+        }
+        result
+    }
+
+    /// Swaps in `router` (already checked to embed like the one served): what was learned
+    /// carries over when its clusters are the same; otherwise it is refused while outcomes
+    /// were learned, unless `discard_learned`.
+    pub async fn swap_router(
+        &self,
+        router: Router,
+        discard_learned: bool,
+    ) -> Result<ReloadReport, String> {
+        router
+            .embedding
+            .check(&self.shared.embedder, "the new router")
+            .map_err(|e| format!("{e}; restart the server to change the embedding model"))?;
+        self.shared.learning.swap(router, discard_learned).await
+    }
+
+    /// What the engine has learned and decided since start.
+    pub fn learning_state(&self) -> LearningState {
+        self.shared.learning.state(&self.info())
+    }
+
+    /// Writes a snapshot now if anything changed since the last (with a state directory).
+    pub fn snapshot(&self) -> crate::Result<Option<SnapshotInfo>> {
+        self.shared.learning.snapshot()
+    }
+}
+
+struct DecrementOnDrop<'a>(&'a AtomicUsize);
+
+impl Drop for DecrementOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}

@@ -1,0 +1,287 @@
+//! What a router learns after training: outcomes observed while serving (or read from a file of
+//! labelled queries), kept per cluster × model on top of the training statistics.
+//!
+//! An outcome for model `m` on a query updates every cluster that voted for the query: cell
+//! `(c, m)` takes the outcome with weight `w_c`, the cluster's vote weight within its k-means
+//! solution (so each solution of a bagged router takes in one whole observation). A cell's
+//! estimate is then the weighted mean of its training answers and its outcomes, and the
+//! shrinkage toward the model's training-wide mean stays as it was trained. With a half-life
+//! of `H` observations, each outcome first discounts everything the cell knew by `2^(−w/H)`,
+//! training answers included, so that a model whose quality changed is followed.
+
+use serde::{Deserialize, Serialize};
+
+/// Evidence about one quantity (accuracy or cost) of a cluster × model cell gathered after
+/// training.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Evidence {
+    /// Share of the cell's training answers still counted: 1 until forgetting discounts it.
+    pub kept: f64,
+    /// Fractional count of the outcomes observed (discounted like the training answers).
+    pub weight: f64,
+    /// Their weighted sum.
+    pub sum: f64,
+}
+
+impl Default for Evidence {
+    fn default() -> Self {
+        Self {
+            kept: 1.0,
+            weight: 0.0,
+            sum: 0.0,
+        }
+    }
+}
+
+impl Evidence {
+    /// Nothing observed and nothing forgotten.
+    pub fn is_untouched(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Takes in `value` with `weight`, first discounting what the cell knew by `2^(−weight/h)`
+    /// under a half-life of `h` observations.
+    pub fn add(&mut self, weight: f64, value: f64, half_life: Option<f64>) {
+        if let Some(h) = half_life {
+            let keep = 0.5f64.powf(weight / h);
+            self.kept *= keep;
+            self.weight *= keep;
+            self.sum *= keep;
+        }
+        self.weight += weight;
+        self.sum += weight * value;
+    }
+
+    /// The count and mean of `n` training answers at `mean` together with this evidence.
+    pub fn combine(&self, n: f64, mean: Option<f64>) -> (f64, Option<f64>) {
+        let trained = self.kept * n;
+        let count = trained + self.weight;
+        let sum = trained * mean.unwrap_or(0.0) + self.sum;
+        (count, (count > 0.0).then(|| sum / count))
+    }
+}
+
+/// A cell's evidence on accuracy and on cost (outcomes need not report a cost).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CellEvidence {
+    pub accuracy: Evidence,
+    pub cost: Evidence,
+}
+
+impl CellEvidence {
+    pub fn is_untouched(&self) -> bool {
+        self.accuracy.is_untouched() && self.cost.is_untouched()
+    }
+}
+
+/// One outcome: how well `model` answered a query, and what it cost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Observation {
+    /// The clusters that voted for the query (indices over all k-means solutions) and their
+    /// vote weights as routing gave them: summing to 1 over the query, each of a bagged
+    /// router's solutions holding `1 / bag` of it.
+    pub votes: Vec<(u32, f32)>,
+    /// Index in the router's models.
+    pub model: usize,
+    /// In [0, 1].
+    pub score: f64,
+    /// Dollars actually paid, when known.
+    pub cost: Option<f64>,
+}
+
+/// Where a run of observations came from (a file, a server's state directory), for
+/// `router.json`'s provenance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeedbackSource {
+    pub source: String,
+    pub observations: u64,
+    /// The half-life they were taken in with (observations per cell), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub half_life: Option<f64>,
+}
+
+/// Everything a router has learned since training.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Learned {
+    /// Outcomes taken in.
+    pub observations: u64,
+    pub sources: Vec<FeedbackSource>,
+    /// `(clusters, models)` cells, cluster-major; empty until the first outcome.
+    cells: Vec<CellEvidence>,
+    /// Per cluster, the [`Learned::version`] of its last change (empty with the cells).
+    changed: Vec<u64>,
+    /// Bumped by every change, so that derived tables know what to rebuild.
+    version: u64,
+}
+
+impl Learned {
+    /// Evidence `cells` laid out `(clusters, models)`, as read back from a router file.
+    pub fn from_cells(
+        observations: u64,
+        sources: Vec<FeedbackSource>,
+        cells: Vec<CellEvidence>,
+        clusters: usize,
+    ) -> Self {
+        let touched = cells.iter().any(|c| !c.is_untouched());
+        Self {
+            observations,
+            sources,
+            changed: if touched {
+                vec![0; clusters]
+            } else {
+                Vec::new()
+            },
+            cells: if touched { cells } else { Vec::new() },
+            version: 0,
+        }
+    }
+
+    /// Cluster `c`'s cells, one per model; `None` before any outcome.
+    pub fn cluster(&self, c: usize, models: usize) -> Option<&[CellEvidence]> {
+        (!self.cells.is_empty()).then(|| &self.cells[c * models..(c + 1) * models])
+    }
+
+    /// Every cell, `(clusters, models)` (empty before any outcome).
+    pub fn cells(&self) -> &[CellEvidence] {
+        &self.cells
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Whether cluster `c` changed after `version`.
+    pub fn changed_since(&self, c: usize, version: u64) -> bool {
+        self.changed.get(c).is_some_and(|&v| v > version)
+    }
+
+    /// Records an outcome in the cells of `votes` (weights as in [`Observation::votes`]),
+    /// scaling each weight by `bag` so that every k-means solution takes in one observation.
+    pub(crate) fn add(
+        &mut self,
+        observation: &Observation,
+        bag: usize,
+        clusters: usize,
+        models: usize,
+        half_life: Option<f64>,
+    ) {
+        if self.cells.is_empty() {
+            self.cells = vec![CellEvidence::default(); clusters * models];
+            self.changed = vec![0; clusters];
+        }
+        self.version += 1;
+        for &(cluster, weight) in &observation.votes {
+            let weight = weight as f64 * bag as f64;
+            let cell = &mut self.cells[cluster as usize * models + observation.model];
+            cell.accuracy.add(weight, observation.score, half_life);
+            if let Some(cost) = observation.cost {
+                cell.cost.add(weight, cost, half_life);
+            }
+            self.changed[cluster as usize] = self.version;
+        }
+        self.observations += 1;
+    }
+
+    /// The evidence of the first `clusters` clusters (a router narrowed to its first k-means
+    /// solutions).
+    pub(crate) fn first_clusters(&self, clusters: usize, models: usize) -> Learned {
+        if self.cells.is_empty() {
+            return self.clone();
+        }
+        Learned::from_cells(
+            self.observations,
+            self.sources.clone(),
+            self.cells[..clusters * models].to_vec(),
+            clusters,
+        )
+    }
+
+    /// Counts `observations` from `source` in the provenance, extending its last run.
+    pub fn note_source(&mut self, source: &str, observations: u64, half_life: Option<f64>) {
+        match self.sources.last_mut() {
+            Some(last) if last.source == source && last.half_life == half_life => {
+                last.observations += observations
+            }
+            _ => self.sources.push(FeedbackSource {
+                source: source.to_string(),
+                observations,
+                half_life,
+            }),
+        }
+    }
+
+    /// This evidence for a router whose models are `to` (where it had `from`): cells of models
+    /// both share move, those of dropped models go, new models start untouched.
+    pub fn remap(&self, from: &[String], to: &[String]) -> Learned {
+        if self.cells.is_empty() {
+            return Learned {
+                cells: Vec::new(),
+                changed: Vec::new(),
+                ..self.clone()
+            };
+        }
+        let clusters = self.cells.len() / from.len();
+        let mut cells = vec![CellEvidence::default(); clusters * to.len()];
+        for (new, name) in to.iter().enumerate() {
+            if let Some(old) = from.iter().position(|m| m == name) {
+                for c in 0..clusters {
+                    cells[c * to.len() + new] = self.cells[c * from.len() + old];
+                }
+            }
+        }
+        Learned::from_cells(self.observations, self.sources.clone(), cells, clusters)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evidence_is_a_weighted_mean_with_the_training_answers() {
+        let mut e = Evidence::default();
+        assert_eq!(e.combine(4.0, Some(0.5)), (4.0, Some(0.5)));
+        e.add(0.5, 1.0, None);
+        e.add(1.5, 0.0, None);
+        // (4·0.5 + 0.5·1 + 1.5·0) / 6
+        assert_eq!(e.combine(4.0, Some(0.5)), (6.0, Some(2.5 / 6.0)));
+        // A cell without training answers is its outcomes' mean.
+        assert_eq!(e.combine(0.0, None), (2.0, Some(0.25)));
+    }
+
+    #[test]
+    fn a_half_life_halves_old_evidence_after_that_many_observations() {
+        let mut e = Evidence::default();
+        for _ in 0..10 {
+            e.add(1.0, 0.0, Some(10.0));
+        }
+        // The 20 training answers count as 10 after 10 observations of weight 1.
+        let (n, mean) = e.combine(20.0, Some(1.0));
+        assert!((e.kept - 0.5).abs() < 1e-12);
+        assert!((n - (10.0 + e.weight)).abs() < 1e-12);
+        assert!((mean.unwrap() - 10.0 / n).abs() < 1e-12);
+        // The outcomes' own weight is discounted too: Σ 2^(−k/10), k = 0..9.
+        let expected: f64 = (0..10).map(|k| 0.5f64.powf(k as f64 / 10.0)).sum();
+        assert!((e.weight - expected).abs() < 1e-12);
+    }
+
+    #[test]
+    fn remap_follows_models_by_name() {
+        let mut learned = Learned::default();
+        let from = ["a".to_string(), "b".to_string()];
+        let observation = Observation {
+            votes: vec![(1, 1.0)],
+            model: 1,
+            score: 1.0,
+            cost: Some(0.5),
+        };
+        learned.add(&observation, 1, 2, 2, None);
+        let to = ["b".to_string(), "new".to_string()];
+        let remapped = learned.remap(&from, &to);
+        assert_eq!(remapped.observations, 1);
+        let cells = remapped.cluster(1, 2).unwrap();
+        assert_eq!(cells[0], learned.cluster(1, 2).unwrap()[1]);
+        assert!(cells[1].is_untouched());
+        assert!(remapped.cluster(0, 2).unwrap()[0].is_untouched());
+    }
+}

@@ -1,0 +1,63 @@
+//! `/admin/*` (behind `--admin-key`): reloading the configuration and the router, and what the
+//! router has learned and decided.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::openai::ApiError;
+use super::{reload as reload_server, AppState};
+
+/// `POST /admin/reload`, optionally `{"discard_learned": true}`: what SIGHUP does. 200 with what
+/// changed, or 422 with why the reload was refused (the running state keeps serving).
+pub async fn reload(
+    State(state): State<Arc<AppState>>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let discard_learned = match body.iter().all(u8::is_ascii_whitespace) {
+        true => false,
+        false => {
+            let body: Value = serde_json::from_slice(&body).map_err(|e| {
+                ApiError::bad_request(format!("the request body is not valid JSON: {e}"))
+            })?;
+            match body.get("discard_learned") {
+                None => false,
+                Some(Value::Bool(discard)) => *discard,
+                Some(_) => {
+                    return Err(ApiError::bad_request(
+                        "`discard_learned` must be true or false",
+                    ))
+                }
+            }
+        }
+    };
+    match reload_server(&state, discard_learned).await {
+        Ok(report) => Ok(Json(json!({"reloaded": true, "report": report}))),
+        Err(why) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request_error",
+            format!("reload refused, the running configuration and router keep serving: {why}"),
+        )
+        .code("reload_refused")),
+    }
+}
+
+/// `GET /admin/state`: the router served (generation, clusters, models), outcomes learned,
+/// the latest snapshot, and per model since start: decisions, explored, outcomes and their mean.
+pub async fn state(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let learning = state.engine.learning_state();
+    let mut body = json!(learning);
+    if let Some(source) = &state.options.reload {
+        body["router_path"] = json!(source.router.display().to_string());
+        body["config_path"] = json!(source.config.display().to_string());
+    }
+    let decisions = learning.decisions_since_start.max(1) as f64;
+    for (model, counts) in learning.per_model {
+        body["per_model"][&model]["share"] = json!(counts.selected as f64 / decisions);
+    }
+    Json(body)
+}
