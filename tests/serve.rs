@@ -4,254 +4,15 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use candle_core::Device;
+use common::cosine;
+use common::serve::*;
 use common::upstream::{chunk, Behavior, MockUpstream};
-use common::{bundled_sample, cosine, embedder, small_router};
 use futures_util::StreamExt;
 use kroute::engine::EngineOptions;
-use kroute::records::{MissingCost, RoutingData};
-use kroute::router::{RouteParams, Router};
-use kroute::serve::{ServeConfig, ServeOptions, Server};
-use kroute::{Embedder, EmbedderOptions};
+use kroute::serve::ServeOptions;
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
-
-const KEY_VAR: &str = "MOCK_PROVIDER_KEY";
-const KEY: &str = "sk-mock-provider-secret";
-const RENAMED: (&str, &str) = ("gpt-4-1106-preview", "gpt-4-turbo");
-
-/// Training and held-out queries of the bundled records, and a router trained on the former.
-struct Fixture {
-    router: PathBuf,
-    queries: Vec<String>,
-    embedder: Embedder,
-}
-
-fn fixture() -> &'static Fixture {
-    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
-    FIXTURE.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap().keep();
-        let data = RoutingData::read(&bundled_sample(&dir, 400, true), MissingCost::Error).unwrap();
-        let embedder = embedder(EmbedderOptions::default());
-        let train: Vec<usize> = (0..300).collect();
-        let router = small_router(&data, &train, &embedder);
-        let path = dir.join("router");
-        router.save(&path).unwrap();
-        let queries = data.records[300..]
-            .iter()
-            .map(|r| r.query.clone())
-            .collect();
-        Fixture {
-            router: path,
-            queries,
-            embedder,
-        }
-    })
-}
-
-/// The fixture's router as `Router::load` reads it back (loaded once; cloned per server).
-fn load_router() -> Router {
-    static LOADED: OnceLock<Router> = OnceLock::new();
-    LOADED
-        .get_or_init(|| Router::load(&fixture().router, &Device::Cpu).unwrap())
-        .clone()
-}
-
-/// The library's per-model totals for `text` (the reference the server must agree with) and
-/// its ranking of the models, best first.
-fn reference(text: &str, params: &RouteParams) -> (Vec<String>, Vec<f32>, Vec<String>) {
-    let router = load_router();
-    let routed = router
-        .route(&fixture().embedder.embed(&[text]).unwrap(), params)
-        .unwrap();
-    let ranking = routed
-        .ranking(0)
-        .into_iter()
-        .map(|m| router.models[m].clone())
-        .collect();
-    (router.models, routed.totals(0).to_vec(), ranking)
-}
-
-fn ranking(text: &str, params: &RouteParams) -> Vec<String> {
-    reference(text, params).2
-}
-
-fn defaults() -> RouteParams {
-    load_router().defaults
-}
-
-fn alpha(alpha: f64) -> RouteParams {
-    let mut params = defaults();
-    params.scoring = params.scoring.at_alpha(alpha);
-    params
-}
-
-struct Harness {
-    base: String,
-    http: reqwest::Client,
-    mock: MockUpstream,
-    stop: Option<oneshot::Sender<()>>,
-    stopped: tokio::task::JoinHandle<()>,
-}
-
-/// The default config: every model on the mock with a key, one model renamed and priced.
-fn config_text(mock: &str, extra: &str) -> String {
-    format!(
-        r#"
-[upstream.default]
-base_url = "{mock}"
-api_key_env = "{KEY_VAR}"
-
-[upstream."{}"]
-model = "{}"
-price = {{ input_per_mtok = 10.0, output_per_mtok = 30.0 }}
-{extra}
-"#,
-        RENAMED.0, RENAMED.1
-    )
-}
-
-async fn start(extra_config: &str, options: ServeOptions, engine: EngineOptions) -> Harness {
-    let mock = MockUpstream::start().await;
-    start_with(mock, extra_config, options, engine).await
-}
-
-async fn start_with(
-    mock: MockUpstream,
-    extra_config: &str,
-    options: ServeOptions,
-    engine: EngineOptions,
-) -> Harness {
-    let router = load_router();
-    let config = ServeConfig::parse(
-        &config_text(&mock.base_url, extra_config),
-        "kroute.toml".as_ref(),
-        &router.models,
-        router.defaults,
-        |var| (var == KEY_VAR).then(|| KEY.to_string()),
-    )
-    .unwrap();
-    let embedder = embedder(EmbedderOptions::default());
-    let server = Server::start(embedder, router, engine, config, options).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stop_signal) = oneshot::channel::<()>();
-    let stopped = tokio::spawn(async move {
-        server
-            .run(listener, async {
-                let _ = stop_signal.await;
-            })
-            .await
-            .unwrap()
-    });
-    let http = reqwest::Client::new();
-    let harness = Harness {
-        base,
-        http,
-        mock,
-        stop: Some(stop),
-        stopped,
-    };
-    for _ in 0..600 {
-        if harness.get("/health").await.status() == 200 {
-            return harness;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the server never became ready");
-}
-
-impl Harness {
-    async fn get(&self, path: &str) -> reqwest::Response {
-        self.http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.http
-            .post(format!("{}{path}", self.base))
-            .json(body)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn chat(&self, model: &str, text: &str) -> reqwest::Response {
-        self.post("/v1/chat/completions", &chat_body(model, text, false))
-            .await
-    }
-
-    async fn metrics(&self) -> String {
-        self.get("/metrics").await.text().await.unwrap()
-    }
-
-    async fn shutdown(mut self) {
-        self.stop.take().unwrap().send(()).unwrap();
-        tokio::time::timeout(Duration::from_secs(10), &mut self.stopped)
-            .await
-            .expect("graceful shutdown finishes")
-            .unwrap();
-    }
-}
-
-fn chat_body(model: &str, text: &str, stream: bool) -> Value {
-    json!({
-        "model": model,
-        "stream": stream,
-        "temperature": 0.2,
-        "messages": [
-            {"role": "system", "content": "You are terse."},
-            {"role": "user", "content": text},
-        ],
-    })
-}
-
-fn header<'a>(response: &'a reqwest::Response, name: &str) -> &'a str {
-    response
-        .headers()
-        .get(name)
-        .unwrap_or_else(|| panic!("no {name} header"))
-        .to_str()
-        .unwrap()
-}
-
-/// The upstream name a router model is called by.
-fn upstream_name(model: &str) -> &str {
-    if model == RENAMED.0 {
-        RENAMED.1
-    } else {
-        model
-    }
-}
-
-/// Asserts an OpenAI-shaped error with this status; returns its message.
-async fn expect_error(response: reqwest::Response, status: u16) -> String {
-    assert_eq!(response.status(), status);
-    let body: Value = response.json().await.unwrap();
-    let error = &body["error"];
-    assert!(error["type"].is_string(), "{body}");
-    assert!(
-        error.get("code").is_some() && error.get("param").is_some(),
-        "{body}"
-    );
-    error["message"].as_str().unwrap().to_string()
-}
-
-/// A query whose best model differs between α = 1 and α = 0.
-fn query_with_a_trade_off() -> &'static str {
-    fixture()
-        .queries
-        .iter()
-        .find(|q| ranking(q, &alpha(1.0))[0] != ranking(q, &alpha(0.0))[0])
-        .expect("some held-out query trades accuracy for cost")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_like_the_library_and_forwards_under_the_upstream_name() {
@@ -736,7 +497,6 @@ async fn embeddings_models_health_and_metrics() {
 /// `kroute serve` as a process: the port it picked, then SIGTERM while a request is in flight.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_finishes_in_flight_requests_on_sigterm() {
-    use std::io::BufRead;
     let mock = MockUpstream::start().await;
     let text = &fixture().queries[6];
     let model = &ranking(text, &defaults())[0];
@@ -772,62 +532,22 @@ async fn the_binary_finishes_in_flight_requests_on_sigterm() {
         "{stderr}"
     );
 
-    let mut child = common::kroute_bin()
-        .args([
-            "serve", "--router", router, "--config", config, "--port", "0",
-        ])
-        .env(KEY_VAR, KEY)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let (lines_tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stderr.lines() {
-            let _ = lines_tx.send(line.unwrap());
-        }
-    });
-    let mut log = Vec::new();
-    let base = loop {
-        let line = lines
-            .recv_timeout(Duration::from_secs(60))
-            .expect("a log line");
-        log.push(line.clone());
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
+    let mut server =
+        ServeProcess::start(&["--router", router, "--config", config], &[(KEY_VAR, KEY)]).await;
     let http = reqwest::Client::new();
-    while http
-        .get(format!("{base}/health"))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        != 200
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let in_flight = tokio::spawn({
-        let (http, url) = (http.clone(), format!("{base}/v1/chat/completions"));
+        let (http, url) = (http.clone(), format!("{}/v1/chat/completions", server.base));
         let body = chat_body("kroute", text, false);
         async move { http.post(url).json(&body).send().await.unwrap().status() }
     });
     while mock.requests().is_empty() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    server.signal("-TERM");
     assert_eq!(in_flight.await.unwrap(), 200);
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
+    let status = server.child.wait().unwrap();
     assert!(status.success(), "{status}");
-    log.extend(lines.try_iter());
-    let log = log.join("\n");
+    let log = server.log();
     assert!(log.contains("shutting down"), "{log}");
     // The provider key is never logged.
     assert!(!log.contains(KEY), "{log}");

@@ -62,9 +62,9 @@ pub(super) fn parse(
             Mode::Training(_) if data.models.is_empty() => data.models = parser.model_names()?,
             Mode::Training(_) => {}
             Mode::Outcomes => {
-                for name in parser.model_names()? {
-                    if !data.models.contains(&name) {
-                        data.models.push(name);
+                for name in parser.records()?.keys() {
+                    if !data.models.contains(name) {
+                        data.models.push(name.clone());
                     }
                 }
             }

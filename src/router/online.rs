@@ -100,8 +100,9 @@ pub struct FeedbackSource {
     pub half_life: Option<f64>,
 }
 
-/// Everything a router has learned since training.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Everything a router has learned since training (equal when the outcomes, their sources and
+/// the cells are, whatever the change bookkeeping).
+#[derive(Debug, Clone, Default)]
 pub struct Learned {
     /// Outcomes taken in.
     pub observations: u64,
@@ -112,6 +113,14 @@ pub struct Learned {
     changed: Vec<u64>,
     /// Bumped by every change, so that derived tables know what to rebuild.
     version: u64,
+}
+
+impl PartialEq for Learned {
+    fn eq(&self, other: &Self) -> bool {
+        self.observations == other.observations
+            && self.sources == other.sources
+            && self.cells == other.cells
+    }
 }
 
 impl Learned {

