@@ -8,7 +8,11 @@
 //! kroute train data/routerbench-3k.jsonl.gz -o router
 //! cargo bench --bench serve -- router                       # concurrency 1, 16, 64
 //! cargo bench --bench serve -- router --soak 600            # RSS over 10 min at concurrency 64
+//! cargo bench --bench serve -- router --feedback             # routing under a feedback stream
 //! ```
+//! `--feedback` runs the server with a state directory (every outcome fsynced before its
+//! answer) and measures, at concurrency 16: chat alone; chat while 8 clients post an outcome
+//! for every answer's decision id; and outcomes alone at concurrency 64 (events/s, p50, p99).
 //! Options: `--seconds S` per level (default 20), `--words N` (queries cut to N words, default
 //! 12: one short question), `--concurrency 1,16,64`, `--dtype f32|int8` (the server's, default
 //! f32). Prints a table, the encoder's batched
@@ -34,6 +38,7 @@ struct Options {
     concurrency: Vec<usize>,
     soak: Option<f64>,
     dtype: String,
+    feedback: bool,
 }
 
 fn parse_options() -> Options {
@@ -59,6 +64,7 @@ fn parse_options() -> Options {
         }),
         soak: value("--soak").map(|v| v.parse().unwrap()),
         dtype: value("--dtype").unwrap_or_else(|| "f32".into()),
+        feedback: args.iter().any(|a| a == "--feedback"),
     }
 }
 
@@ -93,7 +99,13 @@ impl Drop for Server {
     }
 }
 
-fn start_server(router: &str, dtype: &str, mock: &MockUpstream, dir: &std::path::Path) -> Server {
+fn start_server(
+    router: &str,
+    dtype: &str,
+    mock: &MockUpstream,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> Server {
     let config = dir.join("kroute.toml");
     std::fs::write(
         &config,
@@ -105,6 +117,7 @@ fn start_server(router: &str, dtype: &str, mock: &MockUpstream, dir: &std::path:
             "serve", "--router", router, "--dtype", dtype, "--port", "0", "--config",
         ])
         .arg(&config)
+        .args(extra)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -132,8 +145,15 @@ fn rss_mib(pid: u32) -> f64 {
         .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
-/// Latencies (seconds) of every request finished during `seconds` of closed-loop load.
-async fn load(url: &str, queries: &[String], concurrency: usize, seconds: f64) -> Vec<f64> {
+/// Latencies (seconds) of every request finished during `seconds` of closed-loop load; each
+/// answer's decision id goes to `decisions` when given.
+async fn load(
+    url: &str,
+    queries: &[String],
+    concurrency: usize,
+    seconds: f64,
+    decisions: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+) -> Vec<f64> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()
@@ -143,6 +163,7 @@ async fn load(url: &str, queries: &[String], concurrency: usize, seconds: f64) -
         .map(|worker| {
             let (http, url, stop) = (http.clone(), url.to_string(), stop.clone());
             let queries = queries.to_vec();
+            let decisions = decisions.clone();
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 let mut i = worker;
@@ -152,6 +173,11 @@ async fn load(url: &str, queries: &[String], concurrency: usize, seconds: f64) -
                     let started = Instant::now();
                     let response = http.post(&url).json(&body).send().await.unwrap();
                     assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+                    if let (Some(decisions), Some(id)) =
+                        (&decisions, response.headers().get("x-kroute-decision-id"))
+                    {
+                        let _ = decisions.send(id.to_str().unwrap().to_string());
+                    }
                     response.bytes().await.unwrap();
                     latencies.push(started.elapsed().as_secs_f64());
                     i += concurrency;
@@ -180,16 +206,126 @@ struct Level {
     p99_ms: f64,
 }
 
-async fn measure(url: &str, queries: &[String], concurrency: usize, seconds: f64) -> Level {
-    load(url, queries, concurrency, seconds.min(2.0)).await; // warm connections and caches
-    let mut latencies = load(url, queries, concurrency, seconds).await;
-    latencies.sort_by(f64::total_cmp);
-    Level {
-        requests: latencies.len(),
-        per_s: latencies.len() as f64 / seconds,
-        p50_ms: percentile(&latencies, 0.5) * 1e3,
-        p99_ms: percentile(&latencies, 0.99) * 1e3,
+impl Level {
+    fn of(mut latencies: Vec<f64>, seconds: f64) -> Level {
+        latencies.sort_by(f64::total_cmp);
+        Level {
+            requests: latencies.len(),
+            per_s: latencies.len() as f64 / seconds,
+            p50_ms: percentile(&latencies, 0.5) * 1e3,
+            p99_ms: percentile(&latencies, 0.99) * 1e3,
+        }
     }
+
+    fn json(&self) -> Value {
+        json!({"requests": self.requests, "per_s": self.per_s, "p50_ms": self.p50_ms,
+               "p99_ms": self.p99_ms})
+    }
+}
+
+async fn measure(url: &str, queries: &[String], concurrency: usize, seconds: f64) -> Level {
+    load(url, queries, concurrency, seconds.min(2.0), None).await; // warm connections and caches
+    Level::of(
+        load(url, queries, concurrency, seconds, None).await,
+        seconds,
+    )
+}
+
+/// Posts an outcome for every decision id that arrives, from `workers` clients, until the ids
+/// stop coming; returns each post's latency.
+async fn post_outcomes(
+    base: &str,
+    decisions: tokio::sync::mpsc::UnboundedReceiver<String>,
+    workers: usize,
+) -> Vec<f64> {
+    let decisions = Arc::new(tokio::sync::Mutex::new(decisions));
+    let http = reqwest::Client::new();
+    let tasks: Vec<_> = (0..workers)
+        .map(|worker| {
+            let (http, url, decisions) = (
+                http.clone(),
+                format!("{base}/v1/feedback"),
+                decisions.clone(),
+            );
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                loop {
+                    let Some(id) = decisions.lock().await.recv().await else {
+                        return latencies;
+                    };
+                    let body = json!({"decision_id": id, "score": (worker % 2) as f64});
+                    let started = Instant::now();
+                    let response = http.post(&url).json(&body).send().await.unwrap();
+                    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+                    latencies.push(started.elapsed().as_secs_f64());
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    all
+}
+
+/// Routing throughput without and with a concurrent stream of outcomes, and outcomes alone.
+async fn feedback_levels(server: &Server, queries: &[String], seconds: f64) -> Value {
+    let chat = format!("{}/v1/chat/completions", server.base);
+    let alone = measure(&chat, queries, 16, seconds).await;
+    let (ids, decisions) = tokio::sync::mpsc::unbounded_channel();
+    let posting = tokio::spawn({
+        let base = server.base.clone();
+        async move { post_outcomes(&base, decisions, 8).await }
+    });
+    let with_feedback = Level::of(load(&chat, queries, 16, seconds, Some(ids)).await, seconds);
+    let started = Instant::now();
+    let outcomes = posting.await.unwrap();
+    let stream = Level::of(outcomes, seconds + started.elapsed().as_secs_f64());
+    // Outcomes alone: decisions made up front, then posted by 64 clients.
+    let route = format!("{}/v1/route", server.base);
+    let http = reqwest::Client::new();
+    let (ids, decisions) = tokio::sync::mpsc::unbounded_channel();
+    let mut made = 0;
+    while made < 4000 {
+        for query in queries.iter().take(4000 - made) {
+            let decision: Value = http
+                .post(&route)
+                .json(&json!({"input": query}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            ids.send(decision["decision_id"].as_str().unwrap().to_string())
+                .unwrap();
+            made += 1;
+        }
+    }
+    drop(ids);
+    let started = Instant::now();
+    let latencies = post_outcomes(&server.base, decisions, 64).await;
+    let burst = Level::of(latencies, started.elapsed().as_secs_f64());
+    println!(
+        "chat alone at 16: {:.1} req/s (p50 {:.2} ms, p99 {:.2} ms); with outcomes posted: {:.1} \
+         req/s (p50 {:.2} ms, p99 {:.2} ms), {:.1} outcomes/s (p99 {:.2} ms); outcomes alone at \
+         64: {:.0}/s (p50 {:.2} ms, p99 {:.2} ms)",
+        alone.per_s,
+        alone.p50_ms,
+        alone.p99_ms,
+        with_feedback.per_s,
+        with_feedback.p50_ms,
+        with_feedback.p99_ms,
+        stream.per_s,
+        stream.p99_ms,
+        burst.per_s,
+        burst.p50_ms,
+        burst.p99_ms
+    );
+    json!({"chat_alone": alone.json(), "chat_with_feedback": with_feedback.json(),
+           "feedback_stream": stream.json(), "feedback_alone_64": burst.json(),
+           "routing_throughput_ratio": with_feedback.per_s / alone.per_s})
 }
 
 #[tokio::main]
@@ -198,7 +334,12 @@ async fn main() {
     let queries = queries(options.words);
     let mock = MockUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let server = start_server(&options.router, &options.dtype, &mock, dir.path());
+    let state = dir.path().join("state");
+    let extra: Vec<&str> = match options.feedback {
+        true => vec!["--state", state.to_str().unwrap(), "--snapshot-every", "5s"],
+        false => Vec::new(),
+    };
+    let server = start_server(&options.router, &options.dtype, &mock, dir.path(), &extra);
     let http = reqwest::Client::new();
     while http
         .get(format!("{}/health", server.base))
@@ -211,13 +352,19 @@ async fn main() {
     let kroute_url = format!("{}/v1/chat/completions", server.base);
     let mock_url = format!("{}/chat/completions", mock.base_url);
 
+    if options.feedback {
+        let levels = feedback_levels(&server, &queries, options.seconds).await;
+        println!("{levels}");
+        return;
+    }
+
     if let Some(seconds) = options.soak {
         let pid = server.child.id();
         let mut samples = vec![(0.0, rss_mib(pid))];
         let started = Instant::now();
         let mut requests = 0;
         while started.elapsed().as_secs_f64() < seconds {
-            requests += load(&kroute_url, &queries, 64, 10.0).await.len();
+            requests += load(&kroute_url, &queries, 64, 10.0, None).await.len();
             samples.push((started.elapsed().as_secs_f64(), rss_mib(pid)));
             eprintln!(
                 "{:>5.0} s  {:>8} requests  RSS {:.1} MiB",

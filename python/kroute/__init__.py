@@ -272,9 +272,11 @@ class Router:
         dtype: Optional[str] = None,
         **options: Any,
     ) -> "Router":
-        """Loads a router directory (``kroute train -o DIR`` or :meth:`save`). Texts are
-        embedded with the router's own model and settings; ``model`` and ``**options`` may
-        name another copy of it, and vectors that would differ are refused."""
+        """Loads a router directory (``kroute train -o DIR`` or :meth:`save`), or the current
+        state of a ``kroute serve --state DIR`` directory (its latest snapshot and the outcomes
+        logged after it, read without disturbing the server). Texts are embedded with the
+        router's own model and settings; ``model`` and ``**options`` may name another copy of
+        it, and vectors that would differ are refused."""
         spec = _embedder_spec(model, device, dtype, options)
         return cls(_kroute.Router.load(os.fspath(path), spec))
 
@@ -308,6 +310,36 @@ class Router:
             decisions = self._inner.route(list(queries), None, routing, explain, max_models)
         return json.loads(decisions)
 
+    def observe(
+        self,
+        queries: Union[Sequence[str], np.ndarray],
+        model: str,
+        scores: Sequence[float],
+        costs: Optional[Sequence[Optional[float]]] = None,
+        *,
+        half_life: Optional[float] = None,
+        source: str = "python",
+    ) -> int:
+        """Learns from outcomes: query ``i`` (a text, embedded with the router's model, or a
+        row of L2-normalised embeddings) was answered by ``model`` with ``scores[i]`` in
+        [0, 1] (and cost ``costs[i]`` dollars, ``None`` where unknown). Each outcome updates
+        the cells of the clusters that vote for its query, weighted by their votes, on top of
+        the training statistics, as ``kroute serve`` does with ``/v1/feedback``;
+        ``half_life`` (observations per cell) forgets older evidence. :meth:`save` keeps what
+        was learned. Returns the number of outcomes taken in."""
+        if isinstance(queries, str):
+            raise TypeError("observe takes a list of queries; wrap a single query in a list")
+        scores = [float(s) for s in scores]
+        costs = None if costs is None else [None if c is None else float(c) for c in costs]
+        if isinstance(queries, np.ndarray):
+            texts, embeddings = None, _embeddings(queries)
+        else:
+            texts, embeddings = list(queries), None
+        count = len(texts) if texts is not None else embeddings.shape[0]
+        if count != len(scores):
+            raise ValueError(f"{count} queries for {len(scores)} scores")
+        return self._inner.observe(texts, embeddings, model, scores, costs, half_life, source)
+
     @property
     def models(self) -> List[str]:
         """The models routed among, in the router's order."""
@@ -316,7 +348,8 @@ class Router:
     @property
     def info(self) -> Dict[str, Any]:
         """What router.json holds besides the clusters: embedding model, routing defaults,
-        training provenance."""
+        training provenance, and the outcomes learned since (``feedback``: how many, from
+        where)."""
         return json.loads(self._inner.info())
 
     def __repr__(self) -> str:

@@ -38,6 +38,16 @@ class Router:
         explain: bool,
         max_models: Optional[int],
     ) -> str: ...
+    def observe(
+        self,
+        texts: Optional[List[str]],
+        embeddings: Optional[npt.NDArray[np.float32]],
+        model: str,
+        scores: List[float],
+        costs: Optional[List[Optional[float]]],
+        half_life: Optional[float],
+        source: str,
+    ) -> int: ...
     @property
     def models(self) -> List[str]: ...
     def info(self) -> str: ...

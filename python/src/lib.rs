@@ -6,7 +6,7 @@
 //! (decisions, report.json, the records summary) leave as JSON text with the same content.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use candle_core::{Device, Tensor};
 use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray2, PyUntypedArrayMethods};
@@ -375,7 +375,8 @@ impl Embedder {
 
 #[pyclass(frozen, module = "kroute._kroute")]
 struct Router {
-    inner: CoreRouter,
+    /// Written by `observe`, read by everything else.
+    inner: RwLock<CoreRouter>,
     /// How to load the embedder for routing texts (flags not given follow the router).
     spec: EmbedderSpec,
     /// Loaded on the first text to route (or kept from training).
@@ -385,18 +386,63 @@ struct Router {
 impl Router {
     fn new(inner: CoreRouter, spec: EmbedderSpec, embedder: Option<CoreEmbedder>) -> Self {
         Self {
-            inner,
+            inner: RwLock::new(inner),
             spec,
             embedder: Mutex::new(embedder.map(Arc::new)),
         }
     }
 
+    fn router(&self) -> RwLockReadGuard<'_, CoreRouter> {
+        self.inner.read().expect("not poisoned")
+    }
+
     fn embedder(&self) -> kroute::Result<Arc<CoreEmbedder>> {
         let mut slot = self.embedder.lock().expect("not poisoned");
         if slot.is_none() {
-            *slot = Some(Arc::new(self.spec.load_matching(&self.inner.embedding)?));
+            let expected = self.router().embedding.clone();
+            *slot = Some(Arc::new(self.spec.load_matching(&expected)?));
         }
         Ok(slot.clone().expect("just set"))
+    }
+
+    /// `texts` embedded with the router's model, or `embeddings` checked against its
+    /// dimension, on the router's device.
+    fn queries(
+        &self,
+        texts: Option<&[String]>,
+        embeddings: Option<PyReadonlyArray2<'_, f32>>,
+    ) -> PyResult<QueryInput> {
+        match (embeddings, texts) {
+            (Some(array), _) => {
+                let router = self.router();
+                let dim = router.embedding.dim;
+                if array.shape()[1] != dim {
+                    return Err(PyValueError::new_err(format!(
+                        "embeddings have {} dimensions; the router's model ({}) gives {dim}",
+                        array.shape()[1],
+                        router.embedding.model
+                    )));
+                }
+                Ok(QueryInput::Embedded(to_tensor(&array, router.device())?))
+            }
+            (None, Some(texts)) => Ok(QueryInput::Texts(texts.to_vec())),
+            (None, None) => Err(PyValueError::new_err("no queries given")),
+        }
+    }
+}
+
+/// Queries as given: vectors ready on the device, or texts still to embed (without the GIL).
+enum QueryInput {
+    Embedded(Tensor),
+    Texts(Vec<String>),
+}
+
+impl QueryInput {
+    fn embed(self, router: &Router) -> kroute::Result<Tensor> {
+        match self {
+            QueryInput::Embedded(tensor) => Ok(tensor),
+            QueryInput::Texts(texts) => router.embedder()?.embed(&texts),
+        }
     }
 }
 
@@ -406,7 +452,7 @@ impl Router {
     fn load(py: Python<'_>, path: PathBuf, spec: &str) -> PyResult<Self> {
         let spec: EmbedderSpec = from_json("embedder option", spec)?;
         let inner = py
-            .detach(|| CoreRouter::load(&path, &spec.device()?))
+            .detach(|| kroute::state::open_router(&path, &spec.device()?))
             .map_err(py_err)?;
         Ok(Self::new(inner, spec, None))
     }
@@ -475,7 +521,56 @@ impl Router {
     }
 
     fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
-        py.detach(|| self.inner.save(&path)).map_err(py_err)
+        py.detach(|| self.router().save(&path)).map_err(py_err)
+    }
+
+    /// Takes in outcomes: query `i` was answered by `model` with `scores[i]` (and
+    /// `costs[i]` dollars, when known). Returns the outcomes taken in.
+    #[pyo3(signature = (texts, embeddings, model, scores, costs, half_life, source))]
+    #[allow(clippy::too_many_arguments)]
+    fn observe(
+        &self,
+        py: Python<'_>,
+        texts: Option<Vec<String>>,
+        embeddings: Option<PyReadonlyArray2<'_, f32>>,
+        model: &str,
+        scores: Vec<f64>,
+        costs: Option<Vec<Option<f64>>>,
+        half_life: Option<f64>,
+        source: &str,
+    ) -> PyResult<u64> {
+        let index = self
+            .router()
+            .models
+            .iter()
+            .position(|m| m == model)
+            .ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "model `{model}` is not one of the router's: {}",
+                    self.router().models.join(", ")
+                ))
+            })?;
+        let costs = costs.unwrap_or_else(|| vec![None; scores.len()]);
+        if costs.len() != scores.len() {
+            return Err(PyValueError::new_err(format!(
+                "{} costs for {} scores",
+                costs.len(),
+                scores.len()
+            )));
+        }
+        let queries = self.queries(texts.as_deref(), embeddings)?;
+        py.detach(|| -> kroute::Result<u64> {
+            let queries = queries.embed(self)?;
+            let outcomes: Vec<Vec<(usize, f64, Option<f64>)>> = scores
+                .iter()
+                .zip(&costs)
+                .map(|(&score, &cost)| vec![(index, score, cost)])
+                .collect();
+            let mut router = self.inner.write().expect("not poisoned");
+            let params = router.defaults;
+            router.observe_queries(&queries, &outcomes, &params, half_life, source)
+        })
+        .map_err(py_err)
     }
 
     /// Routes texts or L2-normalised embeddings; one decision (JSON object) per query, as a
@@ -491,33 +586,16 @@ impl Router {
         max_models: Option<usize>,
     ) -> PyResult<String> {
         let routing: RoutingSpec = from_json("routing option", routing)?;
-        let params = routing.over(self.inner.defaults).map_err(py_err)?;
-        let given = match embeddings {
-            Some(array) => {
-                let dim = self.inner.embedding.dim;
-                if array.shape()[1] != dim {
-                    return Err(PyValueError::new_err(format!(
-                        "embeddings have {} dimensions; the router's model ({}) gives {dim}",
-                        array.shape()[1],
-                        self.inner.embedding.model
-                    )));
-                }
-                Some(to_tensor(&array, self.inner.device())?)
-            }
-            None => None,
-        };
+        let params = routing.over(self.router().defaults).map_err(py_err)?;
+        let queries = self.queries(texts.as_deref(), embeddings)?;
         py.detach(|| -> kroute::Result<String> {
-            let queries = match (given, &texts) {
-                (Some(tensor), _) => tensor,
-                (None, Some(texts)) => self.embedder()?.embed(texts)?,
-                (None, None) => return Err(Error::Invalid("no queries to route".into())),
-            };
-            let routed = self.inner.route(&queries, &params)?;
+            let queries = queries.embed(self)?;
+            let router = self.router();
+            let routed = router.route(&queries, &params)?;
             let decisions: Vec<serde_json::Value> = (0..routed.len())
                 .map(|i| {
                     serde_json::Value::Object(
-                        self.inner
-                            .decision_json(&routed, i, &params, max_models, explain),
+                        router.decision_json(&routed, i, &params, max_models, explain),
                     )
                 })
                 .collect();
@@ -528,18 +606,23 @@ impl Router {
 
     #[getter]
     fn models(&self) -> Vec<String> {
-        self.inner.models.clone()
+        self.router().models.clone()
     }
 
-    /// Everything router.json holds but the clusters (JSON).
+    /// Everything router.json holds but the clusters and learned cells (JSON).
     fn info(&self) -> String {
+        let router = self.router();
         serde_json::json!({
-            "models": self.inner.models,
-            "clusters": self.inner.clusters_per_member(),
-            "bag": self.inner.bag,
-            "embedding": self.inner.embedding,
-            "routing": self.inner.defaults,
-            "training": self.inner.training,
+            "models": router.models,
+            "clusters": router.clusters_per_member(),
+            "bag": router.bag,
+            "embedding": router.embedding,
+            "routing": router.defaults,
+            "training": router.training,
+            "feedback": {
+                "observations": router.learned().observations,
+                "sources": router.learned().sources,
+            },
         })
         .to_string()
     }

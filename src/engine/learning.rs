@@ -378,10 +378,7 @@ impl Learning {
         let explored = decision.explored && answered_rank == 0;
         counts.decisions += 1;
         counts.explored += explored as u64;
-        let model = counts
-            .per_model
-            .entry(decision.info.models[answered].clone())
-            .or_default();
+        let model = per_model(&mut counts.per_model, &decision.info.models[answered]);
         model.selected += 1;
         model.explored += explored as u64;
         id
@@ -509,7 +506,7 @@ impl Learning {
     fn count_feedback(&self, model: &str, score: f64) {
         let mut counts = self.counts.lock().expect("counts lock");
         counts.observations += 1;
-        let model = counts.per_model.entry(model.to_string()).or_default();
+        let model = per_model(&mut counts.per_model, model);
         model.feedback += 1;
         model.score_sum += score;
     }
@@ -583,6 +580,14 @@ impl Learning {
             per_model,
         }
     }
+}
+
+/// `name`'s counts, created on first use (without a key allocation on every call).
+fn per_model<'a>(counts: &'a mut BTreeMap<String, ModelCounts>, name: &str) -> &'a mut ModelCounts {
+    if !counts.contains_key(name) {
+        counts.insert(name.to_string(), ModelCounts::default());
+    }
+    counts.get_mut(name).expect("just inserted")
 }
 
 fn check_outcome(request: &FeedbackRequest) -> Result<(), FeedbackError> {

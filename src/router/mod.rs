@@ -347,6 +347,19 @@ impl Router {
     /// moves toward the score (and the cost, when given) by its vote weight, forgetting with a
     /// half-life of `half_life` observations per cell when set. The next routing uses it.
     pub fn observe(&mut self, observation: &Observation, half_life: Option<f64>) -> Result<()> {
+        self.check_observation(observation, half_life)?;
+        self.learned.add(
+            observation,
+            self.bag,
+            self.clusters.len(),
+            self.models.len(),
+            half_life,
+        );
+        Ok(())
+    }
+
+    /// Why `observation` cannot be taken in, if it cannot.
+    fn check_observation(&self, observation: &Observation, half_life: Option<f64>) -> Result<()> {
         let invalid = |message: String| Err(Error::Invalid(message));
         if observation.model >= self.models.len() {
             return invalid(format!(
@@ -378,13 +391,6 @@ impl Router {
                 ));
             }
         }
-        self.learned.add(
-            observation,
-            self.bag,
-            self.clusters.len(),
-            self.models.len(),
-            half_life,
-        );
         Ok(())
     }
 
