@@ -7,7 +7,9 @@ mod common;
 use candle_core::Device;
 use common::serve::{fixture, load_router};
 use common::{files_in, run};
-use kroute::router::{Exploration, Observation, RouteParams, Router};
+use kroute::router::{
+    Exploration, Observation, RouteParams, Router, SHIFT_PRIOR, SHIFT_SIGNIFICANCE,
+};
 use kroute::state::wal::WalWriter;
 use kroute::state::{clusters_id, FeedbackRecord, ServerState, StateDir};
 use rand::rngs::StdRng;
@@ -34,40 +36,69 @@ fn outcome(router: &Router, text: &str, model: usize, score: f64) -> Observation
 }
 
 #[test]
-fn an_outcome_moves_each_voting_cell_by_its_vote_weight() {
+fn an_outcome_moves_each_voting_cell_by_its_vote_weight_and_the_model_by_its_shift() {
     let mut router = load_router();
     let text = &fixture().queries[0];
     let model = 2;
     let observation = outcome(&router, text, model, 0.0);
-    let before: Vec<_> = observation
-        .votes
-        .iter()
-        .map(|&(c, _)| router.clusters[c as usize].clone())
-        .collect();
+    let trained = router.clone();
+    let check = |router: &Router, shift: f64, outcomes: f64| {
+        let shifted = |accuracy: Option<f64>| accuracy.map(|a| (a + shift).clamp(0.0, 1.0));
+        for (cluster, stats) in router.clusters.iter().enumerate() {
+            // The paper's estimator (prior strength 0), bag 1:
+            // (n·(mean + δ) + Σw·score) / (n + Σw); a cluster that did not vote moves by δ alone.
+            let n = stats.count[model] as f64;
+            let w = outcomes
+                * observation
+                    .votes
+                    .iter()
+                    .find(|v| v.0 as usize == cluster)
+                    .map_or(0.0, |v| v.1 as f64);
+            let expected = match w > 0.0 {
+                true => Some(n * shifted(stats.accuracy[model]).unwrap_or(0.0) / (n + w)),
+                false => shifted(stats.accuracy[model]),
+            };
+            let estimates = router.estimates(cluster, 0.0);
+            match (estimates.accuracy[model], expected) {
+                (Some(got), Some(expected)) => assert!(
+                    (got - expected).abs() < 1e-9,
+                    "cluster {cluster}: {got} vs {expected}"
+                ),
+                (got, expected) => assert_eq!(got, expected, "cluster {cluster}"),
+            }
+            // Costs were not observed; other models did not move.
+            assert_eq!(estimates.cost, stats.cost);
+            assert_eq!(estimates.accuracy[model + 1], stats.accuracy[model + 1]);
+        }
+    };
     router.observe(&observation, None).unwrap();
     assert_eq!(router.learned().observations, 1);
-    for ((cluster, weight), stats) in observation.votes.iter().zip(&before) {
-        // The paper's estimator (prior strength 0): (n·mean + w·score) / (n + w), bag 1.
-        let n = stats.count[model] as f64;
-        let w = *weight as f64;
-        let expected = (n * stats.accuracy[model].unwrap_or(0.0)) / (n + w);
-        let got = router.estimates(*cluster as usize, 0.0).accuracy[model].unwrap();
-        assert!(
-            (got - expected).abs() < 1e-12,
-            "cluster {cluster}: {got} vs {expected}"
-        );
-        // Costs were not observed: as trained.
-        assert_eq!(
-            router.estimates(*cluster as usize, 0.0).cost[model],
-            stats.cost[model]
-        );
+    // One outcome moves the cells that voted, not yet the model: its residual does not stand
+    // out of the noise.
+    assert_eq!(router.learned().shift(model).0, 0.0);
+    check(&router, 0.0, 1.0);
+
+    // Thirty more of the same: the shift is the residuals' shrunk mean, now that it stands
+    // SHIFT_SIGNIFICANCE standard errors out of the noise.
+    for _ in 0..30 {
+        router.observe(&observation, None).unwrap();
     }
-    // Clusters that did not vote are untouched.
-    let voted: Vec<u32> = observation.votes.iter().map(|v| v.0).collect();
-    for c in (0..router.clusters.len() as u32).filter(|c| !voted.contains(c)) {
-        let stats = &router.clusters[c as usize];
-        assert_eq!(router.estimates(c as usize, 0.0).accuracy, stats.accuracy);
-    }
+    let (sum, weight) = observation
+        .votes
+        .iter()
+        .filter_map(|&(c, w)| {
+            Some((
+                w as f64 * trained.clusters[c as usize].accuracy[model]?,
+                w as f64,
+            ))
+        })
+        .fold((0.0, 0.0), |(s, n), (x, w)| (s + x, n + w));
+    let residual = 0.0 - sum / weight;
+    let n = 31.0 + SHIFT_PRIOR;
+    let shift = 31.0 * residual / n;
+    assert!(shift < -SHIFT_SIGNIFICANCE * 0.5 / n.sqrt(), "{shift}");
+    assert!((router.learned().shift(model).0 - shift).abs() < 1e-12);
+    check(&router, shift, 31.0);
 }
 
 #[test]
@@ -109,19 +140,24 @@ fn a_half_life_follows_a_model_that_got_worse() {
     let nearest = observation.votes[0].0 as usize;
     let trained = router.clusters[nearest].accuracy[model].unwrap();
     assert!(trained > 0.2, "a model with something to lose: {trained}");
-    let after = |half_life: Option<f64>| {
+    let cell = |half_life: Option<f64>| {
         let mut router = router.clone();
         for _ in 0..60 {
             router.observe(&observation, half_life).unwrap();
         }
-        router.estimates(nearest, 0.0).accuracy[model].unwrap()
+        router.learned().cells()[nearest * router.models.len() + model].accuracy
     };
-    let remembered = after(None);
-    let forgotten = after(Some(5.0));
-    // Without forgetting, the training answers still weigh; with a half-life of 5 outcomes the
-    // cell has all but forgotten them.
-    assert!(remembered > 0.02, "{remembered}");
-    assert!(forgotten < remembered / 4.0, "{forgotten} vs {remembered}");
+    let n = router.clusters[nearest].count[model] as f64;
+    let remembered = cell(None);
+    let forgotten = cell(Some(5.0));
+    // Without forgetting, the training answers still weigh fully; with a half-life of 5
+    // outcomes the cell has all but forgotten them: 2^(−Σw/5).
+    assert_eq!(remembered.kept, 1.0);
+    let weight: f64 = 60.0 * observation.votes[0].1 as f64;
+    assert!((forgotten.kept - 0.5f64.powf(weight / 5.0)).abs() < 1e-9);
+    let mean = |e: kroute::router::Evidence| e.combine(n, Some(trained)).1.unwrap();
+    assert!(mean(remembered) > 0.02, "{}", mean(remembered));
+    assert!(mean(forgotten) < mean(remembered) / 4.0);
 }
 
 #[test]
@@ -216,7 +252,36 @@ fn exploration_leaves_the_greedy_choice_as_the_policy_says() {
     // the leading models overlap.
     let thompson = explored(Exploration::Thompson, &mut rng).len();
     assert!(thompson > 0 && thompson < texts.len(), "{thompson}");
+    // Optimism lifts a model by what its outcomes still allow: one observed often, with
+    // outcomes as training expected, gets a smaller lift than the others, which then win
+    // some decisions they lose greedily.
+    let text = &fixture().queries[0];
+    let observed = best(&router, text);
+    let mut learner = router.clone();
+    let expected = outcome(&learner, text, observed, 0.0);
+    let trained: f64 = expected
+        .votes
+        .iter()
+        .map(|&(c, w)| w as f64 * router.clusters[c as usize].accuracy[observed].unwrap_or(0.0))
+        .sum();
+    for _ in 0..40 {
+        learner
+            .observe(&outcome(&learner, text, observed, trained), None)
+            .unwrap();
+    }
+    let (applied, mean, error) = learner.learned().shift(observed);
+    assert_eq!(applied, 0.0);
+    assert!(mean.abs() < 0.05 && error < learner.learned().shift(1 - observed.min(1)).2);
+    let routed = learner
+        .route(&fixture().embedder.embed(texts).unwrap(), &params())
+        .unwrap();
+    let optimistic: Vec<_> = (0..texts.len())
+        .filter_map(|i| learner.explore(&routed, i, &params(), Exploration::Optimistic, &mut rng))
+        .collect();
+    assert!(!optimistic.is_empty());
+    assert!(optimistic.iter().any(|r| r[0].0 != observed));
     let policy = |s: &str| s.parse::<Exploration>().map_err(|e| e.to_string());
+    assert_eq!(policy("optimistic"), Ok(Exploration::Optimistic));
     assert_eq!(policy("epsilon:0.05"), Ok(Exploration::Epsilon(0.05)));
     assert!(policy("epsilon:2").unwrap_err().contains("epsilon:E"));
 }

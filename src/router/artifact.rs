@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::online::{CellEvidence, Evidence, FeedbackSource, Learned};
+use super::online::{CellEvidence, Evidence, FeedbackSource, Learned, Residuals};
 use super::{ClusterStats, RouteParams, Router, TrainingInfo};
 use crate::embed::EmbeddingInfo;
 use crate::error::{Error, InputError, Result};
@@ -45,6 +45,9 @@ struct FeedbackFile {
     observations: u64,
     sources: Vec<FeedbackSource>,
     cells: Vec<CellFile>,
+    /// Per model, `[weight, sum]` of its outcomes' residuals (see `online::Learned::shift`).
+    #[serde(default)]
+    shifts: std::collections::BTreeMap<String, [f64; 2]>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -74,10 +77,18 @@ impl FeedbackFile {
                 cost: triple(&cell.cost),
             })
             .collect();
+        let shifts = learned
+            .shift_evidence()
+            .iter()
+            .zip(models)
+            .filter(|(r, _)| r.weight > 0.0)
+            .map(|(r, model)| (model.clone(), [r.weight, r.sum]))
+            .collect();
         Some(Self {
             observations: learned.observations,
             sources: learned.sources.clone(),
             cells,
+            shifts,
         })
     }
 
@@ -114,10 +125,24 @@ impl FeedbackFile {
                 cost: evidence(cell.cost, "cost")?,
             };
         }
+        let mut shifts = vec![Residuals::default(); models.len()];
+        for (model, [weight, sum]) in self.shifts {
+            let i = models
+                .iter()
+                .position(|m| *m == model)
+                .ok_or_else(|| format!("feedback.shifts: model `{model}` is not in `models`"))?;
+            if !(weight.is_finite() && sum.is_finite() && weight >= 0.0) {
+                return Err(format!(
+                    "feedback.shifts.{model}: expected [weight ≥ 0, sum], finite"
+                ));
+            }
+            shifts[i] = Residuals { weight, sum };
+        }
         Ok(Learned::from_cells(
             self.observations,
             self.sources,
             cells,
+            shifts,
             clusters,
         ))
     }

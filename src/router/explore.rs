@@ -5,7 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use rand::Rng;
-use rand_distr::{Beta, Distribution};
+use rand_distr::{Beta, Distribution, Normal};
 
 use super::{Estimates, RouteParams, RoutedBatch, Router};
 use crate::error::{Error, Result};
@@ -22,7 +22,18 @@ pub enum Exploration {
     Thompson,
     /// With this probability a uniformly drawn other model goes first.
     Epsilon(f64),
+    /// Optimism where it is uncertain: every model's shift is taken at the upper end of what
+    /// its outcomes allow (their shrunk mean residual plus [`OPTIMISM`] standard errors) and
+    /// the models are ranked by the totals that gives. A model with few outcomes since training
+    /// gets a large lift, one observed often a small one, and one whose first outcomes beat
+    /// its training estimates a larger one still; the decision explores when the lift changes
+    /// the choice. The exploring thus goes to the model whose possible improvement would matter
+    /// most, until its outcomes settle it (no draws: each query's ranking is deterministic).
+    Optimistic,
 }
+
+/// Standard errors of a model's shift that [`Exploration::Optimistic`] lifts it by.
+pub const OPTIMISM: f64 = 2.0;
 
 impl FromStr for Exploration {
     type Err = Error;
@@ -31,10 +42,12 @@ impl FromStr for Exploration {
         match s {
             "off" => Ok(Exploration::Off),
             "thompson" => Ok(Exploration::Thompson),
+            "optimistic" => Ok(Exploration::Optimistic),
             _ => match s.strip_prefix("epsilon:").map(str::parse::<f64>) {
                 Some(Ok(e)) if (0.0..=1.0).contains(&e) => Ok(Exploration::Epsilon(e)),
                 _ => Err(Error::Invalid(format!(
-                    "exploration `{s}`: expected off, thompson or epsilon:E with E in [0, 1]"
+                    "exploration `{s}`: expected off, thompson, optimistic or epsilon:E with E in \
+                     [0, 1]"
                 ))),
             },
         }
@@ -46,9 +59,17 @@ impl fmt::Display for Exploration {
         match self {
             Exploration::Off => f.write_str("off"),
             Exploration::Thompson => f.write_str("thompson"),
+            Exploration::Optimistic => f.write_str("optimistic"),
             Exploration::Epsilon(e) => write!(f, "epsilon:{e}"),
         }
     }
+}
+
+/// Models by descending total (equal totals keep model order).
+fn ranked(totals: Vec<f64>) -> Vec<(usize, f32)> {
+    let mut order: Vec<usize> = (0..totals.len()).collect();
+    order.sort_by(|&a, &b| totals[b].total_cmp(&totals[a]));
+    order.into_iter().map(|m| (m, totals[m] as f32)).collect()
 }
 
 impl Router {
@@ -77,18 +98,42 @@ impl Router {
                     .map(|m| (m, totals[m]))
                     .collect()
             }
-            Exploration::Thompson => {
-                let sampled = self.sampled_totals(routed, i, params, rng);
-                let mut order: Vec<usize> = (0..self.models.len()).collect();
-                order.sort_by(|&a, &b| sampled[b].total_cmp(&sampled[a]));
-                order.into_iter().map(|m| (m, sampled[m] as f32)).collect()
-            }
+            Exploration::Thompson => ranked(self.sampled_totals(routed, i, params, rng)),
+            Exploration::Optimistic => ranked(self.optimistic_totals(routed, i, params)),
         };
         (ranking[0].0 != greedy[0]).then_some(ranking)
     }
 
+    /// Query `i`'s totals with every model's shift at its optimistic bound.
+    fn optimistic_totals(&self, routed: &RoutedBatch, i: usize, params: &RouteParams) -> Vec<f64> {
+        let priors = self.priors();
+        let lifts: Vec<f64> = (0..self.models.len())
+            .map(|m| {
+                let (applied, mean, error) = self.learned.shift(m);
+                mean + OPTIMISM * error - applied
+            })
+            .collect();
+        let mut totals = vec![0.0; self.models.len()];
+        for (cluster, _, weight) in routed.nearest(i) {
+            let learned = self.learned.cluster(cluster, self.models.len());
+            let mut estimates =
+                self.clusters[cluster].estimates(&priors, params.prior_strength, learned);
+            for (accuracy, lift) in estimates.accuracy.iter_mut().zip(&lifts) {
+                *accuracy = accuracy.map(|a| (a + lift).clamp(0.0, 1.0));
+            }
+            for (total, vote) in totals
+                .iter_mut()
+                .zip(params.scoring.cluster_votes(&estimates))
+            {
+                *total += weight as f64 * vote;
+            }
+        }
+        totals
+    }
+
     /// Query `i`'s totals with each voting cluster's accuracies drawn from their posteriors
-    /// (costs at their estimates).
+    /// and each model's shift drawn from its own (one draw per model, shared by the
+    /// clusters: a model that changed, changed everywhere); costs at their estimates.
     fn sampled_totals(
         &self,
         routed: &RoutedBatch,
@@ -97,6 +142,12 @@ impl Router {
         rng: &mut impl Rng,
     ) -> Vec<f64> {
         let priors = self.priors();
+        let shifts: Vec<f64> = (0..self.models.len())
+            .map(|m| {
+                let (_, _, spread) = self.learned.shift(m);
+                Normal::new(0.0, spread).map_or(0.0, |normal| normal.sample(rng))
+            })
+            .collect();
         let mut totals = vec![0.0; self.models.len()];
         for (cluster, _, weight) in routed.nearest(i) {
             let learned = self.learned.cluster(cluster, self.models.len());
@@ -105,9 +156,11 @@ impl Router {
             let estimates = Estimates {
                 accuracy: posterior
                     .into_iter()
-                    .map(|ab| {
+                    .zip(&shifts)
+                    .map(|(ab, shift)| {
                         ab.map(|(a, b)| {
-                            Beta::new(a, b).map_or(a / (a + b), |beta| beta.sample(rng))
+                            let p = Beta::new(a, b).map_or(a / (a + b), |beta| beta.sample(rng));
+                            (p + shift).clamp(0.0, 1.0)
                         })
                     })
                     .collect(),

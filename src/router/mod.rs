@@ -30,7 +30,10 @@ use serde::{Deserialize, Serialize};
 pub use crate::embed::EmbeddingInfo;
 pub use artifact::ROUTER_FILE;
 pub use explore::Exploration;
-pub use online::{CellEvidence, Evidence, FeedbackSource, Learned, Observation};
+pub use online::{
+    CellEvidence, ClusterEvidence, Evidence, FeedbackSource, Learned, Observation, Residuals,
+    SHIFT_HALF_LIFE_FACTOR, SHIFT_PRIOR, SHIFT_SIGNIFICANCE,
+};
 pub use scoring::{ReferenceScoring, Scoring};
 pub use stats::{ClusterStats, Estimates, Priors};
 
@@ -348,14 +351,34 @@ impl Router {
     /// half-life of `half_life` observations per cell when set. The next routing uses it.
     pub fn observe(&mut self, observation: &Observation, half_life: Option<f64>) -> Result<()> {
         self.check_observation(observation, half_life)?;
+        let residual = self
+            .trained_accuracy(&observation.votes, observation.model)
+            .map(|expected| observation.score - expected);
         self.learned.add(
             observation,
+            residual,
             self.bag,
             self.clusters.len(),
             self.models.len(),
             half_life,
         );
         Ok(())
+    }
+
+    /// What the training statistics alone (shrunk with the router's prior strength) expect of
+    /// `model` on a query with these `votes`: their vote-weighted accuracy estimate.
+    fn trained_accuracy(&self, votes: &[(u32, f32)], model: usize) -> Option<f64> {
+        let priors = self.priors();
+        let (mut sum, mut weight) = (0.0, 0.0);
+        for &(cluster, w) in votes {
+            let stats = &self.clusters[cluster as usize];
+            let estimates = stats.estimates(&priors, self.defaults.prior_strength, None);
+            if let Some(accuracy) = estimates.accuracy[model] {
+                sum += w as f64 * accuracy;
+                weight += w as f64;
+            }
+        }
+        (weight > 0.0).then(|| sum / weight)
     }
 
     /// Why `observation` cannot be taken in, if it cannot.

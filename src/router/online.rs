@@ -8,6 +8,15 @@
 //! shrinkage toward the model's training-wide mean stays as it was trained. With a half-life
 //! of `H` observations, each outcome first discounts everything the cell knew by `2^(−w/H)`,
 //! training answers included, so that a model whose quality changed is followed.
+//!
+//! A model that changes usually changes everywhere, but each cell sees only a share of its
+//! outcomes. So every outcome also feeds the model's shift `δ`: the shrunk mean of its
+//! residuals against the training estimates, `Σ(s − μ) / (n + SHIFT_PRIOR)`, once it stands
+//! `SHIFT_SIGNIFICANCE` standard errors out of the noise (0 before), which moves the training
+//! part of every cell of the model (observed outcomes enter a cell as they are). Under no change
+//! `δ` stays 0 but for rare false alarms; after a change of 0.3 it applies within a few tens of
+//! outcomes, in clusters that saw none of them too. Its half-life is `SHIFT_HALF_LIFE_FACTOR × H` outcomes
+//! of the model.
 
 use serde::{Deserialize, Serialize};
 
@@ -61,6 +70,44 @@ impl Evidence {
     }
 }
 
+/// A model's outcomes measured against what training expected of them: their count and sum
+/// of residuals (both discounted alike under a half-life).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Residuals {
+    pub weight: f64,
+    pub sum: f64,
+}
+
+impl Residuals {
+    fn add(&mut self, residual: f64, half_life: Option<f64>) {
+        if let Some(h) = half_life {
+            let keep = 0.5f64.powf(1.0 / h);
+            self.weight *= keep;
+            self.sum *= keep;
+        }
+        self.weight += 1.0;
+        self.sum += residual;
+    }
+
+    /// Their mean shrunk toward no change, and its standard error (a score's spread is at most
+    /// 1/2).
+    pub fn mean(&self) -> (f64, f64) {
+        let n = self.weight + SHIFT_PRIOR;
+        (self.sum / n, 0.5 / n.sqrt())
+    }
+
+    /// The shift they give: their mean shrunk toward no change, once it stands
+    /// `SHIFT_SIGNIFICANCE` standard errors out of the noise (and out of the small bias that
+    /// choosing a model where its estimate is high gives its outcomes); 0 before.
+    pub fn shift(&self) -> f64 {
+        let (mean, error) = self.mean();
+        match mean.abs() > SHIFT_SIGNIFICANCE * error {
+            true => mean,
+            false => 0.0,
+        }
+    }
+}
+
 /// A cell's evidence on accuracy and on cost (outcomes need not report a cost).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct CellEvidence {
@@ -72,6 +119,22 @@ impl CellEvidence {
     pub fn is_untouched(&self) -> bool {
         self.accuracy.is_untouched() && self.cost.is_untouched()
     }
+}
+
+/// Pseudo-outcomes at no change that a model's shift is shrunk with.
+pub const SHIFT_PRIOR: f64 = 10.0;
+/// Standard errors a model's mean residual must stand out by before it shifts the model.
+pub const SHIFT_SIGNIFICANCE: f64 = 2.0;
+/// A model's shift forgets with this many times the cells' half-life, in its own outcomes.
+pub const SHIFT_HALF_LIFE_FACTOR: f64 = 10.0;
+
+/// What routing reads of the learned evidence for one cluster.
+#[derive(Debug, Clone, Copy)]
+pub struct ClusterEvidence<'a> {
+    /// One cell per model.
+    pub cells: &'a [CellEvidence],
+    /// Each model's accuracy shift `δ`.
+    pub shifts: &'a [f64],
 }
 
 /// One outcome: how well `model` answered a query, and what it cost.
@@ -109,6 +172,10 @@ pub struct Learned {
     pub sources: Vec<FeedbackSource>,
     /// `(clusters, models)` cells, cluster-major; empty until the first outcome.
     cells: Vec<CellEvidence>,
+    /// Per model, residuals of its outcomes against the training estimates (weight, sum),
+    /// and the shift they give; empty with the cells.
+    shift_evidence: Vec<Residuals>,
+    shifts: Vec<f64>,
     /// Per cluster, the [`Learned::version`] of its last change (empty with the cells).
     changed: Vec<u64>,
     /// Bumped by every change, so that derived tables know what to rebuild.
@@ -120,39 +187,69 @@ impl PartialEq for Learned {
         self.observations == other.observations
             && self.sources == other.sources
             && self.cells == other.cells
+            && self.shift_evidence == other.shift_evidence
     }
 }
 
 impl Learned {
-    /// Evidence `cells` laid out `(clusters, models)`, as read back from a router file.
+    /// Evidence `cells` laid out `(clusters, models)` and each model's `shift_evidence`, as
+    /// read back from a router file.
     pub fn from_cells(
         observations: u64,
         sources: Vec<FeedbackSource>,
         cells: Vec<CellEvidence>,
+        shift_evidence: Vec<Residuals>,
         clusters: usize,
     ) -> Self {
-        let touched = cells.iter().any(|c| !c.is_untouched());
+        let touched = cells.iter().any(|c| !c.is_untouched())
+            || shift_evidence.iter().any(|r| r.weight > 0.0);
+        if !touched {
+            return Self {
+                observations,
+                sources,
+                ..Self::default()
+            };
+        }
+        let shifts = shift_evidence.iter().map(Residuals::shift).collect();
         Self {
             observations,
             sources,
-            changed: if touched {
-                vec![0; clusters]
-            } else {
-                Vec::new()
-            },
-            cells: if touched { cells } else { Vec::new() },
+            changed: vec![0; clusters],
+            cells,
+            shift_evidence,
+            shifts,
             version: 0,
         }
     }
 
-    /// Cluster `c`'s cells, one per model; `None` before any outcome.
-    pub fn cluster(&self, c: usize, models: usize) -> Option<&[CellEvidence]> {
-        (!self.cells.is_empty()).then(|| &self.cells[c * models..(c + 1) * models])
+    /// What routing reads for cluster `c`; `None` before any outcome.
+    pub fn cluster(&self, c: usize, models: usize) -> Option<ClusterEvidence<'_>> {
+        (!self.cells.is_empty()).then(|| ClusterEvidence {
+            cells: &self.cells[c * models..(c + 1) * models],
+            shifts: &self.shifts,
+        })
     }
 
     /// Every cell, `(clusters, models)` (empty before any outcome).
     pub fn cells(&self) -> &[CellEvidence] {
         &self.cells
+    }
+
+    /// Each model's residual evidence (empty before any outcome).
+    pub fn shift_evidence(&self) -> &[Residuals] {
+        &self.shift_evidence
+    }
+
+    /// Model `m`'s accuracy shift as applied, and the residuals' shrunk mean and standard
+    /// error it comes from.
+    pub fn shift(&self, m: usize) -> (f64, f64, f64) {
+        let (mean, error) = self
+            .shift_evidence
+            .get(m)
+            .copied()
+            .unwrap_or_default()
+            .mean();
+        (self.shifts.get(m).copied().unwrap_or(0.0), mean, error)
     }
 
     pub fn version(&self) -> u64 {
@@ -165,10 +262,12 @@ impl Learned {
     }
 
     /// Records an outcome in the cells of `votes` (weights as in [`Observation::votes`]),
-    /// scaling each weight by `bag` so that every k-means solution takes in one observation.
+    /// scaling each weight by `bag` so that every k-means solution takes in one observation,
+    /// and its `residual` (score minus the training estimate) in the model's shift.
     pub(crate) fn add(
         &mut self,
         observation: &Observation,
+        residual: Option<f64>,
         bag: usize,
         clusters: usize,
         models: usize,
@@ -176,6 +275,8 @@ impl Learned {
     ) {
         if self.cells.is_empty() {
             self.cells = vec![CellEvidence::default(); clusters * models];
+            self.shift_evidence = vec![Residuals::default(); models];
+            self.shifts = vec![0.0; models];
             self.changed = vec![0; clusters];
         }
         self.version += 1;
@@ -187,6 +288,13 @@ impl Learned {
                 cell.cost.add(weight, cost, half_life);
             }
             self.changed[cluster as usize] = self.version;
+        }
+        if let Some(residual) = residual {
+            let residuals = &mut self.shift_evidence[observation.model];
+            residuals.add(residual, half_life.map(|h| h * SHIFT_HALF_LIFE_FACTOR));
+            self.shifts[observation.model] = residuals.shift();
+            // The shift moves the model's estimate in every cluster.
+            self.changed.fill(self.version);
         }
         self.observations += 1;
     }
@@ -201,6 +309,7 @@ impl Learned {
             self.observations,
             self.sources.clone(),
             self.cells[..clusters * models].to_vec(),
+            self.shift_evidence.clone(),
             clusters,
         )
     }
@@ -224,21 +333,29 @@ impl Learned {
     pub fn remap(&self, from: &[String], to: &[String]) -> Learned {
         if self.cells.is_empty() {
             return Learned {
-                cells: Vec::new(),
-                changed: Vec::new(),
-                ..self.clone()
+                observations: self.observations,
+                sources: self.sources.clone(),
+                ..Learned::default()
             };
         }
         let clusters = self.cells.len() / from.len();
         let mut cells = vec![CellEvidence::default(); clusters * to.len()];
+        let mut shifts = vec![Residuals::default(); to.len()];
         for (new, name) in to.iter().enumerate() {
             if let Some(old) = from.iter().position(|m| m == name) {
                 for c in 0..clusters {
                     cells[c * to.len() + new] = self.cells[c * from.len() + old];
                 }
+                shifts[new] = self.shift_evidence[old];
             }
         }
-        Learned::from_cells(self.observations, self.sources.clone(), cells, clusters)
+        Learned::from_cells(
+            self.observations,
+            self.sources.clone(),
+            cells,
+            shifts,
+            clusters,
+        )
     }
 }
 
@@ -284,13 +401,17 @@ mod tests {
             score: 1.0,
             cost: Some(0.5),
         };
-        learned.add(&observation, 1, 2, 2, None);
+        learned.add(&observation, Some(0.5), 1, 2, 2, None);
         let to = ["b".to_string(), "new".to_string()];
         let remapped = learned.remap(&from, &to);
         assert_eq!(remapped.observations, 1);
-        let cells = remapped.cluster(1, 2).unwrap();
-        assert_eq!(cells[0], learned.cluster(1, 2).unwrap()[1]);
+        let cells = remapped.cluster(1, 2).unwrap().cells;
+        assert_eq!(cells[0], learned.cluster(1, 2).unwrap().cells[1]);
         assert!(cells[1].is_untouched());
-        assert!(remapped.cluster(0, 2).unwrap()[0].is_untouched());
+        assert!(remapped.cluster(0, 2).unwrap().cells[0].is_untouched());
+        // The model's evidence moves with it (one residual of 0.5 does not stand out yet).
+        assert_eq!(remapped.shift_evidence()[0].sum, 0.5);
+        assert_eq!(remapped.shift(0).0, 0.0);
+        assert_eq!(remapped.shift(1).0, 0.0);
     }
 }

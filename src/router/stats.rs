@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::online::{CellEvidence, Evidence};
+use super::online::{ClusterEvidence, Evidence};
 use crate::records::RoutingRecord;
 
 /// One cluster's training queries and, per model (in the router's model order), how many of
@@ -104,18 +104,19 @@ pub struct Estimates {
 }
 
 impl ClusterStats {
-    /// The estimates routing uses: the training means, with the outcomes `learned` since
-    /// training (one cell per model, `None` before any) taken in, shrunk toward `priors` with
-    /// strength `m` (pseudo-answers at the global mean): `(n·mean + m·global) / (n + m)` for
-    /// accuracy and for cost, `n` counting training answers and observed outcomes alike. A
-    /// model without answers in the cluster then gets its global means (a vote) instead of
-    /// none; one without any answer in training votes only where outcomes were observed.
-    /// `m = 0` without outcomes gives the training means untouched: the paper's estimator.
+    /// The estimates routing uses: the training means, with what was `learned` since training
+    /// taken in (the outcomes in this cluster's cells, and each model's accuracy shift applied
+    /// to its training means), shrunk toward `priors` (shifted alike) with strength `m`
+    /// (pseudo-answers at the global mean): `(n·mean + m·global) / (n + m)` for accuracy and for
+    /// cost, `n` counting training answers and observed outcomes alike. A model without answers
+    /// in the cluster then gets its global means (a vote) instead of none; one without any
+    /// answer in training votes only where outcomes were observed. `m = 0` without outcomes
+    /// gives the training means untouched: the paper's estimator.
     pub fn estimates(
         &self,
         priors: &Priors,
         m: f64,
-        learned: Option<&[CellEvidence]>,
+        learned: Option<ClusterEvidence<'_>>,
     ) -> Estimates {
         let shrink = |(n, mean): (f64, Option<f64>), global: Option<f64>| match global {
             Some(global) if m > 0.0 => Some((mean.unwrap_or(0.0) * n + m * global) / (n + m)),
@@ -124,7 +125,10 @@ impl ClusterStats {
         let models = self.count.len();
         Estimates {
             accuracy: (0..models)
-                .map(|i| shrink(self.accuracy_evidence(i, learned), priors.accuracy[i]))
+                .map(|i| {
+                    let global = shifted(priors.accuracy[i], learned, i);
+                    shrink(self.accuracy_evidence(i, learned), global)
+                })
                 .collect(),
             cost: (0..models)
                 .map(|i| shrink(self.cost_evidence(i, learned), priors.cost[i]))
@@ -141,12 +145,12 @@ impl ClusterStats {
         &self,
         priors: &Priors,
         m: f64,
-        learned: Option<&[CellEvidence]>,
+        learned: Option<ClusterEvidence<'_>>,
     ) -> Vec<Option<(f64, f64)>> {
         (0..self.count.len())
             .map(|i| {
                 let (n, mean) = self.accuracy_evidence(i, learned);
-                let (prior_n, global) = match priors.accuracy[i] {
+                let (prior_n, global) = match shifted(priors.accuracy[i], learned, i) {
                     Some(global) if m > 0.0 => (m, global),
                     _ => (0.0, 0.0),
                 };
@@ -162,17 +166,22 @@ impl ClusterStats {
             .collect()
     }
 
-    /// Model `i`'s accuracy answers and outcomes: (count, mean).
-    fn accuracy_evidence(&self, i: usize, learned: Option<&[CellEvidence]>) -> (f64, Option<f64>) {
-        Self::with_learned(
-            self.count[i],
-            self.accuracy[i],
-            learned.map(|c| &c[i].accuracy),
-        )
+    /// Model `i`'s accuracy answers (their mean shifted) and outcomes: (count, mean).
+    fn accuracy_evidence(
+        &self,
+        i: usize,
+        learned: Option<ClusterEvidence<'_>>,
+    ) -> (f64, Option<f64>) {
+        let mean = shifted(self.accuracy[i], learned, i);
+        Self::with_learned(self.count[i], mean, learned.map(|l| &l.cells[i].accuracy))
     }
 
-    fn cost_evidence(&self, i: usize, learned: Option<&[CellEvidence]>) -> (f64, Option<f64>) {
-        Self::with_learned(self.count[i], self.cost[i], learned.map(|c| &c[i].cost))
+    fn cost_evidence(&self, i: usize, learned: Option<ClusterEvidence<'_>>) -> (f64, Option<f64>) {
+        Self::with_learned(
+            self.count[i],
+            self.cost[i],
+            learned.map(|l| &l.cells[i].cost),
+        )
     }
 
     /// The training answers' count and mean with the evidence learned since (untouched
@@ -185,9 +194,18 @@ impl ClusterStats {
     }
 }
 
+/// An accuracy moved by model `i`'s learned shift, within [0, 1] (as it was without one).
+fn shifted(accuracy: Option<f64>, learned: Option<ClusterEvidence<'_>>, i: usize) -> Option<f64> {
+    match learned.map(|l| l.shifts[i]) {
+        Some(shift) if shift != 0.0 => accuracy.map(|a| (a + shift).clamp(0.0, 1.0)),
+        _ => accuracy,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::router::online::CellEvidence;
 
     fn cluster(count: &[usize], accuracy: &[Option<f64>], cost: &[Option<f64>]) -> ClusterStats {
         ClusterStats {
@@ -236,7 +254,12 @@ mod tests {
         let mut cells = vec![CellEvidence::default(); 3];
         cells[1].accuracy.add(2.0, 1.0, None);
         cells[2].accuracy.add(1.0, 0.5, None);
-        let learned = a.estimates(&priors, 2.0, Some(&cells));
+        let no_shift = [0.0; 3];
+        let evidence = |shifts| ClusterEvidence {
+            cells: &cells,
+            shifts,
+        };
+        let learned = a.estimates(&priors, 2.0, Some(evidence(&no_shift)));
         // (2·1 + 2·1/4) / (2 + 2); model 2 has no global mean to shrink toward.
         assert_eq!(
             learned.accuracy,
@@ -244,5 +267,10 @@ mod tests {
         );
         // No cost was observed: the costs are as before.
         assert_eq!(learned.cost, shrunk.cost);
+        // A shift of −0.25 for model 0 moves its training mean and its global mean alike:
+        // (2·0.75 + 2·(5/8 − 1/4)) / 4.
+        let shifted = a.estimates(&priors, 2.0, Some(evidence(&[-0.25, 0.0, 0.0])));
+        assert_eq!(shifted.accuracy[0], Some((2.0 * 0.75 + 2.0 * 0.375) / 4.0));
+        assert_eq!(shifted.accuracy[1], learned.accuracy[1]);
     }
 }
