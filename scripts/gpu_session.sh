@@ -17,7 +17,9 @@
 # checkpoint from safetensors shards while sampling host memory (benches/load_memory.py); writes
 # it all to $OUT. On the GPU machine's own CPU (16 cores, often AVX-512 VNNI): the int8 kernel
 # tests and `kroute embed` in f32 and int8 on the bundled queries, with the CPU's flags, and the
-# error `--dtype int8 --device cuda` gives.
+# error `--dtype int8 --device cuda` gives. A router that learns: `kroute update` on the GPU (the
+# vote table rebuilt from learned cells and uploaded) against the CPU on the same outcomes, and
+# the routing decisions of both learned routers on the bundled queries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,6 +50,9 @@ from safetensors.numpy import load_file, save_file
 tensors = load_file(sys.argv[1])
 save_file({k: v.astype("float16") if v.dtype.kind == "f" else v for k, v in tensors.items()}, sys.argv[1])
 PY
+  # A router for the learning check, recording gpu/model (the f16 copy) as its embedder.
+  cargo run --release --quiet -- train data/routerbench-3k.jsonl.gz -o gpu/router \
+    --model gpu/model --quiet
   du -sh gpu
 }
 
@@ -186,6 +191,23 @@ for shape in ("qwen3-embedding-0.6b", "qwen3-embedding-8b"):
         print(f"transformers Qwen3Model bf16 cuda ({shape}), {seq} tokens × {rows} rows: {rate:,.1f} sentences/s")
     del qwen
     torch.cuda.empty_cache()
+PY
+
+  # A router that learns: the same outcomes taken in on the GPU and on the CPU, then every
+  # bundled query routed by each (decisions should agree up to f16 embedding noise).
+  zcat "$data" | head -n 300 > /tmp/outcomes.jsonl
+  for device in cuda cpu; do
+    "$bin/kroute" update gpu/router --feedback /tmp/outcomes.jsonl -o "/tmp/learned-$device" \
+      --model gpu/model --device "$device" --feedback-half-life 20 --quiet \
+      --summary "$OUT/update-$device.json" || true
+    "$bin/kroute" route "/tmp/learned-$device" --input "$data" --model gpu/model \
+      --device "$device" -o "$OUT/learned-decisions-$device.jsonl" --quiet || true
+  done
+  "$py" - "$OUT" > "$OUT/learned-agreement.txt" 2>&1 <<'PY' || true
+import json, sys
+picks = {d: [json.loads(l)["model"] for l in open(f"{sys.argv[1]}/learned-decisions-{d}.jsonl")] for d in ("cuda", "cpu")}
+same = sum(a == b for a, b in zip(picks["cuda"], picks["cpu"]))
+print(f"learned router, GPU vs CPU: {same} of {len(picks['cpu'])} decisions agree")
 PY
 
   # Loading 8B from bf16 safetensors shards: host memory beyond the mapped files.
