@@ -10,8 +10,9 @@ use serde::Serialize;
 use crate::cluster::{KMeans, KMeansConfig};
 use crate::device::Precision;
 use crate::embed::models::{self, attention_bias, Architecture, Encoder};
-use crate::embed::{l2_normalize, Embedder, EmbeddingInfo, Pooling};
+use crate::embed::{l2_normalize, Embedder, EmbeddingInfo};
 use crate::error::Result;
+use crate::model::Pooling;
 use crate::router::{ClusterStats, RouteParams, Router, TrainingInfo};
 
 /// What to measure.

@@ -1,8 +1,8 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use kroute::io::checkpoint::partial_dir;
 use kroute::io::TextReaderOptions;
+use kroute::job::checkpoint::partial_dir;
 use kroute::job::{EmbedJob, Shard};
 use kroute::{Error, Result};
 use serde_json::json;

@@ -6,41 +6,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::model::{ModelCard, ModelFiles};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Pooling {
-    /// Mean of the token states under the attention mask (MiniLM, MPNet, e5, gte).
-    Mean,
-    /// The first token's state, `[CLS]` or `<s>` (bge).
-    Cls,
-    /// The last real token's state (decoder embedders such as Qwen3-Embedding).
-    Last,
-}
-
-impl Pooling {
-    pub const ALL: [Pooling; 3] = [Pooling::Mean, Pooling::Cls, Pooling::Last];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Pooling::Mean => "mean",
-            Pooling::Cls => "cls",
-            Pooling::Last => "last",
-        }
-    }
-}
-
-impl std::str::FromStr for Pooling {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|p| p.as_str() == s)
-            .ok_or_else(|| Error::Invalid(format!("pooling `{s}`: expected mean, cls or last")))
-    }
-}
+use crate::model::{ModelCard, ModelFiles, Pooling};
 
 /// The parts of a sentence-transformers model directory that change what an embedding is.
 #[derive(Debug, Clone, Default)]

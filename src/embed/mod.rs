@@ -17,8 +17,9 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use serde::Serialize;
 
+pub use crate::model::Pooling;
 pub use batch::{plan_batches, BatchPlan};
-pub use config::{Pooling, SentenceConfig};
+pub use config::SentenceConfig;
 pub use info::EmbeddingInfo;
 use models::{Encoder, EncoderConfig};
 pub use pooling::{l2_normalize, pool};

@@ -3,9 +3,9 @@
 
 use candle_core::{DType, Tensor, D};
 
-use super::config::Pooling;
 use crate::error::Result;
 use crate::kernels;
+use crate::model::Pooling;
 
 /// `hidden`: `(batch, seq, dim)`; `mask`: `(batch, seq)` f32 with 1 for real tokens.
 /// Returns `(batch, dim)` in f32. Mean pooling runs as one fused kernel where there is one.

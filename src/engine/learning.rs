@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use super::decisions::{Decisions, KeyRecord, Keys, LookupError};
-use super::model::{Control, Explorer, ModelLearning};
+use super::model::{Control, Explorer, ModelLearning, ReloadReport};
 use super::{Decision, EngineError, EngineInfo};
 use crate::error::{Error, Result};
 use crate::router::{Exploration, RouteParams, Router};
@@ -126,18 +126,6 @@ pub enum FeedbackError {
     /// The log could not be written: the outcome was not taken in.
     #[error("the outcome could not be recorded durably: {0}")]
     Storage(String),
-}
-
-/// What a router swap did.
-#[derive(Debug, Clone, Serialize)]
-pub struct ReloadReport {
-    pub generation: u64,
-    pub added: Vec<String>,
-    pub removed: Vec<String>,
-    /// The clusters are the same, so what was learned carried over.
-    pub same_clusters: bool,
-    pub carried_over: u64,
-    pub discarded: u64,
 }
 
 /// The latest snapshot written.

@@ -35,8 +35,9 @@ use tokio::sync::oneshot;
 pub use decisions::LookupError;
 pub use learning::{
     FeedbackError, FeedbackReceipt, FeedbackRequest, FeedbackTarget, LearningOptions,
-    LearningState, ModelCounts, ReloadReport, SnapshotInfo,
+    LearningState, ModelCounts, SnapshotInfo,
 };
+pub use model::ReloadReport;
 
 use crate::embed::{EmbeddingInfo, Tokens};
 use crate::router::{RouteParams, Router};

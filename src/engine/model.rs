@@ -11,16 +11,28 @@ use candle_core::Tensor;
 use crossbeam_channel::{Receiver, TryRecvError};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
+use serde::Serialize;
 use tokio::sync::oneshot;
 
 use super::batcher::fail_all;
-use super::learning::ReloadReport;
 use super::{BatchObserver, BatchReport, ClusterVote, Decision, EngineError, EngineInfo, Job};
 use super::{Embeddings, Timings, Work};
 use crate::embed::Prepared;
 use crate::router::{Exploration, RouteParams, RoutedBatch, Router};
 use crate::state::{FeedbackRecord, FEEDBACK_SOURCE};
 use crate::Embedder;
+
+/// What a router swap did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadReport {
+    pub generation: u64,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// The clusters are the same, so what was learned carried over.
+    pub same_clusters: bool,
+    pub carried_over: u64,
+    pub discarded: u64,
+}
 
 /// Messages to the model thread besides batches.
 pub(super) enum Control {

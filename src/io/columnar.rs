@@ -15,7 +15,7 @@ use arrow_schema::{ArrowError, DataType, Schema};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 
-use super::texts::{Location, RawRow, RawRows, RowId, TextFormat, TextReaderOptions};
+use super::rows::{Location, RawRow, RawRows, RowId, TextFormat, TextReaderOptions};
 use crate::error::{Error, InputError, Result};
 
 /// Rows decoded at a time.

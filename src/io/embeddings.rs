@@ -11,7 +11,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 
-use super::texts::{IdKind, RowId};
+use super::rows::{IdKind, RowId};
 use super::AtomicFile;
 use crate::error::{Error, InputError, Result};
 

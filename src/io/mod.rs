@@ -1,13 +1,13 @@
 //! Files in and out: readers for `.txt`/`.jsonl`/`.jsonl.gz` and Parquet/Arrow inputs that
 //! report bad input by file, line or row, and field or column; embedding writers (safetensors,
 //! npy, JSONL, Parquet) that stream to a temporary file and rename it into place only when
-//! complete; checkpoints that let an interrupted `kroute embed` resume.
+//! complete.
 
 mod atomic;
-pub mod checkpoint;
 mod columnar;
 mod embeddings;
 mod lines;
+mod rows;
 mod texts;
 
 pub use atomic::{AtomicFile, StagedDir};
@@ -16,5 +16,6 @@ pub use embeddings::{
     read_embeddings, EmbeddingFormat, EmbeddingWriter, OutputLayout, OutputMetadata,
 };
 pub use lines::{open_lines, Line};
+pub use rows::{IdKind, RowId, TextFormat, TextReaderOptions};
 pub(crate) use texts::json_kind;
-pub use texts::{IdKind, Record, RowId, Scan, TextFormat, TextReader, TextReaderOptions};
+pub use texts::{Record, Scan, TextReader};

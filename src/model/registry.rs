@@ -3,7 +3,7 @@ use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
-use crate::embed::Pooling;
+use super::Pooling;
 
 /// A known model, pinned to one revision with the sha256 of the files kroute loads. The weights
 /// are always pinned; the other files are pinned where their digests are known.
@@ -103,7 +103,6 @@ pub fn find_card(id: &str) -> Option<&'static ModelCard> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::embed::models::Architecture;
 
     #[test]
     fn registry_parses_and_pins_every_model() {
@@ -123,12 +122,6 @@ mod tests {
                     card.id
                 );
             }
-            assert!(
-                Architecture::from_model_type(&card.architecture).is_some(),
-                "{}: architecture {}",
-                card.id,
-                card.architecture
-            );
             assert!(
                 !card.mirrors.is_empty() || card.pins_source.is_some(),
                 "{}: pins without a mirror say where they come from",

@@ -23,9 +23,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::device::Precision;
 use crate::embed::config::read_json;
-use crate::embed::Pooling;
 use crate::error::{Error, Result};
 use crate::kernels::int8::Isa;
+use crate::model::Pooling;
 
 pub use mpnet::relative_bucket;
 pub use transformer::{attention_bias, MASK_BIAS};
@@ -262,5 +262,23 @@ fn supported(precision: Precision, device: &Device) -> Result<Option<Isa>> {
             "--dtype {}: the encoders run in f32, f16, bf16 or int8",
             other.as_str()
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Architecture;
+    use crate::model::registry;
+
+    #[test]
+    fn every_registered_model_has_an_architecture_the_embedder_builds() {
+        for card in registry() {
+            assert!(
+                Architecture::from_model_type(&card.architecture).is_some(),
+                "{}: architecture {}",
+                card.id,
+                card.architecture
+            );
+        }
     }
 }

@@ -3,6 +3,8 @@
 //! from the chunks and rename it into place. An interrupted run resumes from its checkpoint
 //! and writes exactly the output an uninterrupted run writes.
 
+pub mod checkpoint;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -11,11 +13,11 @@ use serde::Serialize;
 
 use crate::embed::{EmbedStats, Embedder, EmbeddingInfo};
 use crate::error::{Error, Result};
-use crate::io::checkpoint::{Checkpoint, InputFingerprint, Manifest};
 use crate::io::{
     EmbeddingFormat, EmbeddingWriter, OutputLayout, OutputMetadata, TextFormat, TextReader,
     TextReaderOptions,
 };
+use checkpoint::{Checkpoint, InputFingerprint, Manifest};
 
 /// `--shard I/N`: the `I`-th of `N` contiguous, near-equal row ranges (0-based).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,10 +16,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::texts::{IdKind, TextReaderOptions};
-use super::AtomicFile;
 use crate::embed::EmbeddingInfo;
 use crate::error::{Error, Result};
+use crate::io::{AtomicFile, IdKind, TextReaderOptions};
 
 const MANIFEST: &str = "manifest.json";
 /// Bytes of each input file hashed into its fingerprint.
