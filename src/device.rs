@@ -138,6 +138,14 @@ impl From<DType> for Precision {
     }
 }
 
+impl FromStr for Precision {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        parse_dtype(s)
+    }
+}
+
 /// Parses `f32`, `f16`, `bf16` or `int8`.
 pub fn parse_dtype(s: &str) -> Result<Precision> {
     match s.trim().to_ascii_lowercase().as_str() {

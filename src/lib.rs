@@ -15,9 +15,9 @@
 //!   learning while it serves (decisions, outcomes, exploration, router swaps);
 //! - [`state`]: a server's durable state: the outcome log and snapshots of the learned router;
 //! - [`serve`]: serving's HTTP side (`kroute serve`, OpenAI-compatible);
-//! - [`io`]: reading texts (with file/line/field errors) and writing outputs atomically, and
-//!   the checkpoints of resumable runs;
-//! - [`job`]: batch embedding of a file (`kroute embed`): shards, checkpoints, resume.
+//! - [`io`]: reading texts (with file/line/field errors) and writing outputs atomically;
+//! - [`job`]: batch embedding of a file (`kroute embed`): shards, checkpoints, resume;
+//! - [`settings`]: the settings groups that the CLI's flags and the Python package share.
 //!
 //! ```no_run
 //! use kroute::{Embedder, device::DeviceSpec};
@@ -42,6 +42,7 @@ pub mod model;
 pub mod records;
 pub mod router;
 pub mod serve;
+pub mod settings;
 pub mod state;
 
 pub use embed::{default_batch_tokens, EmbedStats, Embedder, EmbedderOptions};

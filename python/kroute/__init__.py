@@ -43,7 +43,6 @@ def _embedder_spec(
     device: str,
     dtype: Optional[str],
     options: Dict[str, Any],
-    normalize: bool = True,
 ) -> str:
     unknown = sorted(set(options) - _EMBEDDER_OPTIONS)
     if unknown:
@@ -51,10 +50,12 @@ def _embedder_spec(
             f"unexpected keyword argument {unknown[0]!r}; embedding options are "
             + ", ".join(sorted(_EMBEDDER_OPTIONS))
         )
-    given = {k: v for k, v in options.items() if v is not None}
-    return json.dumps(
-        {"model": model, "device": device, "dtype": dtype, "normalize": normalize, **given}
-    )
+    return json.dumps(_given({"model": model, "device": device, "dtype": dtype, **options}))
+
+
+def _given(settings: Dict[str, Any]) -> Dict[str, Any]:
+    """The settings given (None: the library's default, as for an unset flag)."""
+    return {k: v for k, v in settings.items() if v is not None}
 
 
 def _records(records: Records) -> tuple:
@@ -119,7 +120,7 @@ class Embedder:
         normalize: bool = True,
         **options: Any,
     ) -> None:
-        self._inner = _kroute.Embedder(_embedder_spec(model, device, dtype, options, normalize))
+        self._inner = _kroute.Embedder(_embedder_spec(model, device, dtype, options), normalize)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embeds ``texts`` into a float32 array ``(len(texts), dim)``, in input order."""
@@ -256,8 +257,8 @@ class Router:
                 args["exclusion"],
                 args["train_ratio"],
             ),
-            "kmeans": {k: args[k] for k in ("clusters", "n_init", "max_iter", "tol", "bag")},
-            "routing": {k: args[k] for k in ("alpha", "top_p", "beta", "prior_strength")},
+            "kmeans": _given({k: args[k] for k in ("clusters", "n_init", "max_iter", "tol", "bag")}),
+            "routing": _given({k: args[k] for k in ("alpha", "top_p", "beta", "prior_strength")}),
             "seed": args["seed"],
             "use_all": args["use_all"],
         }
@@ -392,8 +393,8 @@ def evaluate(
     skips embedding the queries."""
     settings = {
         "records": _records_spec(missing_cost, exclude_models, exclude_datasets, exclusion, train_ratio),
-        "kmeans": {"clusters": clusters, "n_init": n_init, "max_iter": max_iter, "tol": tol, "bag": bag},
-        "routing": {"alpha": None, "top_p": top_p, "beta": beta, "prior_strength": prior_strength},
+        "kmeans": _given({"clusters": clusters, "n_init": n_init, "max_iter": max_iter, "tol": tol, "bag": bag}),
+        "routing": _given({"top_p": top_p, "beta": beta, "prior_strength": prior_strength}),
         "alphas": list(alphas or []),
         "seeds": list(seeds),
         "output": None if output is None else os.fspath(output),

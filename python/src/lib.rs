@@ -15,13 +15,13 @@ use pyo3::prelude::*;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use kroute::device::{parse_dtype, DeviceSpec, Precision};
 use kroute::embed::EmbeddingInfo;
 use kroute::eval::{alpha_grid, evaluate as run_evaluation, EvalConfig, Report};
-use kroute::model::{resolve, DEFAULT_MODEL};
-use kroute::records::{RoutingData, SplitOptions};
-use kroute::router::{RouteParams, Router as CoreRouter, RECOMMENDED_BAG};
-use kroute::{Embedder as CoreEmbedder, EmbedderOptions, Error};
+use kroute::model::DEFAULT_MODEL;
+use kroute::records::RoutingData;
+use kroute::router::{RouteParams, Router as CoreRouter};
+use kroute::settings::{EmbedderSettings, KMeansSettings, RecordsSettings, RoutingSettings};
+use kroute::{Embedder as CoreEmbedder, Error};
 
 /// As in the `kroute` binary: glibc's malloc returns the encoder's large per-layer buffers to
 /// the kernel at every free, and page-faults them back in for the next layer.
@@ -52,108 +52,6 @@ fn from_json<T: DeserializeOwned>(what: &str, json: &str) -> PyResult<T> {
     })
 }
 
-/// How to load an embedder: the CLI's model, device and embedding flags.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EmbedderSpec {
-    model: Option<String>,
-    #[serde(default = "cpu")]
-    device: String,
-    dtype: Option<String>,
-    prompt: Option<String>,
-    prompt_name: Option<String>,
-    pooling: Option<String>,
-    dimensions: Option<usize>,
-    max_seq_length: Option<usize>,
-    max_batch_tokens: Option<usize>,
-    #[serde(default = "yes")]
-    normalize: bool,
-}
-
-fn cpu() -> String {
-    "cpu".into()
-}
-
-fn yes() -> bool {
-    true
-}
-
-impl EmbedderSpec {
-    fn device(&self) -> kroute::Result<Device> {
-        self.device.parse::<DeviceSpec>()?.open()
-    }
-
-    fn dtype(&self) -> kroute::Result<Option<Precision>> {
-        self.dtype.as_deref().map(parse_dtype).transpose()
-    }
-
-    fn options(&self) -> kroute::Result<EmbedderOptions> {
-        Ok(EmbedderOptions {
-            max_batch_tokens: self.max_batch_tokens,
-            normalize: self.normalize,
-            max_seq_length: self.max_seq_length,
-            prompt: self.prompt.clone(),
-            prompt_name: self.prompt_name.clone(),
-            pooling: self.pooling.as_deref().map(str::parse).transpose()?,
-            dimensions: self.dimensions,
-            ..EmbedderOptions::default()
-        })
-    }
-
-    fn load(&self) -> kroute::Result<CoreEmbedder> {
-        let model = self.model.as_deref().unwrap_or(DEFAULT_MODEL);
-        CoreEmbedder::from_files(
-            resolve(model)?,
-            &self.device()?,
-            self.dtype()?,
-            self.options()?,
-        )
-    }
-
-    /// An embedder giving the vectors `expected` describes (the spec's settings where given).
-    fn load_matching(&self, expected: &EmbeddingInfo) -> kroute::Result<CoreEmbedder> {
-        CoreEmbedder::load_matching(
-            expected,
-            self.model.as_deref(),
-            &self.device()?,
-            self.dtype()?,
-            self.options()?,
-            "the router",
-        )
-    }
-}
-
-/// Reading records and splitting them: the CLI's records flags.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RecordsSpec {
-    missing_cost: String,
-    exclude_models: Vec<String>,
-    exclude_datasets: Vec<String>,
-    exclusion: String,
-    train_ratio: f64,
-}
-
-impl RecordsSpec {
-    fn read(&self, source: &RecordsSource) -> kroute::Result<RoutingData> {
-        let mut data = source.read(&self.missing_cost)?;
-        data.exclude_models(&self.exclude_models)?;
-        Ok(data)
-    }
-
-    fn split(&self, seed: u64) -> kroute::Result<SplitOptions> {
-        Ok(SplitOptions {
-            train_ratio: self.train_ratio,
-            seed,
-            exclude_datasets: self.exclude_datasets.clone(),
-            exclusion: self
-                .exclusion
-                .parse()
-                .map_err(|e| Error::Invalid(format!("exclusion {e}")))?,
-        })
-    }
-}
-
 /// A records file, or records in memory as one JSON object text each.
 enum RecordsSource {
     Path(PathBuf),
@@ -171,76 +69,17 @@ impl RecordsSource {
         }
     }
 
-    /// Reads and validates the records; errors name the file (or `records`) and the line.
-    fn read(&self, missing_cost: &str) -> kroute::Result<RoutingData> {
-        let missing_cost = missing_cost
-            .parse()
-            .map_err(|e| Error::Invalid(format!("missing_cost {e}")))?;
+    /// Reads and validates the records as `settings` say; errors name the file (or `records`)
+    /// and the line.
+    fn read(&self, settings: &RecordsSettings) -> kroute::Result<RoutingData> {
         match self {
-            Self::Path(path) => RoutingData::read(path, missing_cost),
-            Self::Json(texts) => {
-                RoutingData::from_json_texts("records", texts.iter().cloned(), missing_cost)
-            }
+            Self::Path(path) => settings.read(path),
+            Self::Json(texts) => settings.prepare(RoutingData::from_json_texts(
+                "records",
+                texts.iter().cloned(),
+                settings.missing_cost,
+            )?),
         }
-    }
-}
-
-/// k-means: the CLI's `--clusters`, `--n-init`, `--max-iter`, `--tol` and `--bag`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct KMeansSpec {
-    clusters: usize,
-    n_init: usize,
-    max_iter: usize,
-    tol: f64,
-    bag: Option<usize>,
-}
-
-impl KMeansSpec {
-    fn config(
-        &self,
-        seed: u64,
-        train_queries: usize,
-    ) -> kroute::Result<kroute::cluster::KMeansConfig> {
-        kroute::cluster::KMeansConfig {
-            k: self.clusters,
-            n_init: self.n_init,
-            max_iter: self.max_iter,
-            tol: self.tol,
-            seed,
-            ..Default::default()
-        }
-        .for_points(train_queries)
-    }
-
-    fn bag(&self) -> usize {
-        self.bag.unwrap_or(RECOMMENDED_BAG)
-    }
-}
-
-/// Routing overrides: the CLI's `--alpha`, `--top-p`, `--beta` and `--prior-strength`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RoutingSpec {
-    alpha: Option<f64>,
-    top_p: Option<usize>,
-    beta: Option<f64>,
-    prior_strength: Option<f64>,
-}
-
-impl RoutingSpec {
-    fn over(&self, base: RouteParams) -> kroute::Result<RouteParams> {
-        let params = RouteParams {
-            scoring: match self.alpha {
-                Some(alpha) => base.scoring.at_alpha(alpha),
-                None => base.scoring,
-            },
-            top_p: self.top_p.unwrap_or(base.top_p),
-            beta: self.beta.unwrap_or(base.beta),
-            prior_strength: self.prior_strength.unwrap_or(base.prior_strength),
-        };
-        params.validate()?;
-        Ok(params)
     }
 }
 
@@ -248,9 +87,9 @@ impl RoutingSpec {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TrainSpec {
-    records: RecordsSpec,
-    kmeans: KMeansSpec,
-    routing: RoutingSpec,
+    records: RecordsSettings,
+    kmeans: KMeansSettings,
+    routing: RoutingSettings,
     seed: u64,
     use_all: bool,
 }
@@ -258,7 +97,7 @@ struct TrainSpec {
 impl TrainSpec {
     /// The training rows of `data`.
     fn rows(&self, data: &RoutingData) -> kroute::Result<Vec<usize>> {
-        let split = data.split(&self.records.split(self.seed)?)?;
+        let split = data.split(&self.records.split_options(self.seed))?;
         Ok(if self.use_all {
             let mut all = [split.train, split.test].concat();
             all.sort_unstable();
@@ -280,9 +119,9 @@ impl TrainSpec {
             data,
             rows,
             &self.kmeans.config(self.seed, rows.len())?,
-            self.kmeans.bag(),
+            self.kmeans.bag,
             embedding,
-            self.routing.over(RouteParams::recommended())?,
+            self.routing.resolve(RouteParams::recommended())?,
         )
     }
 }
@@ -337,9 +176,9 @@ struct Embedder {
 #[pymethods]
 impl Embedder {
     #[new]
-    fn new(py: Python<'_>, spec: &str) -> PyResult<Self> {
-        let spec: EmbedderSpec = from_json("embedder option", spec)?;
-        let inner = py.detach(|| spec.load()).map_err(py_err)?;
+    fn new(py: Python<'_>, spec: &str, normalize: bool) -> PyResult<Self> {
+        let spec: EmbedderSettings = from_json("embedder option", spec)?;
+        let inner = py.detach(|| spec.load(normalize)).map_err(py_err)?;
         Ok(Self {
             inner: Arc::new(inner),
         })
@@ -378,13 +217,13 @@ struct Router {
     /// Written by `observe`, read by everything else.
     inner: RwLock<CoreRouter>,
     /// How to load the embedder for routing texts (flags not given follow the router).
-    spec: EmbedderSpec,
+    spec: EmbedderSettings,
     /// Loaded on the first text to route (or kept from training).
     embedder: Mutex<Option<Arc<CoreEmbedder>>>,
 }
 
 impl Router {
-    fn new(inner: CoreRouter, spec: EmbedderSpec, embedder: Option<CoreEmbedder>) -> Self {
+    fn new(inner: CoreRouter, spec: EmbedderSettings, embedder: Option<CoreEmbedder>) -> Self {
         Self {
             inner: RwLock::new(inner),
             spec,
@@ -400,7 +239,7 @@ impl Router {
         let mut slot = self.embedder.lock().expect("not poisoned");
         if slot.is_none() {
             let expected = self.router().embedding.clone();
-            *slot = Some(Arc::new(self.spec.load_matching(&expected)?));
+            *slot = Some(Arc::new(self.spec.load_matching(&expected, "the router")?));
         }
         Ok(slot.clone().expect("just set"))
     }
@@ -450,9 +289,9 @@ impl QueryInput {
 impl Router {
     #[staticmethod]
     fn load(py: Python<'_>, path: PathBuf, spec: &str) -> PyResult<Self> {
-        let spec: EmbedderSpec = from_json("embedder option", spec)?;
+        let spec: EmbedderSettings = from_json("embedder option", spec)?;
         let inner = py
-            .detach(|| kroute::state::open_router(&path, &spec.device()?))
+            .detach(|| kroute::state::open_router(&path, &spec.device.open()?))
             .map_err(py_err)?;
         Ok(Self::new(inner, spec, None))
     }
@@ -468,12 +307,12 @@ impl Router {
     ) -> PyResult<Self> {
         let source = RecordsSource::new(path, json)?;
         let settings: TrainSpec = from_json("setting", settings)?;
-        let spec: EmbedderSpec = from_json("embedder option", spec)?;
+        let spec: EmbedderSettings = from_json("embedder option", spec)?;
         let (inner, embedder) = py
             .detach(|| -> kroute::Result<_> {
-                let data = settings.records.read(&source)?;
+                let data = source.read(&settings.records)?;
                 let rows = settings.rows(&data)?;
-                let embedder = spec.load()?;
+                let embedder = spec.load(true)?;
                 let texts: Vec<&str> = rows
                     .iter()
                     .map(|&i| data.records[i].query.as_str())
@@ -499,14 +338,14 @@ impl Router {
     ) -> PyResult<Self> {
         let source = RecordsSource::new(path, json)?;
         let settings: TrainSpec = from_json("setting", settings)?;
-        let spec: EmbedderSpec = from_json("embedder option", spec)?;
-        let device = spec.device().map_err(py_err)?;
+        let spec: EmbedderSettings = from_json("embedder option", spec)?;
+        let device = spec.device.open().map_err(py_err)?;
         let all = to_tensor(&embeddings, &device)?;
         let (inner, embedder) = py
             .detach(|| -> kroute::Result<_> {
-                let data = settings.records.read(&source)?;
+                let data = source.read(&settings.records)?;
                 // The model the vectors came from: its identity goes into the router.
-                let embedder = spec.load()?;
+                let embedder = spec.load(true)?;
                 check_one_row_per_record(&all, &data, &embedder)?;
                 let train = settings.rows(&data)?;
                 let index: Vec<u32> = train.iter().map(|&i| i as u32).collect();
@@ -585,8 +424,8 @@ impl Router {
         explain: bool,
         max_models: Option<usize>,
     ) -> PyResult<String> {
-        let routing: RoutingSpec = from_json("routing option", routing)?;
-        let params = routing.over(self.router().defaults).map_err(py_err)?;
+        let routing: RoutingSettings = from_json("routing option", routing)?;
+        let params = routing.resolve(self.router().defaults).map_err(py_err)?;
         let queries = self.queries(texts.as_deref(), embeddings)?;
         py.detach(|| -> kroute::Result<String> {
             let queries = queries.embed(self)?;
@@ -633,9 +472,9 @@ impl Router {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EvalSpec {
-    records: RecordsSpec,
-    kmeans: KMeansSpec,
-    routing: RoutingSpec,
+    records: RecordsSettings,
+    kmeans: KMeansSettings,
+    routing: RoutingSettings,
     alphas: Vec<f64>,
     seeds: Vec<u64>,
     output: Option<PathBuf>,
@@ -654,28 +493,28 @@ fn evaluate(
 ) -> PyResult<String> {
     let source = RecordsSource::new(path, json)?;
     let settings: EvalSpec = from_json("setting", settings)?;
-    let spec: EmbedderSpec = from_json("embedder option", spec)?;
-    let device = spec.device().map_err(py_err)?;
+    let spec: EmbedderSettings = from_json("embedder option", spec)?;
+    let device = spec.device.open().map_err(py_err)?;
     let given = embeddings.map(|a| to_tensor(&a, &device)).transpose()?;
     py.detach(|| -> kroute::Result<String> {
-        let data = settings.records.read(&source)?;
+        let data = source.read(&settings.records)?;
         let seed = *settings
             .seeds
             .first()
             .ok_or_else(|| Error::Invalid("seeds: give at least one".into()))?;
-        let split = settings.records.split(seed)?;
+        let split = settings.records.split_options(seed);
         let config = EvalConfig {
             alphas: alpha_grid(&settings.alphas),
             seeds: settings.seeds.clone(),
             kmeans: settings
                 .kmeans
                 .config(seed, data.split(&split)?.train.len())?,
-            bag: settings.kmeans.bag(),
-            routing: settings.routing.over(RouteParams::recommended())?,
+            bag: settings.kmeans.bag,
+            routing: settings.routing.resolve(RouteParams::recommended())?,
             split,
             validation_ratio: None,
         };
-        let embedder = spec.load()?;
+        let embedder = spec.load(true)?;
         let embeddings = match given {
             Some(tensor) => {
                 check_one_row_per_record(&tensor, &data, &embedder)?;
@@ -713,7 +552,13 @@ fn check(
 ) -> PyResult<String> {
     let source = RecordsSource::new(path, json)?;
     py.detach(|| -> kroute::Result<String> {
-        let summary = source.read(missing_cost)?.summary();
+        let settings = RecordsSettings {
+            missing_cost: missing_cost
+                .parse()
+                .map_err(|e| Error::Invalid(format!("missing_cost {e}")))?,
+            ..RecordsSettings::default()
+        };
+        let summary = source.read(&settings)?.summary();
         Ok(serde_json::to_string(&summary).expect("serialisable"))
     })
     .map_err(py_err)

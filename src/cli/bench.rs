@@ -4,7 +4,7 @@ use clap::Args;
 use kroute::bench::{run as bench, BenchConfig, BenchReport, Subject};
 use kroute::Result;
 
-use super::args::EmbedderArgs;
+use kroute::settings::EmbedderSettings;
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
@@ -73,7 +73,7 @@ pub struct BenchArgs {
     pub json: bool,
 
     #[command(flatten)]
-    pub embedder: EmbedderArgs,
+    pub embedder: EmbedderSettings,
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -107,7 +107,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             )
         }
         None => {
-            embedder = args.embedder.load(None, true)?;
+            embedder = args.embedder.load(true)?;
             let model = embedder.model().id.clone();
             let dtype = embedder.precision();
             (Subject::Model(&embedder), model, dtype)

@@ -1,11 +1,12 @@
 use clap::Args;
-use kroute::eval::{alpha_grid, calibrate, score_at, EvalConfig, TestSet};
+use kroute::eval::{calibrate, score_at, EvalConfig, TestSet};
 use kroute::router::{EmbeddingInfo, RouteParams};
 use kroute::{Error, Result};
 use serde_json::json;
 
-use super::args::{EmbedderArgs, KMeansArgs, RecordsArgs, RoutingArgs, TargetArgs};
+use super::args::{RecordsArgs, SweepArgs, TargetArgs};
 use super::embed_with_progress;
+use kroute::settings::{EmbedderSettings, KMeansSettings, RoutingSettings};
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
@@ -25,19 +26,18 @@ pub struct CalibrateArgs {
     #[command(flatten)]
     pub target: TargetArgs,
 
-    /// α values to choose from (comma-separated) [default: 0, 0.05, …, 1].
-    #[arg(long, value_delimiter = ',')]
-    pub alphas: Vec<f64>,
+    #[command(flatten)]
+    pub sweep: SweepArgs,
 
     /// Seed of k-means, of the validation carve and of the split (when there is no `split` field).
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
 
     #[command(flatten)]
-    pub kmeans: KMeansArgs,
+    pub kmeans: KMeansSettings,
 
     #[command(flatten)]
-    pub routing: RoutingArgs,
+    pub routing: RoutingSettings,
 
     /// Print the result as JSON.
     #[arg(long)]
@@ -48,7 +48,7 @@ pub struct CalibrateArgs {
     pub quiet: bool,
 
     #[command(flatten)]
-    pub embedder: EmbedderArgs,
+    pub embedder: EmbedderSettings,
 }
 
 pub fn run(args: CalibrateArgs) -> Result<()> {
@@ -57,17 +57,17 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
         .target()
         .ok_or_else(|| Error::Invalid("give --target-accuracy or --target-cost".into()))?;
     let data = args.records.read()?;
-    let split = args.records.split(&data, args.seed)?;
+    let split = args.records.settings.split(&data, args.seed)?;
     let config = EvalConfig {
-        alphas: alpha_grid(&args.alphas),
+        alphas: args.sweep.grid(),
         seeds: vec![args.seed],
         kmeans: args.kmeans.config(args.seed, split.train.len())?,
         bag: args.kmeans.bag,
         routing: args.routing.resolve(RouteParams::recommended())?,
-        split: args.records.split_options(args.seed),
+        split: args.records.settings.split_options(args.seed),
         validation_ratio: None,
     };
-    let embedder = args.embedder.load(None, true)?;
+    let embedder = args.embedder.load(true)?;
     let texts = |rows: &[usize]| -> Vec<&str> {
         rows.iter()
             .map(|&i| data.records[i].query.as_str())

@@ -7,8 +7,8 @@ use kroute::job::{EmbedJob, Shard};
 use kroute::{Error, Result};
 use serde_json::json;
 
-use super::args::EmbedderArgs;
 use super::{emit_summary, interrupt_flag, progress_bar};
+use kroute::settings::EmbedderSettings;
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
@@ -79,7 +79,7 @@ pub struct EmbedArgs {
     pub quiet: bool,
 
     #[command(flatten)]
-    pub embedder: EmbedderArgs,
+    pub embedder: EmbedderSettings,
 }
 
 fn parse_shard(s: &str) -> Result<Shard, String> {

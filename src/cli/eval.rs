@@ -1,13 +1,14 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use kroute::eval::{alpha_grid, evaluate, EvalConfig, Report};
+use kroute::eval::{evaluate, EvalConfig, Report};
 use kroute::io::read_embeddings;
 use kroute::router::{EmbeddingInfo, RouteParams};
 use kroute::{Error, Result};
 
-use super::args::{EmbedderArgs, KMeansArgs, RecordsArgs, RoutingArgs};
+use super::args::{RecordsArgs, SweepArgs};
 use super::{embed_with_progress, progress_bar};
+use kroute::settings::{EmbedderSettings, KMeansSettings, RoutingSettings};
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
@@ -31,19 +32,18 @@ pub struct EvalArgs {
     #[arg(short, long, default_value = "report")]
     pub output: PathBuf,
 
-    /// α values of the sweep (comma-separated) [default: 0, 0.05, …, 1].
-    #[arg(long, value_delimiter = ',')]
-    pub alphas: Vec<f64>,
+    #[command(flatten)]
+    pub sweep: SweepArgs,
 
     /// One router per seed; results are mean ± std over seeds.
     #[arg(long, value_delimiter = ',', default_value = "42,43,44")]
     pub seeds: Vec<u64>,
 
     #[command(flatten)]
-    pub kmeans: KMeansArgs,
+    pub kmeans: KMeansSettings,
 
     #[command(flatten)]
-    pub routing: RoutingArgs,
+    pub routing: RoutingSettings,
 
     /// Evaluate on a validation set held out from each seed's training rows instead of the
     /// test split (to choose settings without looking at the test split).
@@ -69,7 +69,7 @@ pub struct EvalArgs {
     pub quiet: bool,
 
     #[command(flatten)]
-    pub embedder: EmbedderArgs,
+    pub embedder: EmbedderSettings,
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
@@ -84,20 +84,20 @@ pub fn run(args: EvalArgs) -> Result<()> {
         ));
     }
     let data = args.records.read()?;
-    let first_split = args.records.split(&data, args.seeds[0])?;
+    let first_split = args.records.settings.split(&data, args.seeds[0])?;
     let config = EvalConfig {
-        alphas: alpha_grid(&args.alphas),
+        alphas: args.sweep.grid(),
         seeds: args.seeds.clone(),
         kmeans: args.kmeans.config(args.seeds[0], first_split.train.len())?,
         bag: args.kmeans.bag,
         routing: args.routing.resolve(RouteParams::recommended())?,
-        split: args.records.split_options(args.seeds[0]),
+        split: args.records.settings.split_options(args.seeds[0]),
         validation_ratio: args.on_validation.then_some(args.validation_ratio),
     };
     let (embeddings, embedding) = match &args.embeddings {
         Some(path) => precomputed(path, &data, &args.embedder)?,
         None => {
-            let embedder = args.embedder.load(None, true)?;
+            let embedder = args.embedder.load(true)?;
             let texts: Vec<&str> = data.records.iter().map(|r| r.query.as_str()).collect();
             tracing::info!(
                 "embedding all {} queries once with {}",
@@ -125,7 +125,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
 pub(super) fn precomputed(
     path: &std::path::Path,
     data: &kroute::records::RoutingData,
-    embedder: &EmbedderArgs,
+    embedder: &EmbedderSettings,
 ) -> Result<(candle_core::Tensor, EmbeddingInfo)> {
     let (embeddings, metadata) = read_embeddings(path, &embedder.device.open()?)?;
     let info = EmbeddingInfo::from_metadata(&metadata, path)?;

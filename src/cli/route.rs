@@ -8,8 +8,8 @@ use kroute::router::{RouteParams, Router};
 use kroute::{Embedder, Error, Result};
 use serde_json::{json, Map, Value};
 
-use super::args::{EmbedderArgs, RoutingArgs};
 use super::{interrupt_flag, progress_bar};
+use kroute::settings::{EmbedderSettings, RoutingSettings};
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
@@ -52,14 +52,14 @@ pub struct RouteArgs {
     pub explain: bool,
 
     #[command(flatten)]
-    pub routing: RoutingArgs,
+    pub routing: RoutingSettings,
 
     /// No progress bar.
     #[arg(short, long)]
     pub quiet: bool,
 
     #[command(flatten)]
-    pub embedder: EmbedderArgs,
+    pub embedder: EmbedderSettings,
 }
 
 /// Queries embedded and routed per step: bounds memory for large inputs.

@@ -9,7 +9,8 @@ use kroute::serve::openai::RouteOn;
 use kroute::serve::{ReloadSource, ServeConfig, ServeOptions, Server, ServerHandle};
 use kroute::{default_batch_tokens, Error, Result};
 
-use super::args::{parse_duration, EmbedderArgs, FeedbackArgs};
+use super::args::{parse_duration, FeedbackArgs};
+use kroute::settings::EmbedderSettings;
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
@@ -151,7 +152,7 @@ pub struct ServeArgs {
     pub explore_seed: Option<u64>,
 
     #[command(flatten)]
-    pub embedder: EmbedderArgs,
+    pub embedder: EmbedderSettings,
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {

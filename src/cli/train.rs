@@ -7,8 +7,9 @@ use kroute::router::{EmbeddingInfo, RouteParams, Router, TuningInfo};
 use kroute::{Error, Result};
 use serde_json::json;
 
-use super::args::{EmbedderArgs, KMeansArgs, RecordsArgs, RoutingArgs, TargetArgs, TuneArgs};
+use super::args::{RecordsArgs, TargetArgs, TuneArgs};
 use super::{embed_with_progress, progress_bar};
+use kroute::settings::{EmbedderSettings, KMeansSettings, RoutingSettings};
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
@@ -39,7 +40,7 @@ pub struct TrainArgs {
     pub seed: u64,
 
     #[command(flatten)]
-    pub kmeans: KMeansArgs,
+    pub kmeans: KMeansSettings,
 
     /// Store the α that meets a target on a validation set carved from the training rows
     /// (instead of --alpha).
@@ -48,7 +49,7 @@ pub struct TrainArgs {
 
     /// Routing defaults stored in the router (`route` and `serve` can override them).
     #[command(flatten)]
-    pub routing: RoutingArgs,
+    pub routing: RoutingSettings,
 
     /// Choose clusters, bag, top-p, β and prior strength as `kroute tune` does (K-fold
     /// cross-validation on the training rows only), then train with them; recorded in
@@ -69,13 +70,13 @@ pub struct TrainArgs {
     pub quiet: bool,
 
     #[command(flatten)]
-    pub embedder: EmbedderArgs,
+    pub embedder: EmbedderSettings,
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
     let start = Instant::now();
     let data = args.records.read()?;
-    let split = args.records.split(&data, args.seed)?;
+    let split = args.records.settings.split(&data, args.seed)?;
     let rows = if args.use_all {
         let mut all = [split.train, split.test].concat();
         all.sort_unstable();
@@ -93,7 +94,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         ));
     }
 
-    let embedder = args.embedder.load(None, true)?;
+    let embedder = args.embedder.load(true)?;
     let texts: Vec<&str> = rows
         .iter()
         .map(|&i| data.records[i].query.as_str())
@@ -149,7 +150,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             kmeans: kmeans.clone(),
             bag,
             routing: defaults,
-            split: args.records.split_options(args.seed),
+            split: args.records.settings.split_options(args.seed),
             validation_ratio: None,
         };
         let calibration = calibrate(

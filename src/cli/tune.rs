@@ -1,10 +1,11 @@
 use clap::Args;
-use kroute::eval::{alpha_grid, tune, Tuning};
+use kroute::eval::{tune, Tuning};
 use kroute::router::{EmbeddingInfo, RouteParams};
 use kroute::Result;
 
-use super::args::{EmbedderArgs, RecordsArgs, RoutingArgs, TuneArgs};
+use super::args::{RecordsArgs, SweepArgs, TuneArgs};
 use super::{embed_with_progress, progress_bar};
+use kroute::settings::{EmbedderSettings, RoutingSettings};
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
@@ -30,9 +31,8 @@ pub struct TuneCommandArgs {
     #[command(flatten)]
     pub tune: TuneArgs,
 
-    /// α values of each setting's frontier (comma-separated) [default: 0, 0.05, …, 1].
-    #[arg(long, value_delimiter = ',')]
-    pub alphas: Vec<f64>,
+    #[command(flatten)]
+    pub sweep: SweepArgs,
 
     /// Scoring rule (`paper` or `reference`); the other routing flags are what is tuned.
     #[arg(long, value_name = "paper|reference")]
@@ -52,21 +52,19 @@ pub struct TuneCommandArgs {
     pub quiet: bool,
 
     #[command(flatten)]
-    pub embedder: EmbedderArgs,
+    pub embedder: EmbedderSettings,
 }
 
 pub fn run(args: TuneCommandArgs) -> Result<()> {
     let data = args.records.read()?;
-    let split = args.records.split(&data, args.seed)?;
-    let scoring = RoutingArgs {
+    let split = args.records.settings.split(&data, args.seed)?;
+    let scoring = RoutingSettings {
         scoring: args.scoring.clone(),
         ..Default::default()
     }
     .resolve(RouteParams::recommended())?
     .scoring;
-    let config = args
-        .tune
-        .config(args.seed, alpha_grid(&args.alphas), scoring);
+    let config = args.tune.config(args.seed, args.sweep.grid(), scoring);
     let (embeddings, embedding) = match &args.embeddings {
         Some(path) => {
             let (all, info) = super::eval::precomputed(path, &data, &args.embedder)?;
@@ -75,7 +73,7 @@ pub fn run(args: TuneCommandArgs) -> Result<()> {
             (all.index_select(&index, 0)?, info)
         }
         None => {
-            let embedder = args.embedder.load(None, true)?;
+            let embedder = args.embedder.load(true)?;
             let texts: Vec<&str> = split
                 .train
                 .iter()

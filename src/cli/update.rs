@@ -6,8 +6,9 @@ use kroute::records::RoutingData;
 use kroute::{Error, Result};
 use serde_json::{json, Map, Value};
 
-use super::args::{EmbedderArgs, FeedbackArgs};
+use super::args::FeedbackArgs;
 use super::{embed_with_progress, emit_summary};
+use kroute::settings::EmbedderSettings;
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
@@ -48,7 +49,7 @@ pub struct UpdateArgs {
     pub quiet: bool,
 
     #[command(flatten)]
-    pub embedder: EmbedderArgs,
+    pub embedder: EmbedderSettings,
 }
 
 pub fn run(args: UpdateArgs) -> Result<()> {
