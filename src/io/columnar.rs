@@ -23,6 +23,51 @@ const BATCH_ROWS: usize = 4096;
 
 type Batches = Box<dyn Iterator<Item = std::result::Result<RecordBatch, ArrowError>> + Send>;
 
+/// Runs a third-party decoder on untrusted bytes, turning a panic into an error: arrow-ipc
+/// slices buffers at lengths read from the file before it checks them (a corrupted Arrow file
+/// panics "the offset of the new Buffer cannot exceed the existing length"). The panic's
+/// message is kept for the error and not printed.
+fn guarded<T>(
+    decode: impl FnOnce() -> std::result::Result<T, ArrowError>,
+) -> std::result::Result<T, ArrowError> {
+    thread_local! {
+        static DECODING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    static QUIET_HOOK: std::sync::Once = std::sync::Once::new();
+    QUIET_HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !DECODING.with(|d| d.get()) {
+                previous(info);
+            }
+        }));
+    });
+    DECODING.with(|d| d.set(true));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode));
+    DECODING.with(|d| d.set(false));
+    outcome.unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("the decoder failed");
+        Err(ArrowError::ParseError(format!(
+            "malformed data ({message})"
+        )))
+    })
+}
+
+/// Record batches decoded under [`guarded`].
+struct Guarded(Batches);
+
+impl Iterator for Guarded {
+    type Item = std::result::Result<RecordBatch, ArrowError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        guarded(|| Ok(self.0.next())).unwrap_or_else(|e| Some(Err(e)))
+    }
+}
+
 /// The rows of a Parquet input (a file or a directory of `.parquet` files) or an Arrow IPC file.
 pub(crate) fn open(
     path: &Path,
@@ -83,8 +128,10 @@ impl FileRows {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let batches: Batches = match format {
             TextFormat::Parquet => {
-                let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-                    .map_err(|e| unreadable("Parquet", &e))?;
+                let builder = guarded(|| {
+                    ParquetRecordBatchReaderBuilder::try_new(file).map_err(ArrowError::from)
+                })
+                .map_err(|e| unreadable("Parquet", &e))?;
                 let indices = check_columns(path, builder.schema(), options)?;
                 let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
                 Box::new(
@@ -102,7 +149,7 @@ impl FileRows {
         };
         Ok(Self {
             path: path.to_path_buf(),
-            batches,
+            batches: Box::new(Guarded(batches)),
             options: options.clone(),
             batch: None,
             next: 0,
@@ -170,25 +217,29 @@ fn arrow_ipc(path: &Path, mut file: File, options: &TextReaderOptions) -> Result
         .map_err(|e| Error::io(path, e))?;
     let arrow = |e: ArrowError| Error::Invalid(e.to_string());
     if is_file {
-        let schema = arrow_ipc::reader::FileReader::try_new(&mut file, None)
+        let schema = guarded(|| arrow_ipc::reader::FileReader::try_new(&mut file, None))
             .map_err(arrow)?
             .schema();
         let indices = check_columns(path, &schema, options)?;
         file.seek(SeekFrom::Start(0))
             .map_err(|e| Error::io(path, e))?;
         Ok(Box::new(
-            arrow_ipc::reader::FileReader::try_new(file, Some(indices)).map_err(arrow)?,
+            guarded(|| arrow_ipc::reader::FileReader::try_new(file, Some(indices)))
+                .map_err(arrow)?,
         ))
     } else {
-        let schema = arrow_ipc::reader::StreamReader::try_new(BufReader::new(&mut file), None)
-            .map_err(arrow)?
-            .schema();
+        let schema =
+            guarded(|| arrow_ipc::reader::StreamReader::try_new(BufReader::new(&mut file), None))
+                .map_err(arrow)?
+                .schema();
         let indices = check_columns(path, &schema, options)?;
         file.seek(SeekFrom::Start(0))
             .map_err(|e| Error::io(path, e))?;
         Ok(Box::new(
-            arrow_ipc::reader::StreamReader::try_new(BufReader::new(file), Some(indices))
-                .map_err(arrow)?,
+            guarded(|| {
+                arrow_ipc::reader::StreamReader::try_new(BufReader::new(file), Some(indices))
+            })
+            .map_err(arrow)?,
         ))
     }
 }

@@ -1,0 +1,32 @@
+//! Inputs that once crashed a reader, replayed as ordinary tests: each must give an error that
+//! names the file, never a panic.
+
+use std::path::Path;
+
+use kroute::io::{TextReader, TextReaderOptions};
+
+fn read_all(path: &Path, options: TextReaderOptions) -> kroute::Result<usize> {
+    let mut rows = 0;
+    for record in TextReader::open(path, options)? {
+        record?;
+        rows += 1;
+    }
+    Ok(rows)
+}
+
+#[test]
+fn corrupted_arrow_files_are_errors_naming_the_file() {
+    // Buffer lengths and offsets in the record batch's metadata point past the body: arrow-ipc
+    // panicked slicing them ("the offset of the new Buffer cannot exceed the existing length").
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/malformed");
+    for name in ["arrow-buffer-length.arrow", "arrow-buffer-offset.arrow"] {
+        let path = fixtures.join(name);
+        let options = TextReaderOptions {
+            id_field: Some("id".into()),
+            ..TextReaderOptions::default()
+        };
+        let error = read_all(&path, options).expect_err(name).to_string();
+        assert!(error.contains(name), "{error}");
+        assert!(error.contains("malformed data"), "{error}");
+    }
+}
