@@ -405,3 +405,105 @@ where
         .map(|text| text.parse().map_err(serde::de::Error::custom))
         .transpose()
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    /// The settings groups as a command flattens them.
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        embedder: EmbedderSettings,
+        #[command(flatten)]
+        records: RecordsSettings,
+        #[command(flatten)]
+        kmeans: KMeansSettings,
+        #[command(flatten)]
+        routing: RoutingSettings,
+    }
+
+    fn from_flags(args: &[&str]) -> Flags {
+        Flags::try_parse_from(std::iter::once("kroute").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn flags_and_json_give_the_same_settings() {
+        let flags = from_flags(&[
+            "--dtype",
+            "int8",
+            "--pooling",
+            "cls",
+            "--dimensions",
+            "128",
+            "--exclusion",
+            "soft",
+            "--missing-cost",
+            "zero",
+            "--clusters",
+            "20",
+            "--bag",
+            "1",
+            "--alpha",
+            "0.7",
+            "--top-p",
+            "3",
+        ]);
+        let embedder: EmbedderSettings =
+            serde_json::from_str(r#"{"dtype": "int8", "pooling": "cls", "dimensions": 128}"#)
+                .unwrap();
+        assert_eq!(format!("{embedder:?}"), format!("{:?}", flags.embedder));
+        let records: RecordsSettings =
+            serde_json::from_str(r#"{"exclusion": "soft", "missing_cost": "zero"}"#).unwrap();
+        assert_eq!(format!("{records:?}"), format!("{:?}", flags.records));
+        let kmeans: KMeansSettings = serde_json::from_str(r#"{"clusters": 20, "bag": 1}"#).unwrap();
+        assert_eq!(format!("{kmeans:?}"), format!("{:?}", flags.kmeans));
+        let routing: RoutingSettings =
+            serde_json::from_str(r#"{"alpha": 0.7, "top_p": 3}"#).unwrap();
+        let base = RouteParams::recommended();
+        assert_eq!(
+            routing.resolve(base).unwrap(),
+            flags.routing.resolve(base).unwrap()
+        );
+    }
+
+    #[test]
+    fn defaults_are_the_same_without_flags_or_keys() {
+        let flags = from_flags(&[]);
+        assert_eq!(
+            format!(
+                "{:?}",
+                serde_json::from_str::<EmbedderSettings>("{}").unwrap()
+            ),
+            format!("{:?}", flags.embedder)
+        );
+        assert_eq!(
+            format!(
+                "{:?}",
+                serde_json::from_str::<RecordsSettings>("{}").unwrap()
+            ),
+            format!("{:?}", flags.records)
+        );
+        assert_eq!(
+            format!(
+                "{:?}",
+                serde_json::from_str::<KMeansSettings>("{}").unwrap()
+            ),
+            format!("{:?}", flags.kmeans)
+        );
+    }
+
+    #[test]
+    fn bad_values_and_unknown_keys_are_refused_by_name() {
+        let error = serde_json::from_str::<EmbedderSettings>(r#"{"dtype": "int4"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("int4"), "{error}");
+        let error = serde_json::from_str::<KMeansSettings>(r#"{"clusterz": 3}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("clusterz"), "{error}");
+    }
+}
