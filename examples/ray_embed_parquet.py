@@ -14,7 +14,7 @@ import time
 
 import ray
 
-from kroute.ray import EmbedBatches
+import kroute.ray
 
 
 def main() -> None:
@@ -31,33 +31,23 @@ def main() -> None:
         "--cpus-per-actor",
         type=float,
         default=None,
-        help="CPUs Ray reserves per CPU actor [default: 1, or less on a machine too small to "
-        "leave one CPU for reading and writing]",
+        help="CPUs Ray reserves per CPU actor [default: an equal share of the CPUs less one, "
+        "which reading and writing keep]",
     )
     args = parser.parse_args()
 
     ray.init()
-    gpu = args.device.startswith("cuda")
-    cpus = args.cpus_per_actor
-    if cpus is None:
-        # Actors holding every CPU would starve the read and write tasks (Ray waits forever).
-        total = ray.cluster_resources().get("CPU", 1.0)
-        cpus = 1.0 if gpu else min(1.0, max(0.25, (total - 1) / args.actors))
     start = time.perf_counter()
     ds = ray.data.read_parquet(args.input)
-    ds = ds.map_batches(
-        EmbedBatches,
-        fn_constructor_kwargs={
-            "model": args.model,
-            "column": args.column,
-            "output_column": args.output_column,
-            "device": args.device,
-        },
-        compute=ray.data.ActorPoolStrategy(size=args.actors),
+    ds = kroute.ray.embed(
+        ds,
+        args.column,
+        actors=args.actors,
+        model=args.model,
+        output_column=args.output_column,
+        device=args.device,
         batch_size=args.batch_size,
-        num_cpus=cpus,
-        num_gpus=1 if gpu else 0,  # a GPU actor takes a whole GPU
-        batch_format="pyarrow",
+        cpus_per_actor=args.cpus_per_actor,
     )
     ds.write_parquet(args.output)
     rows = ray.data.read_parquet(args.output).count()

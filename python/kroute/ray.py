@@ -2,15 +2,13 @@
 
     import ray, kroute.ray
     ds = ray.data.read_parquet("s3://bucket/queries/")
-    ds = ds.map_batches(
-        kroute.ray.EmbedBatches,
-        fn_constructor_kwargs={"model": "sentence-transformers/all-MiniLM-L6-v2"},
-        compute=ray.data.ActorPoolStrategy(size=8),   # actors; each loads the model once
-        batch_size=1024,
-        num_cpus=1,             # leave CPUs for reading and writing on small machines
-        # GPU actors: EmbedBatches(device="cuda") with num_gpus=1
-    )
+    ds = kroute.ray.embed(ds, column="query", actors=8)     # device="cuda": one GPU per actor
     ds.write_parquet("s3://bucket/embedded/")
+
+:func:`embed` sizes the actors to the cluster: actors that reserve every CPU starve Ray's read
+and write tasks (the pipeline then waits forever), and encoders that each use every core of a
+machine shared with other actors oversubscribe it. :class:`EmbedBatches` is the stage itself,
+for ``map_batches`` with settings of one's own.
 
 Each batch comes back in the format Ray handed in (dict of numpy arrays, pandas DataFrame or
 pyarrow Table) with every column intact and the embedding column added: float32 vectors, a
@@ -19,11 +17,66 @@ pyarrow Table) with every column intact and the embedding column added: float32 
 
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, Optional
 
 import numpy as np
 
 from . import Embedder
+
+
+def embed(
+    ds: Any,
+    column: str = "query",
+    *,
+    actors: int = 2,
+    model: Optional[str] = None,
+    output_column: str = "embedding",
+    device: str = "cpu",
+    dtype: Optional[str] = None,
+    batch_size: int = 1024,
+    cpus_per_actor: Optional[float] = None,
+    **options: Any,
+) -> Any:
+    """``ds`` with ``column`` embedded into ``output_column`` by ``actors`` actors, each loading
+    the model once (:class:`EmbedBatches`).
+
+    On the CPU each actor reserves ``cpus_per_actor`` CPUs (default: an equal share of the
+    cluster's CPUs less one, which is left to reading and writing, and at most 1 when that
+    leaves less than one each) and its encoder runs that many threads (at least one). With
+    ``device="cuda"`` each actor takes one GPU and one CPU. ``**options`` are
+    :class:`kroute.Embedder`'s embedding options.
+    """
+    import ray
+
+    if actors < 1:
+        raise ValueError(f"actors must be at least 1, got {actors}")
+    gpu = device.startswith("cuda")
+    cpus = cpus_per_actor
+    if cpus is None:
+        total = ray.cluster_resources().get("CPU", 1.0)
+        cpus = 1.0 if gpu else max(0.25, (total - 1.0) / actors)
+        if cpus > 1.0:
+            cpus = math.floor(cpus)
+    threads = max(1, math.floor(cpus))
+    return ds.map_batches(
+        EmbedBatches,
+        fn_constructor_kwargs={
+            "model": model,
+            "column": column,
+            "output_column": output_column,
+            "device": device,
+            "dtype": dtype,
+            **options,
+        },
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        batch_size=batch_size,
+        num_cpus=cpus,
+        num_gpus=1 if gpu else 0,
+        # The encoder's thread pool is sized from this when the actor's process starts.
+        runtime_env={"env_vars": {"RAYON_NUM_THREADS": str(threads)}},
+        batch_format="pyarrow",
+    )
 
 
 class EmbedBatches:

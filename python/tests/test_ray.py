@@ -86,3 +86,26 @@ def test_every_batch_format_passes_other_columns_through(table):
 def test_a_missing_column_is_named(table):
     with pytest.raises(KeyError, match="no column 'text'"):
         EmbedBatches(column="text")(table.slice(0, 2))
+
+
+def test_embed_sizes_actors_to_a_small_cluster(cluster, table, tmp_path):
+    # Ray's usual idiom with whole-CPU actors hangs on 2 CPUs (the actors starve the read
+    # tasks); kroute.ray.embed leaves a CPU to reading and gives each actor's encoder one thread.
+    import kroute.ray
+
+    ds = ray.data.from_arrow(table.slice(0, 400)).repartition(4)
+    ds = kroute.ray.embed(ds, "query", actors=2, output_column="vec", batch_size=100)
+    out = tmp_path / "helper"
+    ds.write_parquet(str(out))
+    got = pa.concat_tables([pq.read_table(p) for p in sorted(out.glob("*.parquet"))]).to_pandas()
+    got = got.sort_values("id").reset_index(drop=True)
+    assert list(got["id"]) == table.slice(0, 400).column("id").to_pylist()
+    expected = kroute.Embedder().embed(table.slice(0, 400).column("query").to_pylist())
+    assert np.abs(np.stack(got["vec"].to_numpy()).astype(np.float32) - expected).max() <= 1e-5
+
+
+def test_embed_refuses_no_actors(cluster, table):
+    import kroute.ray
+
+    with pytest.raises(ValueError, match="actors must be at least 1"):
+        kroute.ray.embed(ray.data.from_arrow(table.slice(0, 4)), actors=0)
