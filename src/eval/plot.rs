@@ -48,36 +48,48 @@ fn padded(lo: f64, hi: f64) -> std::ops::Range<f64> {
     (lo - pad)..(hi + pad)
 }
 
+/// Costs on a log axis start here: the cheapest positive cost over 2 (a free model sits on the
+/// left edge rather than off the axis).
+fn cost_floor(costs: impl Iterator<Item = f64>) -> f64 {
+    let cheapest = costs.filter(|&c| c > 0.0).fold(f64::MAX, f64::min);
+    if cheapest == f64::MAX {
+        1e-6
+    } else {
+        cheapest / 2.0
+    }
+}
+
 fn accuracy_vs_cost<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     report: &Report,
 ) -> Drawn<DB> {
     root.fill(&WHITE)?;
-    let points: Vec<(f64, f64)> = report
-        .rows
-        .iter()
-        .map(|r| (r.cost.mean, r.average_accuracy.mean))
-        .collect();
-    let (x_max, y_min, y_max) = points
-        .iter()
-        .fold((0f64, f64::MAX, f64::MIN), |(x, lo, hi), &(c, a)| {
-            (x.max(c), lo.min(a), hi.max(a))
-        });
+    let floor = cost_floor(report.rows.iter().map(|r| r.cost.mean));
+    let at = |cost: f64, accuracy: f64| (cost.max(floor), accuracy);
+    let (x_max, y_min, y_max) =
+        report
+            .rows
+            .iter()
+            .fold((floor, f64::MAX, f64::MIN), |(x, lo, hi), r| {
+                let a = r.average_accuracy.mean;
+                (x.max(r.cost.mean), lo.min(a), hi.max(a))
+            });
+    // Costs span orders of magnitude (the paper's figures use a log axis too); extra room on
+    // the right for the labels of the dearest models.
     let mut chart = ChartBuilder::on(root)
         .caption("Accuracy vs cost on the test set", (FONT, 24))
         .margin(20)
         .x_label_area_size(50)
         .y_label_area_size(65)
-        // Extra room on the right for the labels of the dearest models.
-        .build_cartesian_2d(padded(0.0, x_max * 1.15), padded(y_min, y_max))?;
+        .build_cartesian_2d((floor * 0.8..x_max * 2.5).log_scale(), padded(y_min, y_max))?;
     chart
         .configure_mesh()
-        .x_desc("cost of the test set ($)")
+        .x_desc("cost of the test set ($, log scale)")
         .y_desc("average accuracy (mean over datasets)")
         .draw()?;
     let router: Vec<(f64, f64)> = report
         .rows_of(RowKind::Router)
-        .map(|r| (r.cost.mean, r.average_accuracy.mean))
+        .map(|r| at(r.cost.mean, r.average_accuracy.mean))
         .collect();
     chart
         .draw_series(LineSeries::new(router.clone(), BLUE.stroke_width(2)))?
@@ -90,10 +102,14 @@ fn accuracy_vs_cost<DB: DrawingBackend>(
         .rows_of(RowKind::Single)
         .map(|r| (r.cost.mean, r.average_accuracy.mean))
         .collect();
+    let router_points: Vec<(f64, f64)> = report
+        .rows_of(RowKind::Router)
+        .map(|r| (r.cost.mean, r.average_accuracy.mean))
+        .collect();
     let curve = &report.curve;
     for (points, colour, label) in [
         (
-            &router,
+            &router_points,
             BLUE,
             format!("router frontier (area {:.4})", curve.router.mean),
         ),
@@ -106,6 +122,7 @@ fn accuracy_vs_cost<DB: DrawingBackend>(
         let hull: Vec<(f64, f64)> = super::frontier(points)
             .into_iter()
             .filter(|p| p.0 > 0.0 || p.1 > 0.0)
+            .map(|(c, a)| at(c, a))
             .collect();
         chart
             .draw_series(DashedLineSeries::new(
@@ -117,22 +134,31 @@ fn accuracy_vs_cost<DB: DrawingBackend>(
             .label(label)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.mix(0.6)));
     }
-    for row in report.rows.iter().filter(|r| r.kind != RowKind::Router) {
-        let colour = if row.kind == RowKind::Oracle {
-            GREEN
-        } else {
-            RED
-        };
-        let label = row
-            .label
-            .rsplit('/')
-            .next()
-            .unwrap_or(&row.label)
-            .to_string();
+    let marked: Vec<_> = report
+        .rows
+        .iter()
+        .filter(|r| r.kind != RowKind::Router)
+        .map(|row| {
+            let label = row.label.rsplit('/').next().unwrap_or(&row.label);
+            let point = at(row.cost.mean, row.average_accuracy.mean);
+            (row.kind, label.to_string(), point)
+        })
+        .collect();
+    let anchors: Vec<(i32, i32)> = marked
+        .iter()
+        .map(|(_, _, p)| chart.backend_coord(p))
+        .collect();
+    let widths: Vec<i32> = marked
+        .iter()
+        .map(|(_, label, _)| label_width(label))
+        .collect();
+    let offsets = place_labels(&anchors, &widths);
+    for ((kind, label, point), offset) in marked.into_iter().zip(offsets) {
+        let colour = if kind == RowKind::Oracle { GREEN } else { RED };
         chart.draw_series(std::iter::once(
-            EmptyElement::at((row.cost.mean, row.average_accuracy.mean))
+            EmptyElement::at(point)
                 + Circle::new((0, 0), 5, colour.filled())
-                + Text::new(label, (7, -7), (FONT, 13)),
+                + Text::new(label, offset, (FONT, LABEL_FONT)),
         ))?;
     }
     chart
@@ -142,6 +168,56 @@ fn accuracy_vs_cost<DB: DrawingBackend>(
         .background_style(WHITE.mix(0.9))
         .draw()?;
     root.present()
+}
+
+const LABEL_FONT: i32 = 13;
+
+/// A label's width in pixels, estimated (0.6 em per character in a sans-serif font).
+fn label_width(label: &str) -> i32 {
+    (label.chars().count() as f64 * LABEL_FONT as f64 * 0.6).ceil() as i32
+}
+
+/// Where each point's label goes, as an offset from its anchor (pixels, y down): the first of
+/// a few places around the point, then further above and below, whose box overlaps no label
+/// placed before and no marker. Labels are placed left to right.
+fn place_labels(anchors: &[(i32, i32)], widths: &[i32]) -> Vec<(i32, i32)> {
+    type Box = (i32, i32, i32, i32);
+    let overlaps = |a: Box, b: Box| a.0 < b.2 && b.0 < a.2 && a.1 < b.3 && b.1 < a.3;
+    let height = LABEL_FONT + 2;
+    let markers: Vec<Box> = anchors
+        .iter()
+        .map(|&(x, y)| (x - 5, y - 5, x + 5, y + 5))
+        .collect();
+    let mut order: Vec<usize> = (0..anchors.len()).collect();
+    order.sort_by_key(|&i| anchors[i]);
+    let mut placed: Vec<Box> = Vec::new();
+    let mut offsets = vec![(7, -7 - height); anchors.len()];
+    for i in order {
+        let (x, y) = anchors[i];
+        let w = widths[i];
+        let mut candidates = vec![(7, -height - 2), (7, 4), (-w - 7, -height - 2), (-w - 7, 4)];
+        for step in 1..=16 {
+            let dy = step * height;
+            candidates.extend([
+                (7, -height - 2 - dy),
+                (7, 4 + dy),
+                (-w - 7, -height - 2 - dy),
+                (-w - 7, 4 + dy),
+            ]);
+        }
+        let free = |&(dx, dy): &(i32, i32)| {
+            let b = (x + dx, y + dy, x + dx + w, y + dy + height);
+            !placed.iter().chain(&markers).any(|&o| overlaps(b, o))
+        };
+        let (dx, dy) = candidates
+            .iter()
+            .copied()
+            .find(|c| free(c))
+            .unwrap_or(candidates[0]);
+        placed.push((x + dx, y + dy, x + dx + w, y + dy + height));
+        offsets[i] = (dx, dy);
+    }
+    offsets
 }
 
 fn alpha_sweep<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, report: &Report) -> Drawn<DB> {
@@ -241,4 +317,35 @@ fn selection_share<DB: DrawingBackend>(
         .background_style(WHITE.mix(0.9))
         .draw()?;
     root.present()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_of_crowded_points_do_not_overlap() {
+        // Eleven cheap models within a few pixels of each other, as on RouterBench's plot.
+        let anchors: Vec<(i32, i32)> = (0..11).map(|i| (100 + i * 3, 300 - i * 2)).collect();
+        let widths: Vec<i32> = (0..11).map(|i| 60 + i * 4).collect();
+        let offsets = place_labels(&anchors, &widths);
+        let boxes: Vec<(i32, i32, i32, i32)> = anchors
+            .iter()
+            .zip(&offsets)
+            .zip(&widths)
+            .map(|((&(x, y), &(dx, dy)), &w)| (x + dx, y + dy, x + dx + w, y + dy + LABEL_FONT + 2))
+            .collect();
+        for (i, a) in boxes.iter().enumerate() {
+            for b in &boxes[i + 1..] {
+                let overlap = a.0 < b.2 && b.0 < a.2 && a.1 < b.3 && b.1 < a.3;
+                assert!(!overlap, "{a:?} overlaps {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn free_models_sit_at_the_left_edge_of_the_log_axis() {
+        assert_eq!(cost_floor([0.0, 0.4, 2.0].into_iter()), 0.2);
+        assert_eq!(cost_floor([0.0].into_iter()), 1e-6);
+    }
 }
