@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{cosine, embedder, files_in, run};
+use common::{cosine, embedder, files_in, kroute_bin, run};
 use kroute::EmbedderOptions;
 
 const TEXTS: [&str; 5] = [
@@ -70,6 +70,63 @@ fn writes_every_format_in_input_order() {
     assert_eq!(meta["dim"], "384");
     assert_eq!(meta["normalized"], "true");
     assert_eq!(meta["revision"].len(), 40);
+}
+
+/// Runs `kroute` with `args` and `stdin` piped in: (success, stdout, stderr).
+fn run_with_stdin(args: &[&str], stdin: &[u8]) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = kroute_bin()
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+#[test]
+fn dash_reads_standard_input_of_any_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let expected = embedder(EmbedderOptions::default())
+        .embed_vecs(&TEXTS)
+        .unwrap();
+    let jsonl: String = TEXTS
+        .iter()
+        .map(|t| serde_json::json!({"query": t}).to_string() + "\n")
+        .collect();
+    let mut gzipped = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gzipped, jsonl.as_bytes()).unwrap();
+    let plain = TEXTS.join("\n") + "\n";
+    for (name, bytes) in [
+        ("jsonl", jsonl.clone().into_bytes()),
+        ("jsonl.gz", gzipped.finish().unwrap()),
+        ("txt", plain.into_bytes()),
+    ] {
+        let output = dir.path().join(format!("{name}.npy"));
+        let args = ["embed", "-", "-o", output.to_str().unwrap(), "--quiet"];
+        let (ok, _, stderr) = run_with_stdin(&args, &bytes);
+        assert!(ok, "{name}: {stderr}");
+        let rows = read_rows(&output);
+        assert_eq!(rows.len(), TEXTS.len(), "{name}");
+        for (got, want) in rows.iter().zip(&expected) {
+            assert!(cosine(got, want) > 0.999999, "{name}");
+        }
+    }
+
+    // Errors name standard input, as they name a file.
+    let args = ["embed", "-", "-o", "unused.npy", "--quiet"];
+    let (ok, _, stderr) = run_with_stdin(&args, b"{\"query\": \"fine\"}\n{\"query\": 3}\n");
+    assert!(!ok);
+    assert!(stderr.contains("<stdin>:2"), "{stderr}");
+    let (ok, _, stderr) = run_with_stdin(&["embed", "-", "-o", "x.npy", "--resume"], b"");
+    assert!(
+        !ok && stderr.contains("--resume needs an input file"),
+        "{stderr}"
+    );
 }
 
 fn read_rows(path: &Path) -> Vec<Vec<f32>> {

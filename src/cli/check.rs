@@ -7,7 +7,7 @@ use kroute::Result;
 Every line is validated; the first bad one fails with `file:line: field `x`: what is wrong`. \
 Exit status 0 means the file can be trained on.")]
 pub struct CheckArgs {
-    /// Routing records (`.jsonl` or `.jsonl.gz`).
+    /// Routing records (`.jsonl` or `.jsonl.gz`; `-` reads standard input).
     pub data: std::path::PathBuf,
 
     /// An evaluated model without `usages.<model>.cost`: `error` or `zero` (count as $0).
@@ -20,7 +20,13 @@ pub struct CheckArgs {
 }
 
 pub fn run(args: CheckArgs) -> Result<()> {
-    let summary = RoutingData::read(&args.data, args.missing_cost)?.summary();
+    let mut data = super::on_input(&args.data, |path| {
+        RoutingData::read(path, args.missing_cost)
+    })?;
+    if kroute::io::is_stdin(&args.data) {
+        data.path = kroute::io::STDIN_NAME.into();
+    }
+    let summary = data.summary();
     if args.json {
         println!(
             "{}",

@@ -1,4 +1,4 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use kroute::io::TextReaderOptions;
@@ -30,7 +30,7 @@ directory of Parquet files.")]
 pub struct EmbedArgs {
     /// Input texts: `.txt` (one per line), `.jsonl`/`.jsonl.gz` (text in `--field`), `.parquet`
     /// or a directory of `.parquet` files (read in name order), or Arrow IPC `.arrow` (text in
-    /// the `--field` column).
+    /// the `--field` column). `-` reads standard input (any of these, told by its first bytes).
     pub input: PathBuf,
 
     /// Output file; the extension picks the format: `.safetensors` (tensor `embeddings` plus
@@ -90,8 +90,17 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     if args.chunk_rows == 0 {
         return Err(Error::Invalid("--chunk-rows must be at least 1".into()));
     }
+    if args.resume && kroute::io::is_stdin(&args.input) {
+        return Err(Error::Invalid(
+            "--resume needs an input file: standard input cannot be read again".into(),
+        ));
+    }
+    super::on_input(&args.input.clone(), |input| embed(args, input))
+}
+
+fn embed(args: EmbedArgs, input: &Path) -> Result<()> {
     let job = EmbedJob {
-        input: args.input.clone(),
+        input: input.to_path_buf(),
         output: args.output.clone(),
         reader: TextReaderOptions {
             field: args.field.clone(),
@@ -126,7 +135,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
         Ok(summary) => summary,
         Err(e) => {
             let checkpoint = partial_dir(&args.output);
-            if checkpoint.exists() {
+            if checkpoint.exists() && !kroute::io::is_stdin(&args.input) {
                 eprintln!(
                     "no output written; finished chunks are kept in {}: run the same command \
                      with --resume to continue",

@@ -170,3 +170,13 @@ pub fn emit_summary(summary: &serde_json::Value, path: Option<&Path>) -> kroute:
         }
     }
 }
+
+/// Runs `body` on the file `path` names; `-` is standard input, spooled to a temporary file
+/// first, and errors about that file name `<stdin>`.
+fn on_input<T>(path: &Path, body: impl FnOnce(&Path) -> kroute::Result<T>) -> kroute::Result<T> {
+    if !kroute::io::is_stdin(path) {
+        return body(path);
+    }
+    let spooled = kroute::io::SpooledStdin::read()?;
+    body(spooled.path()).map_err(|e| spooled.rename(e))
+}

@@ -31,7 +31,8 @@ pub struct RouteArgs {
     #[arg(required_unless_present = "input", conflicts_with = "input")]
     pub queries: Vec<String>,
 
-    /// Read queries from a file: `.txt` (one per line), `.jsonl` or `.jsonl.gz` (in --field).
+    /// Read queries from a file: `.txt` (one per line), `.jsonl` or `.jsonl.gz` (in --field);
+    /// `-` reads standard input.
     #[arg(long)]
     pub input: Option<PathBuf>,
 
@@ -71,15 +72,13 @@ pub fn run(mut args: RouteArgs) -> Result<()> {
     let router = kroute::state::open_router(&args.router, &device)?;
     let params = args.routing.resolve(router.defaults)?;
     let queries = match &args.input {
-        Some(path) => TextReader::open(
-            path,
-            TextReaderOptions {
+        Some(path) => super::on_input(path, |path| {
+            let options = TextReaderOptions {
                 field: args.field.clone(),
                 ..Default::default()
-            },
-        )?
-        .texts()
-        .collect::<Result<Vec<String>>>()?,
+            };
+            TextReader::open(path, options)?.texts().collect()
+        })?,
         None => std::mem::take(&mut args.queries),
     };
     if queries.is_empty() {

@@ -8,6 +8,7 @@ mod columnar;
 mod embeddings;
 mod lines;
 mod rows;
+mod stdin;
 mod texts;
 
 pub use atomic::{AtomicFile, StagedDir};
@@ -17,5 +18,6 @@ pub use embeddings::{
 };
 pub use lines::{open_lines, Line};
 pub use rows::{IdKind, RowId, TextFormat, TextReaderOptions};
+pub use stdin::{is_stdin, SpooledStdin, STDIN, STDIN_NAME};
 pub(crate) use texts::json_kind;
 pub use texts::{Record, Scan, TextReader};
