@@ -552,3 +552,42 @@ async fn the_binary_finishes_in_flight_requests_on_sigterm() {
     // The provider key is never logged.
     assert!(!log.contains(KEY), "{log}");
 }
+
+/// `kroute route … | head` ends the command quietly once `head` has what it wants, as a Unix
+/// tool does, instead of a panic about the broken pipe.
+#[cfg(unix)]
+#[test]
+fn route_into_a_closed_pipe_ends_quietly() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("queries.txt");
+    // Far more decisions than a pipe buffers (each line ranks every model).
+    let queries: Vec<String> = (0..400).map(|i| format!("question {i}")).collect();
+    std::fs::write(&input, queries.join("\n") + "\n").unwrap();
+    let router = fixture().router.to_str().unwrap().to_string();
+    let mut child = common::kroute_bin()
+        .args([
+            "route",
+            &router,
+            "--input",
+            input.to_str().unwrap(),
+            "--quiet",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first_line = [0u8; 64];
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_exact(&mut first_line)
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{stderr}");
+}

@@ -73,6 +73,16 @@ pub fn main() -> ExitCode {
         .with_target(false)
         .init();
     let cli = Cli::parse();
+    // Output piped into `head` ends the command quietly when the reader goes away, as Unix
+    // tools do (Rust ignores SIGPIPE, so println! would panic). The server keeps it ignored:
+    // its sockets report a peer that went away as an error of that connection.
+    #[cfg(unix)]
+    if !matches!(cli.command, Command::Serve(_)) {
+        // SAFETY: restoring a signal's default disposition at start-up, before any thread.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let result = match cli.command {
         Command::Embed(args) => embed::run(args),
         Command::Check(args) => check::run(args),
