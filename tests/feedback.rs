@@ -51,6 +51,20 @@ async fn admin_state(base: &str) -> Value {
     response.json().await.unwrap()
 }
 
+/// `/admin/state` once the model thread has taken in `outcomes` learned outcomes: an outcome is
+/// acknowledged once logged and queued for the model thread (which routes every later request
+/// with it), and the state's count follows when the thread has applied it.
+async fn admin_state_after(base: &str, outcomes: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let state = admin_state(base).await;
+        if state["observations"] == outcomes || Instant::now() > deadline {
+            return state;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn with_admin() -> ServeOptions {
     ServeOptions {
         admin_key: Some(ADMIN.into()),
@@ -133,7 +147,7 @@ async fn an_outcome_for_a_decision_changes_the_next_one_and_counts_once() {
     assert_eq!(retried["duplicate"], true);
     assert_eq!(retried["model"], models[0]);
 
-    let state = admin_state(&h.base).await;
+    let state = admin_state_after(&h.base, 3).await;
     assert_eq!(state["observations"], 3);
     assert_eq!(state["observations_since_start"], 3);
     assert_eq!(state["decisions_since_start"], 3);
@@ -282,7 +296,7 @@ async fn feedback_and_admin_endpoints_take_their_own_keys() {
         }
         expect_error(request.send().await.unwrap(), 401).await;
     }
-    assert_eq!(admin_state(&h.base).await["observations"], 1);
+    assert_eq!(admin_state_after(&h.base, 1).await["observations"], 1);
     // Without paths to reload from, a reload is refused with the reason.
     let refused = h
         .http
@@ -605,7 +619,7 @@ async fn kill_9_in_a_feedback_burst_loses_no_acknowledged_outcome() {
     for &i in sent.iter().filter(|i| !acked.contains(i)) {
         assert!(send(server.base.clone(), i).await.is_some(), "event {i}");
     }
-    let state = admin_state(&server.base).await;
+    let state = admin_state_after(&server.base, sent.len() as u64).await;
     assert_eq!(state["observations"].as_u64().unwrap() as usize, sent.len());
     // The directory holds the same, for `kroute route` and the Python package.
     let on_disk =
