@@ -87,10 +87,14 @@ fn accuracy_vs_cost<DB: DrawingBackend>(
         .x_desc("cost of the test set ($, log scale)")
         .y_desc("average accuracy (mean over datasets)")
         .draw()?;
-    let router: Vec<(f64, f64)> = report
-        .rows_of(RowKind::Router)
-        .map(|r| at(r.cost.mean, r.average_accuracy.mean))
-        .collect();
+    let points_of = |kind: RowKind| -> Vec<(f64, f64)> {
+        report
+            .rows_of(kind)
+            .map(|r| (r.cost.mean, r.average_accuracy.mean))
+            .collect()
+    };
+    let router_points = points_of(RowKind::Router);
+    let router: Vec<(f64, f64)> = router_points.iter().map(|&(c, a)| at(c, a)).collect();
     chart
         .draw_series(LineSeries::new(router.clone(), BLUE.stroke_width(2)))?
         .label("router, α from 0 to 1")
@@ -98,14 +102,7 @@ fn accuracy_vs_cost<DB: DrawingBackend>(
     chart.draw_series(router.iter().map(|&p| Circle::new(p, 3, BLUE.filled())))?;
     // The frontiers the whole-curve metric integrates (mixing policies query by query reaches
     // any point on them), from their cheapest point on.
-    let singles: Vec<(f64, f64)> = report
-        .rows_of(RowKind::Single)
-        .map(|r| (r.cost.mean, r.average_accuracy.mean))
-        .collect();
-    let router_points: Vec<(f64, f64)> = report
-        .rows_of(RowKind::Router)
-        .map(|r| (r.cost.mean, r.average_accuracy.mean))
-        .collect();
+    let singles = points_of(RowKind::Single);
     let curve = &report.curve;
     for (points, colour, label) in [
         (
