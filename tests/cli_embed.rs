@@ -129,6 +129,18 @@ fn dash_reads_standard_input_of_any_format() {
     );
 }
 
+#[test]
+fn dash_copies_standard_input_larger_than_one_chunk() {
+    // The bundled records, gzipped as shipped: 9 MB once decompressed, many copy chunks.
+    let records = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/routerbench-3k.jsonl.gz");
+    let bytes = std::fs::read(&records).unwrap();
+    let (ok, stdout, stderr) = run_with_stdin(&["check", "-", "--json"], &bytes);
+    assert!(ok, "{stderr}");
+    let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(summary["path"], "<stdin>");
+    assert_eq!(summary["queries"], 3178);
+}
+
 fn read_rows(path: &Path) -> Vec<Vec<f32>> {
     let bytes = std::fs::read(path).unwrap();
     let floats = |data: &[u8]| -> Vec<f32> {

@@ -11,6 +11,8 @@ use crate::error::{Error, Result};
 pub const STDIN: &str = "-";
 /// Standard input as errors and summaries name it.
 pub const STDIN_NAME: &str = "<stdin>";
+/// Bytes copied at a time; the first chunk decides the format.
+const CHUNK_BYTES: usize = 64 * 1024;
 
 pub fn is_stdin(path: &Path) -> bool {
     path.as_os_str() == STDIN
@@ -23,18 +25,28 @@ pub struct SpooledStdin {
 
 impl SpooledStdin {
     pub fn read() -> Result<Self> {
-        let mut bytes = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut bytes)
-            .map_err(|e| Error::io(STDIN_NAME, e))?;
+        let mut stdin = std::io::stdin().lock();
+        let mut next_chunk = |chunk: &mut Vec<u8>| -> Result<usize> {
+            chunk.clear();
+            (&mut stdin)
+                .take(CHUNK_BYTES as u64)
+                .read_to_end(chunk)
+                .map_err(|e| Error::io(STDIN_NAME, e))
+        };
+        // The first chunk tells the format (through gzip too); the input is copied a chunk at a
+        // time, so a large one is never held in memory.
+        let mut chunk = Vec::with_capacity(CHUNK_BYTES);
+        next_chunk(&mut chunk)?;
         let mut file = tempfile::Builder::new()
             .prefix("kroute-stdin-")
-            .suffix(suffix_for(&bytes))
+            .suffix(suffix_for(&chunk))
             .tempfile()
             .map_err(|e| Error::io(std::env::temp_dir(), e))?;
-        file.write_all(&bytes)
-            .and_then(|()| file.flush())
-            .map_err(|e| Error::io(file.path(), e))?;
+        while !chunk.is_empty() {
+            file.write_all(&chunk)
+                .map_err(|e| Error::io(file.path(), e))?;
+            next_chunk(&mut chunk)?;
+        }
         Ok(Self {
             file: file.into_temp_path(),
         })
