@@ -2,9 +2,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 use kroute::bench::{run as bench, BenchConfig, BenchReport, Subject};
-use kroute::Result;
-
 use kroute::settings::EmbedderSettings;
+use kroute::Result;
 
 #[derive(Args, Debug)]
 #[command(after_help = "\

@@ -1,12 +1,12 @@
 use clap::Args;
 use kroute::eval::{calibrate, score_at, EvalConfig, TestSet};
 use kroute::router::{EmbeddingInfo, RouteParams};
+use kroute::settings::{EmbedderSettings, KMeansSettings, RoutingSettings};
 use kroute::{Error, Result};
 use serde_json::json;
 
 use super::args::{RecordsArgs, SweepArgs, TargetArgs};
 use super::embed_with_progress;
-use kroute::settings::{EmbedderSettings, KMeansSettings, RoutingSettings};
 
 #[derive(Args, Debug)]
 #[command(after_help = "\

@@ -4,11 +4,11 @@ use clap::Args;
 use kroute::io::TextReaderOptions;
 use kroute::job::checkpoint::partial_dir;
 use kroute::job::{EmbedJob, Shard};
+use kroute::settings::EmbedderSettings;
 use kroute::{Error, Result};
 use serde_json::json;
 
 use super::{emit_summary, interrupt_flag, progress_bar};
-use kroute::settings::EmbedderSettings;
 
 #[derive(Args, Debug)]
 #[command(after_help = "\

@@ -4,11 +4,11 @@ use clap::Args;
 use kroute::eval::{evaluate, EvalConfig, Report};
 use kroute::io::read_embeddings;
 use kroute::router::{EmbeddingInfo, RouteParams};
+use kroute::settings::{EmbedderSettings, KMeansSettings, RoutingSettings};
 use kroute::{Error, Result};
 
 use super::args::{RecordsArgs, SweepArgs};
 use super::{embed_with_progress, progress_bar};
-use kroute::settings::{EmbedderSettings, KMeansSettings, RoutingSettings};
 
 #[derive(Args, Debug)]
 #[command(after_help = "\

@@ -5,11 +5,11 @@ use std::time::Instant;
 use clap::Args;
 use kroute::io::{AtomicFile, TextReader, TextReaderOptions};
 use kroute::router::{RouteParams, Router};
+use kroute::settings::{EmbedderSettings, RoutingSettings};
 use kroute::{Embedder, Error, Result};
 use serde_json::{json, Map, Value};
 
 use super::{interrupt_flag, progress_bar};
-use kroute::settings::{EmbedderSettings, RoutingSettings};
 
 #[derive(Args, Debug)]
 #[command(after_help = "\

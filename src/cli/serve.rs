@@ -7,10 +7,10 @@ use kroute::engine::{EngineOptions, LearningOptions};
 use kroute::router::{Exploration, Router};
 use kroute::serve::openai::RouteOn;
 use kroute::serve::{ReloadSource, ServeConfig, ServeOptions, Server, ServerHandle};
+use kroute::settings::EmbedderSettings;
 use kroute::{default_batch_tokens, Error, Result};
 
 use super::args::{parse_duration, FeedbackArgs};
-use kroute::settings::EmbedderSettings;
 
 #[derive(Args, Debug)]
 #[command(after_help = "\

@@ -4,12 +4,12 @@ use std::time::Instant;
 use clap::Args;
 use kroute::eval::{alpha_grid, calibrate, tune, EvalConfig};
 use kroute::router::{EmbeddingInfo, RouteParams, Router, TuningInfo};
+use kroute::settings::{EmbedderSettings, KMeansSettings, RoutingSettings};
 use kroute::{Error, Result};
 use serde_json::json;
 
 use super::args::{RecordsArgs, TargetArgs, TuneArgs};
 use super::{embed_with_progress, progress_bar};
-use kroute::settings::{EmbedderSettings, KMeansSettings, RoutingSettings};
 
 #[derive(Args, Debug)]
 #[command(after_help = "\

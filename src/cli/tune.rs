@@ -1,11 +1,11 @@
 use clap::Args;
 use kroute::eval::{tune, Tuning};
 use kroute::router::{EmbeddingInfo, RouteParams};
+use kroute::settings::{EmbedderSettings, RoutingSettings};
 use kroute::Result;
 
 use super::args::{RecordsArgs, SweepArgs, TuneArgs};
 use super::{embed_with_progress, progress_bar};
-use kroute::settings::{EmbedderSettings, RoutingSettings};
 
 #[derive(Args, Debug)]
 #[command(after_help = "\

@@ -3,12 +3,12 @@ use std::time::Instant;
 
 use clap::Args;
 use kroute::records::RoutingData;
+use kroute::settings::EmbedderSettings;
 use kroute::{Error, Result};
 use serde_json::{json, Map, Value};
 
 use super::args::FeedbackArgs;
 use super::{embed_with_progress, emit_summary};
-use kroute::settings::EmbedderSettings;
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
