@@ -5,7 +5,7 @@
     /tmp/bench-venv/bin/python benches/compare_kmeans.py [--json out.json]
 
 Data: unit-norm points (what kroute clusters: L2-normalised embeddings) drawn around 100 random
-directions on the 384-d sphere, seeded. Cases from issue 3: N=20k, k=64 with n_init 1 and 10;
+directions on the 384-d sphere, seeded. Cases: N=20k, k=64 with n_init 1 and 10;
 N=200k, k=256 with n_init 1. Every method's inertia is recomputed here, in float64, from the
 centroids it returns, on the full data. Each library runs with its defaults except for k, n_init
 and the seed: scikit-learn `KMeans` (greedy k-means++, Lloyd, max_iter 300, tol 1e-4), faiss

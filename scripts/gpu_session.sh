@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU measurements of issues 6, 12 and 13 in one device call, prepared here and run there.
+# Every GPU measurement in one device call (docs/BENCHMARKS.md "GPU"), prepared here, run there.
 #
 #   bash scripts/gpu_session.sh pack     # here: CUDA binaries (stripped, gzipped) and the
 #                                        # default model in f16 into gpu/ (gitignored, < 64 MiB)

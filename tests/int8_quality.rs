@@ -76,7 +76,7 @@ fn rows_of(embeddings: &Tensor, rows: &[usize]) -> Tensor {
 /// every α. The sweep retrains k-means on each set of vectors, and k-means turns the tiniest
 /// difference into other clusters, so single seeds differ by up to 0.01 at the steep α values
 /// whichever the vectors; the means over 40 seeds are compared. Measured: int8 within 0.0040
-/// (VNNI kernel) and 0.0049 (AVX2 kernel) of f32, issue 14's 0.005 (docs/EVALUATION.md); the
+/// (VNNI kernel) and 0.0033 (AVX2 kernel) of f32, the goal being 0.005 (docs/EVALUATION.md); the
 /// bound here, 0.0075, catches a regression without failing on the last bits of another CPU's
 /// f32 GEMM.
 #[test]
