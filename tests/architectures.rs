@@ -454,6 +454,21 @@ fn missing_config_field_is_named() {
     );
 }
 
+/// A malformed `config.json` is reported as such even where the weights are unreadable: the
+/// config is checked before gigabytes of weights would be mapped.
+#[test]
+fn a_bad_config_is_reported_before_the_weights_are_read() {
+    for architecture in ["bert", "mpnet", "qwen3"] {
+        let dir = edited_copy(architecture, |c| c["hidden_size"] = "wide".into());
+        std::fs::write(dir.path().join("model.safetensors"), b"not weights").unwrap();
+        let err = load_error(dir.path());
+        assert!(
+            err.contains("config.json") && err.contains("field `hidden_size`"),
+            "{architecture}: {err}"
+        );
+    }
+}
+
 #[test]
 fn heads_that_do_not_divide_the_width_are_refused() {
     let dir = edited_copy("bert", |c| c["num_attention_heads"] = 5.into());

@@ -161,6 +161,7 @@ impl Embedder {
         options: EmbedderOptions,
     ) -> Result<Self> {
         let config = EncoderConfig::read(&model.path("config.json"))?;
+        config.validate()?;
         let precision = precision.unwrap_or(config.architecture.default_precision(device));
         let sentence = SentenceConfig::read(&model, model.card())?;
         let prompt = sentence.prompt(options.prompt.as_deref(), options.prompt_name.as_deref())?;

@@ -177,6 +177,18 @@ impl EncoderConfig {
         })
     }
 
+    /// Checks the architecture's fields (present, of the right type) before any weight is
+    /// read, so that a bad `config.json` is reported without mapping gigabytes of weights.
+    pub fn validate(&self) -> Result<()> {
+        match self.architecture {
+            Architecture::Bert | Architecture::Roberta | Architecture::XlmRoberta => {
+                self.typed::<bert::BertConfig>().map(drop)
+            }
+            Architecture::Mpnet => self.typed::<mpnet::MpnetConfig>().map(drop),
+            Architecture::Qwen3 => self.typed::<qwen3::Qwen3Config>().map(drop),
+        }
+    }
+
     /// Builds the encoder from the weights under `vb`, its dense layers quantized for `int8`'s
     /// kernel if given.
     pub fn build(&self, vb: VarBuilder, int8: Option<Isa>) -> Result<Box<dyn Encoder>> {
