@@ -283,7 +283,11 @@ async fn client_keys_are_required_when_configured() {
         .send()
         .await
         .unwrap();
-    expect_error(wrong, 401).await;
+    let message = expect_error(wrong, 401).await;
+    assert!(
+        !message.contains("client-key"),
+        "a key is never echoed: {message}"
+    );
     assert!(h.mock.requests().is_empty());
     let right = h
         .http
@@ -303,6 +307,58 @@ async fn client_keys_are_required_when_configured() {
     assert_eq!(h.get("/health").await.status(), 200);
     assert_eq!(h.get("/metrics").await.status(), 200);
     expect_error(h.get("/v1/models").await, 401).await;
+    h.shutdown().await;
+}
+
+/// Bodies, headers, `messages` and `input` arrays are bounded, and a request past a bound is
+/// told which bound and which flag sets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_sizes_are_bounded_and_the_limits_named() {
+    let options = ServeOptions {
+        max_header_bytes: 1024,
+        max_messages: 3,
+        max_inputs: 2,
+        ..Default::default()
+    };
+    let h = start("", options, EngineOptions::default()).await;
+    let user = |text: &str| json!({"role": "user", "content": text});
+    let messages: Vec<Value> = (0..4).map(|i| user(&format!("question {i}"))).collect();
+    for (path, body) in [
+        (
+            "/v1/chat/completions",
+            json!({"model": "kroute", "messages": messages}),
+        ),
+        ("/v1/route", json!({"messages": messages})),
+        (
+            "/v1/feedback",
+            json!({"messages": messages, "model": &load_router().models[0], "score": 1}),
+        ),
+    ] {
+        let message = expect_error(h.post(path, &body).await, 400).await;
+        assert!(
+            message.contains("`messages` has 4 entries") && message.contains("--max-messages"),
+            "{path}: {message}"
+        );
+    }
+    let within = json!({"model": "kroute", "messages": &messages[..3]});
+    assert_eq!(h.post("/v1/chat/completions", &within).await.status(), 200);
+
+    let inputs = json!({"input": ["one", "two", "three"]});
+    let message = expect_error(h.post("/v1/embeddings", &inputs).await, 400).await;
+    assert!(message.contains("--max-inputs"), "{message}");
+    let within = json!({"input": ["one", "two"]});
+    assert_eq!(h.post("/v1/embeddings", &within).await.status(), 200);
+
+    let large = h
+        .http
+        .post(format!("{}/v1/route", h.base))
+        .header("x-padding", "p".repeat(2000))
+        .json(&json!({"input": "hello"}))
+        .send()
+        .await
+        .unwrap();
+    let message = expect_error(large, 431).await;
+    assert!(message.contains("--max-header-bytes"), "{message}");
     h.shutdown().await;
 }
 
@@ -532,13 +588,42 @@ async fn the_binary_finishes_in_flight_requests_on_sigterm() {
         "{stderr}"
     );
 
-    let mut server =
-        ServeProcess::start(&["--router", router, "--config", config], &[(KEY_VAR, KEY)]).await;
+    // At debug level, so that what is never logged is checked where the most is.
+    let client_key = "client-secret-key";
+    let mut server = ServeProcess::start(
+        &[
+            "--router",
+            router,
+            "--config",
+            config,
+            "--api-key",
+            client_key,
+        ],
+        &[(KEY_VAR, KEY), ("KROUTE_LOG", "debug")],
+    )
+    .await;
+    // Without --host it listens on the loopback interface only.
+    assert!(
+        server.base.starts_with("http://127.0.0.1:"),
+        "{}",
+        server.base
+    );
     let http = reqwest::Client::new();
+    let wrong = http
+        .post(format!("{}/v1/route", server.base))
+        .bearer_auth("wrong-secret-key")
+        .json(&json!({"input": text}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
     let in_flight = tokio::spawn({
         let (http, url) = (http.clone(), format!("{}/v1/chat/completions", server.base));
         let body = chat_body("kroute", text, false);
-        async move { http.post(url).json(&body).send().await.unwrap().status() }
+        async move {
+            let request = http.post(url).bearer_auth(client_key).json(&body);
+            request.send().await.unwrap().status()
+        }
     });
     while mock.requests().is_empty() {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -549,8 +634,10 @@ async fn the_binary_finishes_in_flight_requests_on_sigterm() {
     assert!(status.success(), "{status}");
     let log = server.log();
     assert!(log.contains("shutting down"), "{log}");
-    // The provider key is never logged.
-    assert!(!log.contains(KEY), "{log}");
+    // Neither the provider's key, nor a client's (right or wrong), nor the query is logged.
+    for secret in [KEY, client_key, "wrong-secret-key", text.as_str()] {
+        assert!(!log.contains(secret), "{secret} in {log}");
+    }
 }
 
 /// `kroute route … | head` ends the command quietly once `head` has what it wants, as a Unix

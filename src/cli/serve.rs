@@ -79,6 +79,18 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 4 << 20, env = "KROUTE_MAX_BODY_BYTES")]
     pub max_body_bytes: usize,
 
+    /// Largest request headers accepted (bytes, names and values together); larger get 431.
+    #[arg(long, default_value_t = 64 << 10, env = "KROUTE_MAX_HEADER_BYTES")]
+    pub max_header_bytes: usize,
+
+    /// Entries of a request's `messages` array at most; more get 400.
+    #[arg(long, default_value_t = 2048, env = "KROUTE_MAX_MESSAGES")]
+    pub max_messages: usize,
+
+    /// Texts of an /v1/embeddings `input` array at most; more get 400.
+    #[arg(long, default_value_t = 2048, env = "KROUTE_MAX_INPUTS")]
+    pub max_inputs: usize,
+
     /// Requests in flight at most; more get 429.
     #[arg(long, default_value_t = 512, env = "KROUTE_MAX_CONCURRENT_REQUESTS")]
     pub max_concurrent_requests: usize,
@@ -191,6 +203,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
         max_fallbacks: args.max_fallbacks,
         api_keys: args.api_keys,
         max_body_bytes: args.max_body_bytes,
+        max_header_bytes: args.max_header_bytes,
+        max_messages: args.max_messages,
+        max_inputs: args.max_inputs,
         max_concurrent_requests: args.max_concurrent_requests,
         feedback_keys: args.feedback_keys,
         admin_key: args.admin_key,

@@ -46,6 +46,7 @@ pub async fn chat_completions(
         .get("messages")
         .and_then(Value::as_array)
         .ok_or_else(|| ApiError::bad_request("`messages` is required (an array)"))?;
+    state.options.check_messages(messages)?;
     let stream = object
         .get("stream")
         .and_then(Value::as_bool)

@@ -23,13 +23,16 @@ pub async fn embeddings(
 ) -> Result<Json<Value>, ApiError> {
     let texts: Vec<String> = match body.get("input") {
         Some(Value::String(text)) => vec![text.clone()],
-        Some(Value::Array(items)) if !items.is_empty() => items
-            .iter()
-            .map(|item| item.as_str().map(str::to_string))
-            .collect::<Option<_>>()
-            .ok_or_else(|| {
-                ApiError::bad_request("`input` must be a string or an array of strings")
-            })?,
+        Some(Value::Array(items)) if !items.is_empty() => {
+            state.options.check_inputs(items)?;
+            items
+                .iter()
+                .map(|item| item.as_str().map(str::to_string))
+                .collect::<Option<_>>()
+                .ok_or_else(|| {
+                    ApiError::bad_request("`input` must be a string or an array of strings")
+                })?
+        }
         _ => {
             return Err(ApiError::bad_request(
                 "`input` is required: a string or a non-empty array of strings",
@@ -89,7 +92,10 @@ pub async fn route(
     };
     let text = match (body.get("input"), body.get("messages")) {
         (Some(Value::String(text)), _) => text.clone(),
-        (None, Some(Value::Array(messages))) => routing_text(messages, state.options.route_on)?,
+        (None, Some(Value::Array(messages))) => {
+            state.options.check_messages(messages)?;
+            routing_text(messages, state.options.route_on)?
+        }
         _ => {
             return Err(ApiError::bad_request(
                 "give `input` (a string) or `messages` (an array)",

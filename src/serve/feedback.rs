@@ -71,7 +71,10 @@ fn parse(state: &AppState, headers: &HeaderMap, body: &Value) -> Result<Feedback
             params: routing,
         },
         (None, None, Some(Value::Array(messages))) => FeedbackTarget::Text {
-            text: routing_text(messages, state.options.route_on)?,
+            text: {
+                state.options.check_messages(messages)?;
+                routing_text(messages, state.options.route_on)?
+            },
             params: routing,
         },
         (None, None, Some(_)) => {

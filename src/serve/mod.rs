@@ -32,6 +32,7 @@ use axum::routing::{get, post};
 use candle_core::Device;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use subtle::{Choice, ConstantTimeEq};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -54,6 +55,12 @@ pub struct ServeOptions {
     /// Client keys; empty: no authentication.
     pub api_keys: Vec<String>,
     pub max_body_bytes: usize,
+    /// Request header bytes at most, names and values (beyond it: 431).
+    pub max_header_bytes: usize,
+    /// Entries of a `messages` array at most (beyond it: 400).
+    pub max_messages: usize,
+    /// Texts of an `/v1/embeddings` `input` array at most (beyond it: 400).
+    pub max_inputs: usize,
     /// Requests in flight at most (beyond it: 429).
     pub max_concurrent_requests: usize,
     /// Keys accepted by `/v1/feedback` besides the client keys (for a judge or a labelling
@@ -72,11 +79,41 @@ impl Default for ServeOptions {
             max_fallbacks: 2,
             api_keys: Vec::new(),
             max_body_bytes: 4 << 20,
+            max_header_bytes: 64 << 10,
+            max_messages: 2048,
+            max_inputs: 2048,
             max_concurrent_requests: 512,
             feedback_keys: Vec::new(),
             admin_key: None,
             reload: None,
         }
+    }
+}
+
+impl ServeOptions {
+    /// Refuses a `messages` array longer than `--max-messages`.
+    pub fn check_messages(&self, messages: &[Value]) -> Result<(), ApiError> {
+        within_limit(
+            "messages",
+            messages.len(),
+            self.max_messages,
+            "--max-messages",
+        )
+    }
+
+    /// Refuses an `input` array longer than `--max-inputs`.
+    pub fn check_inputs(&self, inputs: &[Value]) -> Result<(), ApiError> {
+        within_limit("input", inputs.len(), self.max_inputs, "--max-inputs")
+    }
+}
+
+fn within_limit(field: &str, len: usize, limit: usize, flag: &str) -> Result<(), ApiError> {
+    match len <= limit {
+        true => Ok(()),
+        false => Err(ApiError::bad_request(format!(
+            "`{field}` has {len} entries; at most {limit} are accepted ({flag})"
+        ))
+        .code("too_many_entries")),
     }
 }
 
@@ -109,7 +146,7 @@ pub struct AppState {
     options: ServeOptions,
     upstream: UpstreamClient,
     metrics: Arc<Metrics>,
-    /// SHA-256 of each client key: comparing digests does not leak a key's prefix via timing.
+    /// SHA-256 of each client key, compared in constant time (`authorised`).
     key_digests: Vec<[u8; 32]>,
     /// Client keys and feedback keys: who may post outcomes.
     feedback_digests: Vec<[u8; 32]>,
@@ -234,6 +271,10 @@ impl Server {
             .route("/metrics", get(endpoints::metrics))
             .fallback(|| async { ApiError::not_found("no such endpoint") })
             .layer(middleware::from_fn_with_state(self.state.clone(), count))
+            .layer(middleware::from_fn_with_state(
+                self.state.clone(),
+                limit_headers,
+            ))
             .layer(DefaultBodyLimit::max(self.state.options.max_body_bytes))
             .with_state(self.state.clone())
     }
@@ -339,7 +380,13 @@ fn authorised(request: &Request, digests: &[[u8; 32]]) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|key| digest(key.trim()));
-    presented.is_some_and(|d| digests.contains(&d))
+    // Every digest is compared in full, in constant time, whichever matches.
+    presented.is_some_and(|presented| {
+        digests
+            .iter()
+            .fold(Choice::from(0), |found, d| found | d.ct_eq(&presented))
+            .into()
+    })
 }
 
 /// Authentication for `/v1/feedback`: a client key or a feedback key.
@@ -386,6 +433,29 @@ async fn admit(
             state.options.max_concurrent_requests
         ))
     })?;
+    Ok(next.run(request).await)
+}
+
+/// Refuses requests whose headers (names and values) exceed `--max-header-bytes`.
+async fn limit_headers(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let bytes: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    let limit = state.options.max_header_bytes;
+    if bytes > limit {
+        return Err(ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "invalid_request_error",
+            format!("the request headers are larger than {limit} bytes (--max-header-bytes)"),
+        )
+        .code("headers_too_large"));
+    }
     Ok(next.run(request).await)
 }
 
