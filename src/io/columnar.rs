@@ -217,6 +217,7 @@ fn arrow_ipc(path: &Path, mut file: File, options: &TextReaderOptions) -> Result
         .map_err(|e| Error::io(path, e))?;
     let arrow = |e: ArrowError| Error::Invalid(e.to_string());
     if is_file {
+        check_ipc_blocks(path, &mut file)?;
         let schema = guarded(|| arrow_ipc::reader::FileReader::try_new(&mut file, None))
             .map_err(arrow)?
             .schema();
@@ -242,6 +243,48 @@ fn arrow_ipc(path: &Path, mut file: File, options: &TextReaderOptions) -> Result
             .map_err(arrow)?,
         ))
     }
+}
+
+/// Checks that every block an Arrow IPC file's footer lists lies inside the file: arrow-ipc
+/// allocates (and zeroes) a block's claimed length before it reads it, so a corrupted footer
+/// claiming gigabytes costs seconds and memory before the short read fails.
+fn check_ipc_blocks(path: &Path, file: &mut File) -> Result<()> {
+    let invalid = |message: String| -> Error { InputError::new(path, message).into() };
+    let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut trailer = [0u8; 10];
+    file.seek(SeekFrom::End(-10))
+        .and_then(|_| file.read_exact(&mut trailer))
+        .map_err(|_| invalid("truncated Arrow file (no footer)".into()))?;
+    let footer_len = arrow_ipc::reader::read_footer_length(trailer)
+        .map_err(|e| invalid(format!("bad Arrow footer: {e}")))?;
+    if footer_len as u64 + 10 > file_len {
+        return Err(invalid(format!(
+            "Arrow footer claims {footer_len} bytes, the file has {file_len}"
+        )));
+    }
+    let mut footer = vec![0u8; footer_len];
+    file.seek(SeekFrom::End(-10 - footer_len as i64))
+        .and_then(|_| file.read_exact(&mut footer))
+        .map_err(|e| Error::io(path, e))?;
+    let footer = arrow_ipc::root_as_footer(&footer)
+        .map_err(|e| invalid(format!("bad Arrow footer: {e}")))?;
+    let blocks = footer.recordBatches().into_iter().flatten();
+    let dictionaries = footer.dictionaries().into_iter().flatten();
+    for (i, block) in blocks.chain(dictionaries).enumerate() {
+        let end = u64::try_from(block.offset())
+            .ok()
+            .zip(u64::try_from(block.metaDataLength()).ok())
+            .zip(u64::try_from(block.bodyLength()).ok())
+            .and_then(|((offset, meta), body)| offset.checked_add(meta)?.checked_add(body));
+        if end.is_none_or(|end| end > file_len) {
+            return Err(invalid(format!(
+                "Arrow block {i} lies outside the file ({file_len} bytes)"
+            )));
+        }
+    }
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| Error::io(path, e))?;
+    Ok(())
 }
 
 /// Indices of the text (and id) columns, checked to exist and to hold strings (ids: integers
