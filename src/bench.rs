@@ -355,6 +355,7 @@ pub fn random_router(
                 count: vec![10; models],
                 accuracy: (0..models).map(|m| value(c, m, 0)).collect(),
                 cost: (0..models).map(|m| value(c, m, 5)).collect(),
+                tokens: Vec::new(),
             })
             .collect(),
         bag,

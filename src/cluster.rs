@@ -127,10 +127,17 @@ impl KMeans {
 
     /// Assigns rows of `x` to the nearest centroid; returns labels and squared distances.
     pub fn predict(&self, x: &Tensor) -> Result<(Vec<u32>, Vec<f32>)> {
-        let data = Data::new(&x.to_dtype(DType::F32)?, usize::MAX)?;
-        let (labels, distances) = data.assign(&self.centroids)?;
-        Ok((labels.to_vec1()?, distances.to_vec1()?))
+        nearest_centroids(x, &self.centroids)
     }
+}
+
+/// Each row of `x`'s nearest row of `centroids` `(k, dim)` by Euclidean distance (as k-means
+/// assigns them), and the squared distance to it.
+pub fn nearest_centroids(x: &Tensor, centroids: &Tensor) -> Result<(Vec<u32>, Vec<f32>)> {
+    let x = x.to_device(centroids.device())?.to_dtype(DType::F32)?;
+    let data = Data::new(&x, usize::MAX)?;
+    let (labels, distances) = data.assign(&centroids.to_dtype(DType::F32)?)?;
+    Ok((labels.to_vec1()?, distances.to_vec1()?))
 }
 
 const SEED_POINTS_PER_CLUSTER: usize = 64;

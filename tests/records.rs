@@ -52,6 +52,8 @@ fn valid_records_keep_model_order_and_not_evaluated_scores() {
     assert_eq!(a.scores, [Some(1.0), Some(0.5), None]);
     assert_eq!(a.costs, [Some(0.002), Some(0.001), None]);
     assert_eq!(a.usage_extras[0]["prompt_tokens"], json!(10));
+    // Tokens need both counts (or their `_est` estimates).
+    assert_eq!(a.tokens, [None, None, None]);
     assert_eq!(a.index, Some(RecordIndex::Int(3)));
     assert_eq!((a.dataset.as_str(), a.line), ("gpqa", 1));
     // Booleans are scores; a missing key is "not evaluated", like null.
@@ -70,6 +72,41 @@ fn valid_records_keep_model_order_and_not_evaluated_scores() {
     );
     assert!((zeta.total_cost - 0.252).abs() < 1e-12);
     assert_eq!(zeta.usage_totals["prompt_tokens"], json!(10.0));
+    assert_eq!(zeta.with_tokens, 0);
+}
+
+#[test]
+fn token_counts_are_read_with_their_estimates_and_checked() {
+    let mut record = good("q");
+    record["usages"]["zeta"] = json!({"cost": 0.002, "prompt_tokens": 10, "completion_tokens": 4});
+    record["usages"]["alpha"] =
+        json!({"cost": 0.001, "prompt_tokens_est": 7, "completion_tokens_est": 2.5});
+    let (_dir, path) = records_file(&[record.to_string()]);
+    let data = RoutingData::read(&path, MissingCost::Error).unwrap();
+    assert_eq!(
+        data.records[0].tokens,
+        [Some([10.0, 4.0]), Some([7.0, 2.5]), None]
+    );
+    assert_eq!(data.summary().models[1].with_tokens, 1);
+
+    record["usages"]["zeta"]["completion_tokens"] = json!(-4);
+    let error = read_error(
+        &[good("a").to_string(), record.to_string()],
+        MissingCost::Error,
+    );
+    assert!(
+        error.ends_with(":2: field `usages.zeta.completion_tokens`: token count -4 is negative"),
+        "{error}"
+    );
+    record["usages"]["zeta"]["completion_tokens"] = json!("many");
+    let error = read_error(
+        &[good("a").to_string(), record.to_string()],
+        MissingCost::Error,
+    );
+    assert!(
+        error.contains("expected a token count, found a string"),
+        "{error}"
+    );
 }
 
 #[test]

@@ -18,6 +18,7 @@ fn cluster(accuracy: &[Option<f64>], cost: &[Option<f64>]) -> ClusterStats {
             .collect(),
         accuracy: accuracy.to_vec(),
         cost: cost.to_vec(),
+        tokens: Vec::new(),
     }
 }
 

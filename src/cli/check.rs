@@ -63,21 +63,30 @@ pub fn run(args: CheckArgs) -> Result<()> {
         .max(5);
     println!();
     println!(
-        "{:width$}  {:>9}  {:>8}  {:>8}  {:>11}",
-        "model", "evaluated", "coverage", "accuracy", "total cost"
+        "{:width$}  {:>9}  {:>8}  {:>8}  {:>11}  {:>6}",
+        "model", "evaluated", "coverage", "accuracy", "total cost", "tokens"
     );
     for model in &summary.models {
         let accuracy = model
             .mean_accuracy
             .map_or_else(|| "-".to_string(), |a| format!("{a:.3}"));
+        // Token counts on every evaluated answer let a router trained here be repriced.
+        let tokens = match model.with_tokens {
+            0 => "no".to_string(),
+            n if n == model.evaluated => "yes".to_string(),
+            n => format!("{n}"),
+        };
         println!(
-            "{:width$}  {:>9}  {:>7.1}%  {:>8}  {:>11}",
+            "{:width$}  {:>9}  {:>7.1}%  {:>8}  {:>11}  {:>6}",
             model.name,
             model.evaluated,
             100.0 * model.coverage,
             accuracy,
-            format!("${:.4}", model.total_cost)
+            format!("${:.4}", model.total_cost),
+            tokens
         );
     }
+    println!();
+    println!("tokens: whether evaluated answers have prompt and completion token counts (what `kroute reprice` needs)");
     Ok(())
 }

@@ -8,6 +8,7 @@ mod check;
 mod embed;
 mod eval;
 mod models;
+mod pool;
 mod route;
 mod serve;
 mod train;
@@ -45,6 +46,15 @@ enum Command {
     /// Learn from a file of labelled queries: outcomes on top of the training statistics, as
     /// `kroute serve` takes them from /v1/feedback.
     Update(update::UpdateArgs),
+    /// Choose the training queries a new model should be evaluated on first (for add-model).
+    Suggest(pool::SuggestArgs),
+    /// Add models to a router from a few evaluated queries (or a declared prior), without
+    /// retraining.
+    AddModel(pool::AddModelArgs),
+    /// Drop a model from a router.
+    RemoveModel(pool::RemoveModelArgs),
+    /// Recompute a router's costs at new prices from the token counts it was trained with.
+    Reprice(pool::RepriceArgs),
     /// Evaluate the router against every single model and the oracle over a sweep of α:
     /// tables, headlines and plots of the accuracy–cost frontier.
     Eval(eval::EvalArgs),
@@ -89,6 +99,10 @@ pub fn main() -> ExitCode {
         Command::Train(args) => train::run(args),
         Command::Route(args) => route::run(args),
         Command::Update(args) => update::run(args),
+        Command::Suggest(args) => pool::suggest(args),
+        Command::AddModel(args) => pool::add_model(args),
+        Command::RemoveModel(args) => pool::remove_model(args),
+        Command::Reprice(args) => pool::reprice(args),
         Command::Eval(args) => eval::run(args),
         Command::Calibrate(args) => calibrate::run(args),
         Command::Tune(args) => tune::run(args),

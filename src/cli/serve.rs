@@ -169,10 +169,19 @@ pub struct ServeArgs {
 
 pub fn run(args: ServeArgs) -> Result<()> {
     let device = args.embedder.device.open()?;
-    let router = Router::load(&args.router, &device)?;
+    let mut router = Router::load(&args.router, &device)?;
     let config = ServeConfig::load(&args.config, &router.models, router.defaults, |var| {
         std::env::var(var).ok()
     })?;
+    for repriced in config.reprice(&mut router)? {
+        tracing::info!(
+            "`{}` repriced from kroute.toml: {} cells, mean cost per answer {:?} → {:?}",
+            repriced.model,
+            repriced.cells,
+            repriced.mean_cost_before,
+            repriced.mean_cost_after
+        );
+    }
     let embedder = args.embedder.load_for(&router)?;
     if !(args.batch_wait_ms >= 0.0 && args.batch_wait_ms.is_finite()) {
         return Err(Error::Invalid(format!(

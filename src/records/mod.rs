@@ -64,6 +64,10 @@ pub struct RoutingRecord {
     pub scores: Vec<Option<f64>>,
     /// Dollars; `None` only where the model was not evaluated and no cost was given.
     pub costs: Vec<Option<f64>>,
+    /// Prompt and completion tokens per model (`usages.<model>.prompt_tokens` and
+    /// `completion_tokens`, or their `_est` estimates), where both are given: what lets a
+    /// router recompute costs at new prices (`kroute reprice`).
+    pub tokens: Vec<Option<[f64; 2]>>,
     /// Other `usages.<model>` fields (token counts and the like), kept as given.
     pub usage_extras: Vec<serde_json::Map<String, serde_json::Value>>,
 }
@@ -157,6 +161,7 @@ impl RoutingData {
         for record in &mut self.records {
             record.scores = select(&record.scores, &keep);
             record.costs = select(&record.costs, &keep);
+            record.tokens = select(&record.tokens, &keep);
             record.usage_extras = select(&record.usage_extras, &keep);
         }
         Ok(())

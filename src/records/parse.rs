@@ -77,6 +77,7 @@ pub(super) fn parse(
     for record in &mut data.records {
         record.scores.resize(models, None);
         record.costs.resize(models, None);
+        record.tokens.resize(models, None);
         record.usage_extras.resize(models, Map::new());
     }
     let Some(first) = data.records.first() else {
@@ -175,9 +176,11 @@ impl<F: Fn(&str, String) -> InputError> RecordParser<'_, F> {
         let mut scores = Vec::with_capacity(models.len());
         let mut costs = Vec::with_capacity(models.len());
         let mut usage_extras = Vec::with_capacity(models.len());
+        let mut tokens = Vec::with_capacity(models.len());
         for model in models {
             let score = self.score(model, records.get(model))?;
             let (cost, extras) = self.usage(model, usages.and_then(|u| u.get(model)))?;
+            tokens.push(self.tokens(model, &extras)?);
             let cost = match (score, cost, mode) {
                 (Some(_), None, Mode::Training(MissingCost::Zero)) => {
                     *missing_costs += 1;
@@ -201,8 +204,39 @@ impl<F: Fn(&str, String) -> InputError> RecordParser<'_, F> {
             split: self.split()?,
             scores,
             costs,
+            tokens,
             usage_extras,
         })
+    }
+
+    /// `usages.<model>`'s prompt and completion tokens (`prompt_tokens`, `completion_tokens`,
+    /// or their `_est` estimates), when both are given.
+    fn tokens(&self, model: &str, usage: &Map<String, Value>) -> Result<Option<[f64; 2]>> {
+        let mut counts = [None, None];
+        for (count, kind) in counts.iter_mut().zip(["prompt", "completion"]) {
+            for key in [format!("{kind}_tokens"), format!("{kind}_tokens_est")] {
+                match usage.get(&key) {
+                    None | Some(Value::Null) => continue,
+                    Some(Value::Number(n)) => match n.as_f64() {
+                        Some(x) if x >= 0.0 && x.is_finite() => *count = Some(x),
+                        _ => {
+                            return self.fail(
+                                &format!("usages.{model}.{key}"),
+                                format!("token count {n} is negative"),
+                            )
+                        }
+                    },
+                    Some(other) => {
+                        return self.fail(
+                            &format!("usages.{model}.{key}"),
+                            format!("expected a token count, found {}", json_kind(other)),
+                        )
+                    }
+                }
+                break;
+            }
+        }
+        Ok(counts[0].zip(counts[1]).map(|(p, c)| [p, c]))
     }
 
     fn score(&self, model: &str, value: Option<&Value>) -> Result<Option<f64>> {

@@ -28,6 +28,8 @@ pub struct ModelSummary {
     pub mean_accuracy: Option<f64>,
     /// Dollars over the evaluated queries.
     pub total_cost: f64,
+    /// Evaluated answers with prompt and completion token counts.
+    pub with_tokens: usize,
     /// Sums of the other numeric `usages` fields (e.g. token counts), by name.
     pub usage_totals: serde_json::Map<String, serde_json::Value>,
 }
@@ -56,6 +58,7 @@ pub(super) fn summarize(data: &RoutingData) -> DataSummary {
         .enumerate()
         .map(|(m, name)| {
             let (mut evaluated, mut score_sum, mut total_cost) = (0, 0.0, 0.0);
+            let mut with_tokens = 0;
             let mut usage_totals = std::collections::BTreeMap::<String, f64>::new();
             for record in &data.records {
                 let Some(score) = record.scores[m] else {
@@ -64,6 +67,7 @@ pub(super) fn summarize(data: &RoutingData) -> DataSummary {
                 evaluated += 1;
                 score_sum += score;
                 total_cost += record.costs[m].unwrap_or(0.0);
+                with_tokens += usize::from(record.tokens[m].is_some());
                 for (key, value) in &record.usage_extras[m] {
                     if let Some(x) = value.as_f64() {
                         *usage_totals.entry(key.clone()).or_default() += x;
@@ -76,6 +80,7 @@ pub(super) fn summarize(data: &RoutingData) -> DataSummary {
                 coverage: evaluated as f64 / queries as f64,
                 mean_accuracy: (evaluated > 0).then(|| score_sum / evaluated as f64),
                 total_cost,
+                with_tokens,
                 usage_totals: usage_totals
                     .into_iter()
                     .map(|(k, v)| (k, serde_json::json!(v)))

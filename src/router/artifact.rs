@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::online::{CellEvidence, Evidence, FeedbackSource, Learned, Residuals};
-use super::{ClusterStats, RouteParams, Router, TrainingInfo};
+use super::{ClusterStats, PoolChange, RouteParams, Router, TrainingInfo};
 use crate::embed::EmbeddingInfo;
 use crate::error::{Error, InputError, Result};
 use crate::io::StagedDir;
@@ -33,6 +33,9 @@ struct RouterFile {
     /// Outcomes taken in since training; absent before any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     feedback: Option<FeedbackFile>,
+    /// Models added, removed or repriced since training, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pool: Vec<PoolChange>,
 }
 
 fn one() -> usize {
@@ -172,6 +175,7 @@ impl Router {
             bag: self.bag,
             clusters: self.clusters.clone(),
             feedback: FeedbackFile::of(&self.learned, &self.models),
+            pool: self.pool.clone(),
         };
         let json = serde_json::to_string_pretty(&file).expect("router serialises");
         staged.write(ROUTER_FILE, (json + "\n").as_bytes())?;
@@ -212,11 +216,12 @@ impl Router {
             )));
         }
         let m = file.models.len();
-        if let Some(c) = file
-            .clusters
-            .iter()
-            .position(|s| s.count.len() != m || s.accuracy.len() != m || s.cost.len() != m)
-        {
+        if let Some(c) = file.clusters.iter().position(|s| {
+            s.count.len() != m
+                || s.accuracy.len() != m
+                || s.cost.len() != m
+                || !(s.tokens.is_empty() || s.tokens.len() == m)
+        }) {
             return Err(bad(format!(
                 "cluster {c}: statistics for a different number of models than the {m} listed"
             )));
@@ -256,6 +261,7 @@ impl Router {
             defaults: file.routing,
             training: file.training,
             learned,
+            pool: file.pool,
             votes: Default::default(),
         })
     }

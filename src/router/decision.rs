@@ -8,7 +8,8 @@ use super::{RouteParams, RoutedBatch, Router, Scoring};
 impl Router {
     /// Query `i` of `routed` as `{"model", "ranked": [{"model", "score"}…]}` (the `max_models`
     /// best, all when `None`), plus with `explain` the nearest clusters that voted: distance,
-    /// weight, size and each model's (shrunk) score there, and with reference scoring its votes.
+    /// weight, size and each model's (shrunk) score there, with reference scoring its votes,
+    /// and the models whose scores come from a declared prior alone (`prior_only`).
     pub fn decision_json(
         &self,
         routed: &RoutedBatch,
@@ -35,6 +36,11 @@ impl Router {
                 })
                 .collect();
             line.insert("clusters".into(), Value::Array(clusters));
+            let prior_only = self.prior_only_models();
+            if !prior_only.is_empty() {
+                // Their scores come from a declared prior, not from evaluations.
+                line.insert("prior_only".into(), json!(prior_only));
+            }
         }
         line
     }

@@ -21,6 +21,7 @@ mod artifact;
 mod decision;
 mod explore;
 mod online;
+mod pool;
 mod scoring;
 mod stats;
 
@@ -34,6 +35,7 @@ pub use online::{
     CellEvidence, ClusterEvidence, Evidence, FeedbackSource, Learned, Observation, Residuals,
     SHIFT_HALF_LIFE_FACTOR, SHIFT_PRIOR, SHIFT_SIGNIFICANCE,
 };
+pub use pool::{read_prices, ModelPrior, PoolChange, Price, Repriced};
 pub use scoring::{ReferenceScoring, Scoring};
 pub use stats::{ClusterStats, Estimates, Priors};
 
@@ -162,6 +164,8 @@ pub struct Router {
     pub training: TrainingInfo,
     /// Outcomes taken in since training ([`Router::observe`]).
     learned: Learned,
+    /// Models added, removed or repriced since training ([`pool`]).
+    pool: Vec<PoolChange>,
     /// The `(clusters, models)` vote table of the last routing settings used; rebuilding it
     /// from the statistics was most of a lone query's routing time at bag > 1.
     votes: VoteCache,
@@ -251,6 +255,7 @@ impl Router {
             embedding,
             defaults,
             learned: Learned::default(),
+            pool: Vec::new(),
             votes: VoteCache::default(),
             training: TrainingInfo {
                 data: data.path.display().to_string(),
@@ -288,6 +293,7 @@ impl Router {
             defaults,
             training,
             learned: Learned::default(),
+            pool: Vec::new(),
             votes: VoteCache::default(),
         }
     }
@@ -309,8 +315,13 @@ impl Router {
             )));
         }
         self.learned = learned;
-        *self.votes.0.lock().expect("vote cache lock") = None;
+        self.statistics_changed();
         Ok(())
+    }
+
+    /// Drops the vote table, which the statistics it was built from no longer match.
+    fn statistics_changed(&mut self) {
+        *self.votes.0.lock().expect("vote cache lock") = None;
     }
 
     /// Clusters per k-means solution.
@@ -319,9 +330,9 @@ impl Router {
     }
 
     /// Each model's global means over the training queries (from the first k-means solution;
-    /// every solution partitions the same queries).
+    /// every solution partitions the same queries), or the prior a model was added on.
     pub fn priors(&self) -> Priors {
-        Priors::of(&self.clusters[..self.clusters_per_member()])
+        self.priors_with_declared()
     }
 
     /// Each model's accuracy and cost in `cluster` as routing sees them: the training

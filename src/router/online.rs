@@ -317,6 +317,18 @@ impl Learned {
         )
     }
 
+    /// Scales the costs observed for model `m` by `factor` (its price changed).
+    pub(crate) fn scale_costs(&mut self, m: usize, models: usize, factor: f64) {
+        if self.cells.is_empty() {
+            return;
+        }
+        self.version += 1;
+        for cell in self.cells.iter_mut().skip(m).step_by(models) {
+            cell.cost.sum *= factor;
+        }
+        self.changed.fill(self.version);
+    }
+
     /// Counts `observations` from `source` in the provenance, extending its last run.
     pub fn note_source(&mut self, source: &str, observations: u64, half_life: Option<f64>) {
         match self.sources.last_mut() {

@@ -18,6 +18,11 @@ pub struct ClusterStats {
     pub accuracy: Vec<Option<f64>>,
     /// Mean dollars per answer, over the same answers as `accuracy`.
     pub cost: Vec<Option<f64>>,
+    /// Mean prompt and completion tokens per answer over the same answers, where every one of
+    /// them had token counts: `cost` is then recomputed from them at new prices
+    /// ([`ClusterStats::reprice`]). Empty when no model has token counts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<Option<[f64; 2]>>,
 }
 
 impl ClusterStats {
@@ -29,8 +34,8 @@ impl ClusterStats {
         k: usize,
         models: usize,
     ) -> Vec<Self> {
-        // (evaluated, score sum, cost sum) per cluster × model.
-        let mut sums = vec![(0usize, 0.0f64, 0.0f64); k * models];
+        // (evaluated, score sum, cost sum, answers with tokens, token sums) per cluster × model.
+        let mut sums = vec![(0usize, 0.0f64, 0.0f64, 0usize, [0.0f64; 2]); k * models];
         let mut sizes = vec![0usize; k];
         for (record, &label) in records.iter().zip(labels) {
             let cluster = label as usize;
@@ -41,9 +46,15 @@ impl ClusterStats {
                     cell.0 += 1;
                     cell.1 += score;
                     cell.2 += record.costs[m].unwrap_or(0.0);
+                    if let Some([prompt, completion]) = record.tokens.get(m).copied().flatten() {
+                        cell.3 += 1;
+                        cell.4[0] += prompt;
+                        cell.4[1] += completion;
+                    }
                 }
             }
         }
+        let any_tokens = sums.iter().any(|cell| cell.3 > 0);
         sizes
             .into_iter()
             .enumerate()
@@ -55,9 +66,20 @@ impl ClusterStats {
                     count: cells.iter().map(|cell| cell.0).collect(),
                     accuracy: cells.iter().map(|cell| mean(cell.1, cell.0)).collect(),
                     cost: cells.iter().map(|cell| mean(cell.2, cell.0)).collect(),
+                    tokens: match any_tokens {
+                        true => cells.iter().map(Self::mean_tokens).collect(),
+                        false => Vec::new(),
+                    },
                 }
             })
             .collect()
+    }
+
+    /// A cell's mean tokens, when every evaluated answer in it had token counts.
+    fn mean_tokens(cell: &(usize, f64, f64, usize, [f64; 2])) -> Option<[f64; 2]> {
+        let &(evaluated, _, _, with_tokens, [prompt, completion]) = cell;
+        (evaluated > 0 && with_tokens == evaluated)
+            .then(|| [prompt / evaluated as f64, completion / evaluated as f64])
     }
 }
 
@@ -213,6 +235,7 @@ mod tests {
             count: count.to_vec(),
             accuracy: accuracy.to_vec(),
             cost: cost.to_vec(),
+            tokens: Vec::new(),
         }
     }
 

@@ -29,7 +29,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::{Error, InputError, Result};
-use crate::router::RouteParams;
+pub use crate::router::Price;
+use crate::router::{Repriced, RouteParams, Router};
 
 const DEFAULT_BLOCK: &str = "default";
 const DEFAULT_TIMEOUT_S: f64 = 60.0;
@@ -60,21 +61,6 @@ struct UpstreamBlock {
     timeout_s: Option<f64>,
     price: Option<Price>,
     headers: Option<BTreeMap<String, String>>,
-}
-
-/// US dollars per million tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Price {
-    pub input_per_mtok: f64,
-    pub output_per_mtok: f64,
-}
-
-impl Price {
-    pub fn cost(&self, input_tokens: u64, output_tokens: u64) -> f64 {
-        (input_tokens as f64 * self.input_per_mtok + output_tokens as f64 * self.output_per_mtok)
-            / 1e6
-    }
 }
 
 /// An API key; shown as `***` by `Debug` so it cannot end up in a log line.
@@ -113,6 +99,9 @@ pub struct ServeConfig {
     pub upstreams: BTreeMap<String, Upstream>,
     /// Routing for `model: "kroute"`.
     pub routing: RouteParams,
+    /// Prices set in router models' own blocks: they also reprice routing where the router has
+    /// token counts ([`ServeConfig::reprice`]). A default block's price only counts spend.
+    pub model_prices: BTreeMap<String, Price>,
 }
 
 impl ServeConfig {
@@ -178,7 +167,36 @@ impl ServeConfig {
                 .map_err(|e| invalid(format!("{}: {e}", block_name(name, &file.upstream))))?;
             upstreams.insert(name.clone(), upstream);
         }
-        Ok(ServeConfig { upstreams, routing })
+        let model_prices = models
+            .iter()
+            .filter_map(|name| Some((name.clone(), file.upstream.get(name)?.price?)))
+            .collect();
+        Ok(ServeConfig {
+            upstreams,
+            routing,
+            model_prices,
+        })
+    }
+
+    /// Recomputes `router`'s costs at the prices of the models' own blocks, for the models it
+    /// has token counts for (others keep their trained costs, with a warning).
+    pub fn reprice(&self, router: &mut Router) -> Result<Vec<Repriced>> {
+        let with_tokens = router.models_with_tokens();
+        let (prices, without): (BTreeMap<_, _>, BTreeMap<_, _>) = self
+            .model_prices
+            .iter()
+            .map(|(model, price)| (model.clone(), *price))
+            .partition(|(model, _)| with_tokens.contains(&model.as_str()));
+        for model in without.keys() {
+            tracing::warn!(
+                "the price of `{model}` in the config counts spend but does not reprice routing: \
+                 the router has no token counts for it"
+            );
+        }
+        if prices.is_empty() {
+            return Ok(Vec::new());
+        }
+        router.reprice(&prices)
     }
 }
 

@@ -355,10 +355,11 @@ async fn reload_once(state: &Arc<AppState>, discard_learned: bool) -> Result<Rel
         .ok_or("this server was started without paths to reload from")?;
     let device = state.device.clone();
     let (router, config) = tokio::task::spawn_blocking(move || {
-        let router = Router::load(&source.router, &device)?;
+        let mut router = Router::load(&source.router, &device)?;
         let config = ServeConfig::load(&source.config, &router.models, router.defaults, |var| {
             (source.env)(var)
         })?;
+        config.reprice(&mut router)?;
         Ok::<_, Error>((router, config))
     })
     .await

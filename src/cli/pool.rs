@@ -1,0 +1,277 @@
+//! `kroute suggest`, `add-model`, `remove-model` and `reprice`: changing a router's model pool
+//! without retraining.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candle_core::Device;
+use clap::Args;
+use kroute::io::AtomicFile;
+use kroute::records::{MissingCost, RoutingData, Split};
+use kroute::router::{read_prices, ModelPrior, Router};
+use kroute::settings::EmbedderSettings;
+use kroute::{Error, Result};
+use serde_json::json;
+
+use super::{embed_with_progress, emit_summary};
+
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  kroute suggest router --n 50 -o probe.jsonl
+  kroute suggest router --n 50 --from data/routerbench-3k.jsonl.gz -o probe.jsonl
+
+The chosen lines are copied from the records file as they are (with every field it has, such \
+as a reference answer to score against), in order of preference: the first M of the N are the \
+best M to evaluate. Evaluate the new model on them, put its scores (and costs) under \
+\"records\" and \"usages\", and give the file to `kroute add-model`. Queries are chosen so that \
+every cluster of every k-means solution gets evaluations in proportion to its share of the \
+training queries, the queries nearest its centroid first; a query counts toward its cluster in \
+every solution. Records with \"split\": \"test\" are never chosen.")]
+pub struct SuggestArgs {
+    /// Router directory (or a `kroute serve --state` directory).
+    pub router: PathBuf,
+
+    /// Queries to choose.
+    #[arg(long, default_value_t = 50)]
+    pub n: usize,
+
+    /// Records file to choose from [default: the router's training data, as router.json names
+    /// it].
+    #[arg(long)]
+    pub from: Option<PathBuf>,
+
+    /// Where to write the chosen records (`.jsonl`).
+    #[arg(short, long)]
+    pub output: PathBuf,
+
+    /// Write the one-line JSON summary to this file instead of stderr.
+    #[arg(long)]
+    pub summary: Option<PathBuf>,
+
+    /// No progress bar.
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    #[command(flatten)]
+    pub embedder: EmbedderSettings,
+}
+
+pub fn suggest(args: SuggestArgs) -> Result<()> {
+    let start = Instant::now();
+    let device = args.embedder.device.open()?;
+    let router = kroute::state::open_router(&args.router, &device)?;
+    let from = args
+        .from
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&router.training.data));
+    if !from.exists() {
+        return Err(Error::Invalid(format!(
+            "{}: no such records file (the router's training data); pass --from",
+            from.display()
+        )));
+    }
+    let data = RoutingData::read(&from, MissingCost::Zero)?;
+    let candidates: Vec<usize> = (0..data.records.len())
+        .filter(|&i| data.records[i].split != Some(Split::Test))
+        .collect();
+    let embedder = args.embedder.load_for(&router)?;
+    let texts: Vec<&str> = candidates
+        .iter()
+        .map(|&i| data.records[i].query.as_str())
+        .collect();
+    let embeddings = embed_with_progress(&embedder, &texts, args.quiet)?;
+    let chosen: Vec<usize> = router
+        .suggest(&embeddings, args.n)?
+        .into_iter()
+        .map(|i| candidates[i])
+        .collect();
+    write_lines(&data, &chosen, &args.output)?;
+    let summary = json!({
+        "suggested": chosen.len(),
+        "candidates": candidates.len(),
+        "from": from.display().to_string(),
+        "clusters": router.clusters.len(),
+        "output": args.output.display().to_string(),
+        "seconds": start.elapsed().as_secs_f64(),
+    });
+    emit_summary(&summary, args.summary.as_deref())
+}
+
+/// Copies the source lines of `data.records[rows]`, in that order, to `output`.
+fn write_lines(data: &RoutingData, rows: &[usize], output: &std::path::Path) -> Result<()> {
+    let wanted: std::collections::HashMap<usize, usize> = rows
+        .iter()
+        .enumerate()
+        .map(|(rank, &i)| (data.records[i].line, rank))
+        .collect();
+    let mut lines = vec![String::new(); rows.len()];
+    for line in kroute::io::open_lines(&data.path)? {
+        let line = line?;
+        if let Some(&rank) = wanted.get(&line.number) {
+            lines[rank] = line.text;
+        }
+    }
+    let mut file = AtomicFile::create(output)?;
+    for line in lines {
+        writeln!(file, "{line}").map_err(|e| Error::io(output, e))?;
+    }
+    file.commit()
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  kroute add-model router --records probe-scored.jsonl -o router-v2
+  kroute add-model router --model new-llm --prior-accuracy 0.7 --prior-cost 0.002 -o router-v2
+
+The records file has the training-record format, but each line may name only some models (the \
+new ones, typically). The models it names that the router lacks are added: every evaluated query \
+is assigned to its nearest centroid in each k-means solution, the model's cells get counts, mean \
+scores and mean costs (and mean tokens, when the records have token counts), and routing shrinks \
+them toward the model's own mean over those queries with the router's prior strength, so that \
+clusters it was not evaluated in get its mean. Nothing is re-clustered; the other models' \
+statistics stay as they were. Evaluated answers need a cost. --model with --prior-accuracy and \
+--prior-cost adds a model without evaluations: it gets the prior in every cluster (router.json \
+marks it, `kroute route --explain` lists it) until outcomes arrive. A running `kroute serve` \
+takes the new router on its reload (SIGHUP or POST /admin/reload) once kroute.toml names an \
+upstream for the new model.")]
+pub struct AddModelArgs {
+    /// Router directory to start from (or a `kroute serve --state` directory).
+    pub router: PathBuf,
+
+    /// Evaluated queries of the new models: `.jsonl` or `.jsonl.gz`.
+    #[arg(long, required_unless_present = "model")]
+    pub records: Option<PathBuf>,
+
+    /// A model to add without evaluations, on --prior-accuracy and --prior-cost.
+    #[arg(long, requires_all = ["prior_accuracy", "prior_cost"], conflicts_with = "records")]
+    pub model: Option<String>,
+
+    /// The model's expected score in [0, 1] on the router's queries.
+    #[arg(long, requires = "model")]
+    pub prior_accuracy: Option<f64>,
+
+    /// The model's expected dollars per query.
+    #[arg(long, requires = "model")]
+    pub prior_cost: Option<f64>,
+
+    /// Router directory to write.
+    #[arg(short, long)]
+    pub output: PathBuf,
+
+    /// Write the one-line JSON summary to this file instead of stderr.
+    #[arg(long)]
+    pub summary: Option<PathBuf>,
+
+    /// No progress bar.
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    #[command(flatten)]
+    pub embedder: EmbedderSettings,
+}
+
+pub fn add_model(args: AddModelArgs) -> Result<()> {
+    let start = Instant::now();
+    let device = args.embedder.device.open()?;
+    let (router, added, evaluations) = match (&args.records, &args.model) {
+        (Some(records), _) => {
+            let data = RoutingData::read_outcomes(records)?;
+            let mut router = kroute::state::open_router(&args.router, &device)?;
+            let embedder = args.embedder.load_for(&router)?;
+            let texts: Vec<&str> = data.records.iter().map(|r| r.query.as_str()).collect();
+            let embeddings = embed_with_progress(&embedder, &texts, args.quiet)?;
+            let added = router.add_models(&embeddings, &data)?;
+            (router, added, data.records.len())
+        }
+        (None, Some(model)) => {
+            let mut router = kroute::state::open_router(&args.router, &device)?;
+            let prior = ModelPrior {
+                accuracy: args.prior_accuracy.expect("clap requires it"),
+                cost: args.prior_cost.expect("clap requires it"),
+            };
+            router.add_model_on_prior(model, prior)?;
+            (router, vec![model.clone()], 0)
+        }
+        (None, None) => unreachable!("clap requires --records or --model"),
+    };
+    router.save(&args.output)?;
+    let summary = json!({
+        "added": added,
+        "queries": evaluations,
+        "models": router.models,
+        "output": args.output.display().to_string(),
+        "seconds": start.elapsed().as_secs_f64(),
+    });
+    emit_summary(&summary, args.summary.as_deref())
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Example:
+  kroute remove-model router gpt-4-1106-preview -o router-v2
+
+The model's statistics, and what was learned about it from outcomes, are dropped; the other \
+models' stay as they were.")]
+pub struct RemoveModelArgs {
+    /// Router directory to start from (or a `kroute serve --state` directory).
+    pub router: PathBuf,
+
+    /// The model to drop, as the router names it.
+    pub model: String,
+
+    /// Router directory to write.
+    #[arg(short, long)]
+    pub output: PathBuf,
+}
+
+pub fn remove_model(args: RemoveModelArgs) -> Result<()> {
+    let mut router = kroute::state::open_router(&args.router, &Device::Cpu)?;
+    router.remove_model(&args.model)?;
+    router.save(&args.output)?;
+    emit_summary(
+        &json!({"removed": args.model, "models": router.models,
+                "output": args.output.display().to_string()}),
+        None,
+    )
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Example:
+  kroute reprice router prices.toml -o router-v2
+
+prices.toml has one line per model to reprice, in dollars per million tokens:
+  \"gpt-4-1106-preview\" = { input_per_mtok = 10.0, output_per_mtok = 30.0 }
+
+Each cell's expected cost becomes its mean prompt tokens × the input price plus its mean \
+completion tokens × the output price: the router must have been trained on records with token \
+counts for the model (usages.<model>.prompt_tokens and completion_tokens, or their _est \
+estimates; `kroute check` lists which models have them). Cells whose answers lack token counts \
+keep their trained cost (the summary counts them). Costs observed in outcomes since training \
+are scaled by the model's change in mean cost. `kroute serve` applies the prices of kroute.toml's \
+model blocks the same way when it loads or reloads a router.")]
+pub struct RepriceArgs {
+    /// Router directory to start from (or a `kroute serve --state` directory).
+    pub router: PathBuf,
+
+    /// Prices file (TOML): `"model" = { input_per_mtok = .., output_per_mtok = .. }` per line.
+    pub prices: PathBuf,
+
+    /// Router directory to write.
+    #[arg(short, long)]
+    pub output: PathBuf,
+}
+
+pub fn reprice(args: RepriceArgs) -> Result<()> {
+    let prices = read_prices(&args.prices)?;
+    let mut router: Router = kroute::state::open_router(&args.router, &Device::Cpu)?;
+    let repriced = router.reprice(&prices)?;
+    router.save(&args.output)?;
+    emit_summary(
+        &json!({"repriced": repriced, "output": args.output.display().to_string()}),
+        None,
+    )
+}

@@ -1,0 +1,459 @@
+//! Changing a router's model pool without retraining, on real records and the real default
+//! model: a model added from every training query gets exactly the statistics training with it
+//! gives, removing one gives the router trained without it, repricing from token counts gives
+//! the router trained on repriced records, a model can enter on a declared prior, and
+//! `suggest` apportions its queries over the clusters.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use candle_core::Tensor;
+use kroute::cluster::KMeansConfig;
+use kroute::records::{MissingCost, RoutingData};
+use kroute::router::{EmbeddingInfo, ModelPrior, Price, RouteParams, Router};
+use kroute::{Embedder, EmbedderOptions};
+
+const ADDED: &str = "gpt-4-1106-preview";
+
+fn embedder() -> &'static Embedder {
+    static EMBEDDER: std::sync::OnceLock<Embedder> = std::sync::OnceLock::new();
+    EMBEDDER.get_or_init(|| common::embedder(EmbedderOptions::default()))
+}
+
+fn embed(data: &RoutingData) -> Tensor {
+    let texts: Vec<&str> = data.records.iter().map(|r| r.query.as_str()).collect();
+    embedder().embed(&texts).unwrap()
+}
+
+fn fit(data: &RoutingData, embeddings: &Tensor, k: usize, bag: usize, m: f64) -> Router {
+    let rows: Vec<usize> = (0..data.records.len()).collect();
+    let kmeans = KMeansConfig {
+        k,
+        n_init: 2,
+        ..Default::default()
+    };
+    let params = RouteParams {
+        prior_strength: m,
+        ..RouteParams::default()
+    };
+    let info = EmbeddingInfo::of(embedder());
+    Router::fit_bagged(embeddings, data, &rows, &kmeans, bag, info, params).unwrap()
+}
+
+fn routerbench(n: usize) -> RoutingData {
+    let dir = tempfile::tempdir().unwrap();
+    let path = common::bundled_sample(dir.path(), n, false);
+    RoutingData::read(&path, MissingCost::Error).unwrap()
+}
+
+/// Model `name`'s (count, accuracy, cost) in every cluster.
+type Cells = Vec<(usize, Option<f64>, Option<f64>)>;
+
+fn cells(router: &Router, name: &str) -> Cells {
+    let m = router.models.iter().position(|n| n == name).unwrap();
+    router
+        .clusters
+        .iter()
+        .map(|c| (c.count[m], c.accuracy[m], c.cost[m]))
+        .collect()
+}
+
+fn chosen(router: &Router, embeddings: &Tensor, alpha: f64) -> Vec<String> {
+    let params = RouteParams {
+        scoring: router.defaults.scoring.at_alpha(alpha),
+        ..router.defaults
+    };
+    let routed = router.route(embeddings, &params).unwrap();
+    (0..routed.len())
+        .map(|i| router.models[routed.best(i)].clone())
+        .collect()
+}
+
+#[test]
+fn a_model_added_from_every_training_query_gets_the_statistics_training_with_it_gives() {
+    let data = routerbench(600);
+    let embeddings = embed(&data);
+    let full = fit(&data, &embeddings, 12, 2, 5.0);
+    let mut without_data = data.clone();
+    without_data.exclude_models(&[ADDED.into()]).unwrap();
+    let mut added = fit(&without_data, &embeddings, 12, 2, 5.0);
+    assert!(!added.models.contains(&ADDED.to_string()));
+
+    let names = added.add_models(&embeddings, &data).unwrap();
+    assert_eq!(names, vec![ADDED.to_string()]);
+    for model in &full.models {
+        assert_eq!(cells(&added, model), cells(&full, model), "{model}");
+    }
+    for alpha in [0.2, 0.5, 0.8] {
+        assert_eq!(
+            chosen(&added, &embeddings, alpha),
+            chosen(&full, &embeddings, alpha),
+            "α = {alpha}"
+        );
+    }
+    // Adding it again is refused, naming the file.
+    let error = added
+        .add_models(&embeddings, &data)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("in the router already"), "{error}");
+
+    // Removing it gives back the router trained without it.
+    let mut removed = full.clone();
+    removed.remove_model(ADDED).unwrap();
+    let without = fit(&without_data, &embeddings, 12, 2, 5.0);
+    assert_eq!(removed.models, without.models);
+    assert_eq!(removed.clusters, without.clusters);
+    assert!(removed
+        .remove_model("no-such-model")
+        .unwrap_err()
+        .to_string()
+        .contains("no model `no-such-model`"));
+}
+
+#[test]
+fn a_model_added_from_a_few_queries_gets_its_own_mean_where_it_was_not_evaluated() {
+    let data = routerbench(600);
+    let embeddings = embed(&data);
+    let mut without_data = data.clone();
+    without_data.exclude_models(&[ADDED.into()]).unwrap();
+    let mut router = fit(&without_data, &embeddings, 12, 1, 5.0);
+    // The new model evaluated on the first 40 queries only.
+    let mut few = data.clone();
+    few.records.truncate(40);
+    let few_embeddings = embeddings.narrow(0, 0, 40).unwrap();
+    router.add_models(&few_embeddings, &few).unwrap();
+
+    let m = router.models.iter().position(|n| n == ADDED).unwrap();
+    let global = router.priors().accuracy[m].unwrap();
+    let evaluated = few.model_index(ADDED).unwrap();
+    let scores: Vec<f64> = few
+        .records
+        .iter()
+        .filter_map(|r| r.scores[evaluated])
+        .collect();
+    assert!((global - scores.iter().sum::<f64>() / scores.len() as f64).abs() < 1e-12);
+    assert_eq!(
+        router.clusters.iter().map(|c| c.count[m]).sum::<usize>(),
+        scores.len()
+    );
+    for (c, stats) in router.clusters.iter().enumerate() {
+        let estimate = router.estimates(c, 5.0).accuracy[m].unwrap();
+        if stats.count[m] == 0 {
+            assert_eq!(estimate, global, "cluster {c}");
+        }
+    }
+    // Saved and loaded, the router says where the model came from.
+    let dir = tempfile::tempdir().unwrap();
+    router.save(dir.path()).unwrap();
+    let loaded = Router::load(dir.path(), &candle_core::Device::Cpu).unwrap();
+    assert_eq!(loaded.pool_changes(), router.pool_changes());
+    let json = std::fs::read_to_string(dir.path().join("router.json")).unwrap();
+    assert!(json.contains("\"change\": \"added\""), "{json}");
+    assert!(json.contains("\"evaluations\": 40"), "{json}");
+}
+
+#[test]
+fn a_model_enters_on_a_declared_prior_and_the_paper_estimator_refuses_it() {
+    let data = routerbench(400);
+    let embeddings = embed(&data);
+    let mut router = fit(&data, &embeddings, 8, 1, 5.0);
+    // A model declared perfect and free wins every query.
+    let perfect = ModelPrior {
+        accuracy: 1.0,
+        cost: 0.0,
+    };
+    router.add_model_on_prior("perfect-llm", perfect).unwrap();
+    assert_eq!(router.prior_only_models(), vec!["perfect-llm"]);
+    assert!(chosen(&router, &embeddings, 0.5)
+        .iter()
+        .all(|m| m == "perfect-llm"));
+    let routed = router.route(&embeddings.narrow(0, 0, 1).unwrap(), &router.defaults);
+    let explained = router.decision_json(&routed.unwrap(), 0, &router.defaults, None, true);
+    assert_eq!(explained["prior_only"], serde_json::json!(["perfect-llm"]));
+
+    let dir = tempfile::tempdir().unwrap();
+    router.save(dir.path()).unwrap();
+    let loaded = Router::load(dir.path(), &candle_core::Device::Cpu).unwrap();
+    assert_eq!(loaded.prior_only_models(), vec!["perfect-llm"]);
+
+    let mut paper = fit(&data, &embeddings, 8, 1, 0.0);
+    let error = paper
+        .add_model_on_prior("perfect-llm", perfect)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("prior strength is 0"), "{error}");
+}
+
+/// The MMLU-Pro sample's records with `model`'s costs recomputed from its token counts at
+/// `price`, as records priced that way from the start would be.
+fn repriced_records(model: &str, price: &Price, dir: &Path) -> RoutingData {
+    let source = common::fixture_path("mmlupro-sample.jsonl.gz");
+    let text = {
+        use std::io::Read;
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(&source).unwrap())
+            .read_to_string(&mut text)
+            .unwrap();
+        text
+    };
+    let mut out = String::new();
+    for line in text.lines() {
+        let mut record: serde_json::Value = serde_json::from_str(line).unwrap();
+        if let Some(usage) = record["usages"].get_mut(model) {
+            let prompt = usage["prompt_tokens_est"].as_f64().unwrap();
+            let completion = usage["completion_tokens_est"].as_f64().unwrap();
+            usage["cost"] = serde_json::json!(price.of_tokens([prompt, completion]));
+        }
+        out.push_str(&record.to_string());
+        out.push('\n');
+    }
+    let path = dir.join("repriced.jsonl");
+    std::fs::write(&path, out).unwrap();
+    RoutingData::read(&path, MissingCost::Zero).unwrap()
+}
+
+#[test]
+fn repricing_from_token_counts_matches_training_on_repriced_records() {
+    let source = common::fixture_path("mmlupro-sample.jsonl.gz");
+    let data = RoutingData::read(&source, MissingCost::Zero).unwrap();
+    let embeddings = embed(&data);
+    let router = fit(&data, &embeddings, 8, 2, 5.0);
+    assert_eq!(router.models_with_tokens().len(), data.models.len());
+    let model = "gemini-1.5-pro-002";
+    let dir = tempfile::tempdir().unwrap();
+    for factor in [0.5, 2.0] {
+        // The model's list price, scaled.
+        let price = Price {
+            input_per_mtok: 1.25 * factor,
+            output_per_mtok: 5.0 * factor,
+        };
+        let mut repriced = router.clone();
+        let report = repriced
+            .reprice(&BTreeMap::from([(model.to_string(), price)]))
+            .unwrap();
+        assert_eq!(report[0].cells_without_tokens, 0);
+        assert_eq!(report[0].cells, router.clusters.len());
+        let retrained = fit(
+            &repriced_records(model, &price, dir.path()),
+            &embeddings,
+            8,
+            2,
+            5.0,
+        );
+        for (a, b) in repriced.clusters.iter().zip(&retrained.clusters) {
+            for (x, y) in a.cost.iter().zip(&b.cost) {
+                let (x, y) = (x.unwrap(), y.unwrap());
+                assert!((x - y).abs() <= 1e-9 * y.max(1e-12), "{x} vs {y}");
+            }
+        }
+        for alpha in [0.3, 0.6, 0.9] {
+            assert_eq!(
+                chosen(&repriced, &embeddings, alpha),
+                chosen(&retrained, &embeddings, alpha),
+                "×{factor} at α = {alpha}"
+            );
+        }
+    }
+    // kroute.toml: a model block's price reprices routing as `kroute reprice` does; the
+    // default block's price only counts spend.
+    let config = format!(
+        "[upstream.default]\nbase_url = \"http://127.0.0.1:9/v1\"\n\
+         price = {{ input_per_mtok = 9.0, output_per_mtok = 9.0 }}\n\
+         [upstream.\"{model}\"]\nprice = {{ input_per_mtok = 0.625, output_per_mtok = 2.5 }}\n"
+    );
+    let config = kroute::serve::ServeConfig::parse(
+        &config,
+        Path::new("kroute.toml"),
+        &router.models,
+        router.defaults,
+        |_| None,
+    )
+    .unwrap();
+    assert_eq!(config.model_prices.keys().collect::<Vec<_>>(), vec![model]);
+    let mut served = router.clone();
+    config.reprice(&mut served).unwrap();
+    let mut direct = router.clone();
+    let half = Price {
+        input_per_mtok: 0.625,
+        output_per_mtok: 2.5,
+    };
+    direct
+        .reprice(&BTreeMap::from([(model.to_string(), half)]))
+        .unwrap();
+    assert_eq!(served.clusters, direct.clusters);
+    assert_ne!(served.clusters, router.clusters);
+
+    // A router without token counts cannot be repriced, and says why.
+    let bench = routerbench(300);
+    let mut plain = fit(&bench, &embed(&bench), 6, 1, 5.0);
+    let price = Price {
+        input_per_mtok: 1.0,
+        output_per_mtok: 1.0,
+    };
+    let error = plain
+        .reprice(&BTreeMap::from([(ADDED.to_string(), price)]))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("no token counts"), "{error}");
+}
+
+#[test]
+fn suggestions_follow_the_clusters_shares_nearest_first_and_do_not_depend_on_n() {
+    let data = routerbench(800);
+    let embeddings = embed(&data);
+    let router = fit(&data, &embeddings, 10, 1, 5.0);
+    let n = 40;
+    let picked = router.suggest(&embeddings, n).unwrap();
+    assert_eq!(picked.len(), n);
+    let mut distinct = picked.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), n);
+    assert_eq!(router.suggest(&embeddings, 15).unwrap(), picked[..15]);
+
+    let labels = router.assign(&embeddings).unwrap();
+    let total: usize = router.clusters.iter().map(|c| c.size).sum();
+    for (c, stats) in router.clusters.iter().enumerate() {
+        let taken = picked
+            .iter()
+            .filter(|&&i| labels[i][0] as usize == c)
+            .count();
+        // D'Hondt's lower quota: at least the whole part of the cluster's share.
+        let quota = n * stats.size / total;
+        assert!(taken >= quota, "cluster {c}: {taken} < {quota}");
+        // Nearest to the centroid first.
+        let members: Vec<usize> = (0..labels.len())
+            .filter(|&i| labels[i][0] as usize == c)
+            .collect();
+        if let Some(&first) = picked.iter().find(|&&i| labels[i][0] as usize == c) {
+            let centroid = router.centroids.get(c).unwrap();
+            let distance = |i: usize| -> f32 {
+                let row = embeddings.get(i).unwrap();
+                (row - &centroid)
+                    .unwrap()
+                    .sqr()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar()
+                    .unwrap()
+            };
+            let nearest = members
+                .iter()
+                .map(|&i| distance(i))
+                .fold(f32::INFINITY, f32::min);
+            assert!(distance(first) <= nearest + 1e-5, "cluster {c}");
+        }
+    }
+    // More than there are queries: every query, once.
+    assert_eq!(router.suggest(&embeddings, 10_000).unwrap().len(), 800);
+}
+
+#[test]
+fn the_cli_suggests_adds_removes_and_reprices() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = common::bundled_sample(dir.path(), 300, false);
+    let router = dir.path().join("router");
+    let (ok, log) = common::run(&[
+        "train",
+        sample.to_str().unwrap(),
+        "-o",
+        router.to_str().unwrap(),
+        "--clusters",
+        "6",
+        "--bag",
+        "1",
+        "--exclude-models",
+        ADDED,
+        "--quiet",
+    ]);
+    assert!(ok, "{log}");
+
+    let probe = dir.path().join("probe.jsonl");
+    let (ok, log) = common::run(&[
+        "suggest",
+        router.to_str().unwrap(),
+        "--n",
+        "20",
+        "--from",
+        sample.to_str().unwrap(),
+        "-o",
+        probe.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(ok, "{log}");
+    let probe_text = std::fs::read_to_string(&probe).unwrap();
+    let sample_text = std::fs::read_to_string(&sample).unwrap();
+    assert_eq!(probe_text.lines().count(), 20);
+    assert!(probe_text.lines().all(|l| sample_text.contains(l)));
+
+    let added = dir.path().join("added");
+    let (ok, log) = common::run(&[
+        "add-model",
+        router.to_str().unwrap(),
+        "--records",
+        probe.to_str().unwrap(),
+        "-o",
+        added.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(ok, "{log}");
+    assert!(log.contains(&format!("\"added\":[\"{ADDED}\"]")), "{log}");
+    let loaded = Router::load(&added, &candle_core::Device::Cpu).unwrap();
+    assert!(loaded.models.contains(&ADDED.to_string()));
+
+    let removed = dir.path().join("removed");
+    let (ok, log) = common::run(&[
+        "remove-model",
+        added.to_str().unwrap(),
+        ADDED,
+        "-o",
+        removed.to_str().unwrap(),
+    ]);
+    assert!(ok, "{log}");
+    let removed = Router::load(&removed, &candle_core::Device::Cpu).unwrap();
+    assert!(!removed.models.contains(&ADDED.to_string()));
+
+    // Prices for a router trained without token counts: refused, naming the model.
+    let prices = dir.path().join("prices.toml");
+    std::fs::write(
+        &prices,
+        "\"mistralai/mixtral-8x7b-chat\" = { input_per_mtok = 1.0, output_per_mtok = 2.0 }\n",
+    )
+    .unwrap();
+    let out = dir.path().join("repriced");
+    let (ok, log) = common::run(&[
+        "reprice",
+        router.to_str().unwrap(),
+        prices.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(
+        log.contains("no token counts for `mistralai/mixtral-8x7b-chat`"),
+        "{log}"
+    );
+    assert!(!out.exists());
+    // A malformed prices file names the file and the model.
+    std::fs::write(
+        &prices,
+        "\"m\" = { input_per_mtok = -1.0, output_per_mtok = 2.0 }\n",
+    )
+    .unwrap();
+    let (ok, log) = common::run(&[
+        "reprice",
+        router.to_str().unwrap(),
+        prices.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(
+        log.contains("prices.toml") && log.contains("input_per_mtok"),
+        "{log}"
+    );
+}
