@@ -341,6 +341,67 @@ class Router:
             raise ValueError(f"{count} queries for {len(scores)} scores")
         return self._inner.observe(texts, embeddings, model, scores, costs, half_life, source)
 
+    def add_model(
+        self,
+        records: Optional[Records] = None,
+        *,
+        embeddings: Any = None,
+        model: Optional[str] = None,
+        prior_accuracy: Optional[float] = None,
+        prior_cost: Optional[float] = None,
+    ) -> List[str]:
+        """Adds models without retraining, as ``kroute add-model`` does: the models named in
+        ``records`` (training-record format; each record may name only some models) that the
+        router lacks, from their evaluated queries (embedded with the router's model, or given
+        as ``embeddings``, one row per record). Every query is assigned to the existing
+        centroids; the new model's cells get counts and means, shrunk toward its own mean with
+        the router's prior strength. Or, with ``model``, ``prior_accuracy`` and ``prior_cost``
+        and no records, a model enters on a declared prior alone. Returns the names added."""
+        if model is not None:
+            if records is not None or prior_accuracy is None or prior_cost is None:
+                raise TypeError("add_model(model=...) takes prior_accuracy and prior_cost, not records")
+            self._inner.add_model_on_prior(model, float(prior_accuracy), float(prior_cost))
+            return [model]
+        if records is None:
+            raise TypeError("add_model needs records (or model= with a prior)")
+        path, texts = _records(records)
+        given = None if embeddings is None else _embeddings(embeddings)
+        return self._inner.add_models(path, texts, given)
+
+    def remove_model(self, model: str) -> None:
+        """Drops ``model`` (its statistics and what was learned about it)."""
+        self._inner.remove_model(model)
+
+    def reprice(self, prices: Dict[str, Any]) -> List[Dict[str, Any]]:
+        """Recomputes costs at new prices from the token counts the router was trained with,
+        as ``kroute reprice`` does. ``prices`` maps a model to ``(input, output)`` dollars per
+        million tokens, or to ``{"input_per_mtok": .., "output_per_mtok": ..}``. Returns per
+        model the cells repriced and its mean cost per answer before and after."""
+        pairs = {}
+        for name, price in prices.items():
+            if isinstance(price, dict):
+                price = (price["input_per_mtok"], price["output_per_mtok"])
+            pairs[name] = (float(price[0]), float(price[1]))
+        return json.loads(self._inner.reprice(pairs))
+
+    def suggest(
+        self,
+        n: int = 50,
+        records: Optional[Records] = None,
+        *,
+        embeddings: Any = None,
+    ) -> List[Dict[str, Any]]:
+        """The ``n`` records a new model should be evaluated on first, best first, as
+        ``kroute suggest`` chooses them: from ``records`` (default: the router's training data
+        file), records with ``"split": "test"`` excepted. Each is returned as the source has it
+        (every field kept), ready to be scored and given to :meth:`add_model`."""
+        if records is None:
+            path, texts = None, None
+        else:
+            path, texts = _records(records)
+        given = None if embeddings is None else _embeddings(embeddings)
+        return [json.loads(line) for line in self._inner.suggest(int(n), path, texts, given)]
+
     @property
     def models(self) -> List[str]:
         """The models routed among, in the router's order."""

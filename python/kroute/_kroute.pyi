@@ -1,5 +1,5 @@
 # Type stubs of the Rust extension module; the public API (kroute/__init__.py) wraps it.
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import numpy.typing as npt
@@ -48,6 +48,22 @@ class Router:
         half_life: Optional[float],
         source: str,
     ) -> int: ...
+    def add_models(
+        self,
+        path: Optional[str],
+        json: Optional[List[str]],
+        embeddings: Optional[npt.NDArray[np.float32]] = None,
+    ) -> List[str]: ...
+    def add_model_on_prior(self, model: str, accuracy: float, cost: float) -> None: ...
+    def remove_model(self, model: str) -> None: ...
+    def reprice(self, prices: Dict[str, Tuple[float, float]]) -> str: ...
+    def suggest(
+        self,
+        n: int,
+        path: Optional[str],
+        json: Optional[List[str]],
+        embeddings: Optional[npt.NDArray[np.float32]] = None,
+    ) -> List[str]: ...
     @property
     def models(self) -> List[str]: ...
     def info(self) -> str: ...

@@ -5,6 +5,7 @@
 //! serde, so a bad value is refused naming its field; results that the CLI prints as JSON
 //! (decisions, report.json, the records summary) leave as JSON text with the same content.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
@@ -18,8 +19,8 @@ use serde::Deserialize;
 use kroute::embed::EmbeddingInfo;
 use kroute::eval::{alpha_grid, evaluate as run_evaluation, EvalConfig, Report};
 use kroute::model::DEFAULT_MODEL;
-use kroute::records::RoutingData;
-use kroute::router::{RouteParams, Router as CoreRouter};
+use kroute::records::{MissingCost, RoutingData};
+use kroute::router::{ModelPrior, Price, RouteParams, Router as CoreRouter};
 use kroute::settings::{EmbedderSettings, KMeansSettings, RecordsSettings, RoutingSettings};
 use kroute::{Embedder as CoreEmbedder, Error};
 
@@ -443,6 +444,127 @@ impl Router {
         .map_err(py_err)
     }
 
+    /// Adds the models of the records that the router lacks (`kroute add-model`); returns
+    /// their names.
+    #[pyo3(signature = (path, json, embeddings=None))]
+    fn add_models(
+        &self,
+        py: Python<'_>,
+        path: Option<PathBuf>,
+        json: Option<Vec<String>>,
+        embeddings: Option<PyReadonlyArray2<'_, f32>>,
+    ) -> PyResult<Vec<String>> {
+        let source = RecordsSource::new(path, json)?;
+        let given = embeddings
+            .map(|a| to_tensor(&a, self.router().device()))
+            .transpose()?;
+        py.detach(|| -> kroute::Result<Vec<String>> {
+            let data = match &source {
+                RecordsSource::Path(path) => RoutingData::read_outcomes(path)?,
+                RecordsSource::Json(texts) => {
+                    RoutingData::outcomes_from_json_texts("records", texts.iter().cloned())?
+                }
+            };
+            let embeddings = match given {
+                Some(tensor) => {
+                    check_one_row_per_record(&tensor, &data, &*self.embedder()?)?;
+                    tensor
+                }
+                None => {
+                    let texts: Vec<&str> = data.records.iter().map(|r| r.query.as_str()).collect();
+                    self.embedder()?.embed(&texts)?
+                }
+            };
+            let mut router = self.inner.write().expect("not poisoned");
+            router.add_models(&embeddings, &data)
+        })
+        .map_err(py_err)
+    }
+
+    /// Adds `model` without evaluations, on a declared accuracy and cost per query.
+    fn add_model_on_prior(&self, model: &str, accuracy: f64, cost: f64) -> PyResult<()> {
+        let prior = ModelPrior { accuracy, cost };
+        let mut router = self.inner.write().expect("not poisoned");
+        router.add_model_on_prior(model, prior).map_err(py_err)
+    }
+
+    fn remove_model(&self, model: &str) -> PyResult<()> {
+        let mut router = self.inner.write().expect("not poisoned");
+        router.remove_model(model).map_err(py_err)
+    }
+
+    /// Recomputes costs at `prices` (model → (input, output) dollars per million tokens);
+    /// returns what changed, as JSON.
+    fn reprice(&self, prices: BTreeMap<String, (f64, f64)>) -> PyResult<String> {
+        let prices = prices
+            .into_iter()
+            .map(|(model, (input, output))| {
+                let price = Price {
+                    input_per_mtok: input,
+                    output_per_mtok: output,
+                };
+                (model, price)
+            })
+            .collect();
+        let mut router = self.inner.write().expect("not poisoned");
+        let report = router.reprice(&prices).map_err(py_err)?;
+        Ok(serde_json::to_string(&report).expect("serialisable"))
+    }
+
+    /// The `n` records to evaluate a new model on first (`kroute suggest`), best first, as
+    /// their JSON texts: from the records given, or the router's training data.
+    #[pyo3(signature = (n, path, json, embeddings=None))]
+    fn suggest(
+        &self,
+        py: Python<'_>,
+        n: usize,
+        path: Option<PathBuf>,
+        json: Option<Vec<String>>,
+        embeddings: Option<PyReadonlyArray2<'_, f32>>,
+    ) -> PyResult<Vec<String>> {
+        let source = match (path, json) {
+            (None, None) => RecordsSource::Path(PathBuf::from(&self.router().training.data)),
+            (path, json) => RecordsSource::new(path, json)?,
+        };
+        let given = embeddings
+            .map(|a| to_tensor(&a, self.router().device()))
+            .transpose()?;
+        py.detach(|| -> kroute::Result<Vec<String>> {
+            let settings = RecordsSettings {
+                missing_cost: MissingCost::Zero,
+                ..RecordsSettings::default()
+            };
+            let data = source.read(&settings)?;
+            let candidates = data.suggestion_candidates();
+            let embeddings = match given {
+                Some(tensor) => {
+                    check_one_row_per_record(&tensor, &data, &*self.embedder()?)?;
+                    let index: Vec<u32> = candidates.iter().map(|&i| i as u32).collect();
+                    let index = Tensor::from_vec(index, candidates.len(), tensor.device())?;
+                    tensor.index_select(&index, 0)?
+                }
+                None => {
+                    let texts: Vec<&str> = candidates
+                        .iter()
+                        .map(|&i| data.records[i].query.as_str())
+                        .collect();
+                    self.embedder()?.embed(&texts)?
+                }
+            };
+            let rows: Vec<usize> = self
+                .router()
+                .suggest(&embeddings, n)?
+                .into_iter()
+                .map(|i| candidates[i])
+                .collect();
+            match &source {
+                RecordsSource::Path(_) => data.source_lines(&rows),
+                RecordsSource::Json(texts) => Ok(rows.iter().map(|&i| texts[i].clone()).collect()),
+            }
+        })
+        .map_err(py_err)
+    }
+
     #[getter]
     fn models(&self) -> Vec<String> {
         self.router().models.clone()
@@ -458,6 +580,8 @@ impl Router {
             "embedding": router.embedding,
             "routing": router.defaults,
             "training": router.training,
+            "pool": router.pool_changes(),
+            "prior_only": router.prior_only_models(),
             "feedback": {
                 "observations": router.learned().observations,
                 "sources": router.learned().sources,

@@ -8,7 +8,7 @@ use std::time::Instant;
 use candle_core::Device;
 use clap::Args;
 use kroute::io::AtomicFile;
-use kroute::records::{MissingCost, RoutingData, Split};
+use kroute::records::{MissingCost, RoutingData};
 use kroute::router::{read_prices, ModelPrior, Router};
 use kroute::settings::EmbedderSettings;
 use kroute::{Error, Result};
@@ -73,9 +73,7 @@ pub fn suggest(args: SuggestArgs) -> Result<()> {
         )));
     }
     let data = RoutingData::read(&from, MissingCost::Zero)?;
-    let candidates: Vec<usize> = (0..data.records.len())
-        .filter(|&i| data.records[i].split != Some(Split::Test))
-        .collect();
+    let candidates = data.suggestion_candidates();
     let embedder = args.embedder.load_for(&router)?;
     let texts: Vec<&str> = candidates
         .iter()
@@ -101,20 +99,8 @@ pub fn suggest(args: SuggestArgs) -> Result<()> {
 
 /// Copies the source lines of `data.records[rows]`, in that order, to `output`.
 fn write_lines(data: &RoutingData, rows: &[usize], output: &std::path::Path) -> Result<()> {
-    let wanted: std::collections::HashMap<usize, usize> = rows
-        .iter()
-        .enumerate()
-        .map(|(rank, &i)| (data.records[i].line, rank))
-        .collect();
-    let mut lines = vec![String::new(); rows.len()];
-    for line in kroute::io::open_lines(&data.path)? {
-        let line = line?;
-        if let Some(&rank) = wanted.get(&line.number) {
-            lines[rank] = line.text;
-        }
-    }
     let mut file = AtomicFile::create(output)?;
-    for line in lines {
+    for line in data.source_lines(rows)? {
         writeln!(file, "{line}").map_err(|e| Error::io(output, e))?;
     }
     file.commit()

@@ -117,6 +117,46 @@ impl RoutingData {
         parse::parse(Path::new(label), lines, parse::Mode::Training(missing_cost))
     }
 
+    /// [`RoutingData::read_outcomes`] of records already in memory, as
+    /// [`RoutingData::from_json_texts`] takes them.
+    pub fn outcomes_from_json_texts<S: Into<String>>(
+        label: &str,
+        texts: impl IntoIterator<Item = S>,
+    ) -> Result<Self> {
+        let lines = texts.into_iter().enumerate().map(|(i, text)| {
+            Ok(crate::io::Line {
+                number: i + 1,
+                text: text.into(),
+            })
+        });
+        parse::parse(Path::new(label), lines, parse::Mode::Outcomes)
+    }
+
+    /// Rows that may be offered for evaluation (`kroute suggest`): all but the `"split":
+    /// "test"` ones.
+    pub fn suggestion_candidates(&self) -> Vec<usize> {
+        (0..self.records.len())
+            .filter(|&i| self.records[i].split != Some(Split::Test))
+            .collect()
+    }
+
+    /// The source lines of `rows`, in that order, as the file has them (every field kept).
+    pub fn source_lines(&self, rows: &[usize]) -> Result<Vec<String>> {
+        let wanted: std::collections::HashMap<usize, usize> = rows
+            .iter()
+            .enumerate()
+            .map(|(rank, &i)| (self.records[i].line, rank))
+            .collect();
+        let mut lines = vec![String::new(); rows.len()];
+        for line in crate::io::open_lines(&self.path)? {
+            let line = line?;
+            if let Some(&rank) = wanted.get(&line.number) {
+                lines[rank] = line.text;
+            }
+        }
+        Ok(lines)
+    }
+
     /// Dataset names in order of first appearance.
     pub fn datasets(&self) -> Vec<String> {
         let mut seen = Vec::<String>::new();
