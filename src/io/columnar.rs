@@ -128,19 +128,20 @@ impl FileRows {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let batches: Batches = match format {
             TextFormat::Parquet => {
-                let builder = guarded(|| {
-                    ParquetRecordBatchReaderBuilder::try_new(file).map_err(ArrowError::from)
-                })
-                .map_err(|e| unreadable("Parquet", &e))?;
-                let indices = check_columns(path, builder.schema(), options)?;
-                let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
-                Box::new(
-                    builder
-                        .with_projection(mask)
-                        .with_batch_size(BATCH_ROWS)
-                        .build()
-                        .map_err(|e| unreadable("Parquet", &e))?,
-                )
+                let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+                // Small files are read whole: the decoder's many small reads of a page header
+                // are then memory reads, not system calls (a corrupted header listing a huge
+                // number of fields took half a second to skip through a file handle).
+                let batches = if len <= IN_MEMORY_PARQUET_BYTES {
+                    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+                    parquet_batches(bytes::Bytes::from(bytes), path, options)
+                } else {
+                    parquet_batches(file, path, options)
+                };
+                batches.map_err(|e| match e {
+                    Error::Input(_) => e,
+                    other => unreadable("Parquet", &other),
+                })?
             }
             _ => arrow_ipc(path, file, options).map_err(|e| match e {
                 Error::Input(e) => Error::Input(e),
@@ -207,6 +208,30 @@ impl Iterator for FileRows {
             }
         }
     }
+}
+
+/// Parquet files up to this size are decoded from memory.
+const IN_MEMORY_PARQUET_BYTES: u64 = 64 << 20;
+
+/// The record batches of a Parquet input, projected to the wanted columns.
+fn parquet_batches<R: parquet::file::reader::ChunkReader + 'static>(
+    reader: R,
+    path: &Path,
+    options: &TextReaderOptions,
+) -> Result<Batches> {
+    let invalid = |e: ArrowError| Error::Invalid(e.to_string());
+    let builder =
+        guarded(|| ParquetRecordBatchReaderBuilder::try_new(reader).map_err(ArrowError::from))
+            .map_err(invalid)?;
+    let indices = check_columns(path, builder.schema(), options)?;
+    let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
+    Ok(Box::new(
+        builder
+            .with_projection(mask)
+            .with_batch_size(BATCH_ROWS)
+            .build()
+            .map_err(|e| invalid(ArrowError::from(e)))?,
+    ))
 }
 
 /// An Arrow IPC file (magic `ARROW1`) or stream, projected to the wanted columns.
