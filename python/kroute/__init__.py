@@ -25,7 +25,15 @@ import numpy as np
 
 from . import _kroute
 
-__all__ = ["Embedder", "Router", "evaluate", "check", "DEFAULT_MODEL", "__version__"]
+__all__ = [
+    "Embedder",
+    "Router",
+    "evaluate",
+    "check",
+    "frontier_area",
+    "DEFAULT_MODEL",
+    "__version__",
+]
 
 DEFAULT_MODEL: str = _kroute.DEFAULT_MODEL
 __version__: str = _kroute.__version__
@@ -472,3 +480,11 @@ def check(records: Records, *, missing_cost: str = "error") -> Dict[str, Any]:
     models with accuracy, cost and coverage, the split)."""
     path, texts = _records(records)
     return json.loads(_kroute.check(path, texts, missing_cost))
+
+
+def frontier_area(points: Sequence[Any], reference_cost: float) -> float:
+    """``kroute eval``'s area under the accuracy–cost frontier of ``(cost, accuracy)`` points:
+    costs divided by ``reference_cost`` (the most accurate single model's) and capped at 1, the
+    frontier the upper concave hull anchored at (0, 0). The mean accuracy reachable over every
+    budget up to the reference's."""
+    return _kroute.frontier_area([(float(c), float(a)) for c, a in points], float(reference_cost))

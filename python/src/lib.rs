@@ -688,12 +688,20 @@ fn check(
     .map_err(py_err)
 }
 
+/// `kroute eval`'s area under the accuracy–cost frontier of `(cost, accuracy)` points, costs
+/// normalised by `reference_cost`.
+#[pyfunction]
+fn frontier_area(points: Vec<(f64, f64)>, reference_cost: f64) -> f64 {
+    kroute::eval::frontier_area(&points, reference_cost)
+}
+
 #[pymodule]
 fn _kroute(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Embedder>()?;
     m.add_class::<Router>()?;
     m.add_function(wrap_pyfunction!(evaluate, m)?)?;
     m.add_function(wrap_pyfunction!(check, m)?)?;
+    m.add_function(wrap_pyfunction!(frontier_area, m)?)?;
     m.add("DEFAULT_MODEL", DEFAULT_MODEL)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

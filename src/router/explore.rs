@@ -116,6 +116,7 @@ impl Router {
         let mut totals = vec![0.0; self.models.len()];
         for (cluster, _, weight) in routed.nearest(i) {
             let learned = self.learned.cluster(cluster, self.models.len());
+            let priors = self.cluster_priors(cluster, &priors);
             let mut estimates =
                 self.clusters[cluster].estimates(&priors, params.prior_strength, learned);
             for (accuracy, lift) in estimates.accuracy.iter_mut().zip(&lifts) {
@@ -152,6 +153,7 @@ impl Router {
         for (cluster, _, weight) in routed.nearest(i) {
             let learned = self.learned.cluster(cluster, self.models.len());
             let stats = &self.clusters[cluster];
+            let priors = self.cluster_priors(cluster, &priors);
             let posterior = stats.accuracy_posterior(&priors, params.prior_strength, learned);
             let estimates = Estimates {
                 accuracy: posterior

@@ -330,9 +330,10 @@ impl Router {
     }
 
     /// Each model's global means over the training queries (from the first k-means solution;
-    /// every solution partitions the same queries), or the prior a model was added on.
+    /// every solution partitions the same queries); for a model added after training, its
+    /// declared prior or its means corrected for the queries it was evaluated on.
     pub fn priors(&self) -> Priors {
-        self.priors_with_declared()
+        self.priors_with_pool()
     }
 
     /// Each model's accuracy and cost in `cluster` as routing sees them: the training
@@ -343,7 +344,7 @@ impl Router {
 
     fn estimates_with(&self, cluster: usize, priors: &Priors, prior_strength: f64) -> Estimates {
         self.clusters[cluster].estimates(
-            priors,
+            &self.cluster_priors(cluster, priors),
             prior_strength,
             self.learned.cluster(cluster, self.models.len()),
         )
@@ -383,6 +384,7 @@ impl Router {
         let (mut sum, mut weight) = (0.0, 0.0);
         for &(cluster, w) in votes {
             let stats = &self.clusters[cluster as usize];
+            let priors = self.cluster_priors(cluster as usize, &priors);
             let estimates = stats.estimates(&priors, self.defaults.prior_strength, None);
             if let Some(accuracy) = estimates.accuracy[model] {
                 sum += w as f64 * accuracy;

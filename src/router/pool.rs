@@ -9,6 +9,7 @@
 //! clusters it was not evaluated in. Nothing is re-clustered and the other models' statistics
 //! stay as they were.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -155,17 +156,117 @@ impl Router {
         priors
     }
 
-    /// [`Priors::of`] the training statistics, with declared priors for models that have no
-    /// evaluated answer.
-    pub(super) fn priors_with_declared(&self) -> Priors {
-        let mut priors = Priors::of(&self.clusters[..self.clusters_per_member()]);
-        for (m, declared) in self.declared_priors().into_iter().enumerate() {
-            if let (None, Some(declared)) = (priors.accuracy[m], declared) {
+    /// What shrinkage pulls cluster `cluster`'s estimates toward: each model's global means
+    /// (`global`, from [`Router::priors`]), except for models added after training, whose few
+    /// answers say little about each cluster: their mean accuracy moved by the cluster's
+    /// difficulty and their mean cost scaled by its length ([`Router::difficulty`]).
+    pub(super) fn cluster_priors<'a>(&self, cluster: usize, global: &'a Priors) -> Cow<'a, Priors> {
+        let added = self.added_models();
+        if !added.iter().any(|&a| a) {
+            return Cow::Borrowed(global);
+        }
+        let (offset, ratio) = self.difficulty(cluster, global, &added);
+        let mut priors = global.clone();
+        for m in (0..self.models.len()).filter(|&m| added[m]) {
+            priors.accuracy[m] = priors.accuracy[m].map(|a| (a + offset).clamp(0.0, 1.0));
+            priors.cost[m] = priors.cost[m].map(|c| c * ratio);
+        }
+        Cow::Owned(priors)
+    }
+
+    /// How cluster `cluster` treats the trained models: how far their accuracy there lies
+    /// from their global means, on average (hard clusters are hard for every model), and the
+    /// mean ratio of their cost there to their global mean cost (long queries cost every model
+    /// more).
+    fn difficulty(&self, cluster: usize, global: &Priors, added: &[bool]) -> (f64, f64) {
+        let stats = &self.clusters[cluster];
+        let (mut offsets, mut ratios) = (Vec::new(), Vec::new());
+        for m in (0..self.models.len()).filter(|&m| !added[m] && stats.count[m] > 0) {
+            if let (Some(accuracy), Some(mean)) = (stats.accuracy[m], global.accuracy[m]) {
+                offsets.push(accuracy - mean);
+            }
+            if let (Some(cost), Some(mean)) = (stats.cost[m], global.cost[m]) {
+                if mean > 0.0 {
+                    ratios.push(cost / mean);
+                }
+            }
+        }
+        let average = |values: &[f64]| values.iter().sum::<f64>() / values.len() as f64;
+        (
+            if offsets.is_empty() {
+                0.0
+            } else {
+                average(&offsets)
+            },
+            if ratios.is_empty() {
+                1.0
+            } else {
+                average(&ratios)
+            },
+        )
+    }
+
+    /// [`Priors::of`] the training statistics, with two corrections for models added after
+    /// training: one without answers takes its declared prior, and one evaluated on a few
+    /// queries has its means corrected for how hard and how long those queries were (a model
+    /// evaluated on easy queries alone is not taken for a strong one): its mean accuracy is
+    /// its answers' mean less their clusters' mean difficulty, and its mean cost its answers'
+    /// total over what the trained models' cost ratios there would predict.
+    pub(super) fn priors_with_pool(&self) -> Priors {
+        let member = &self.clusters[..self.clusters_per_member()];
+        let mut priors = Priors::of(member);
+        let added = self.added_models();
+        let difficulty: Vec<(f64, f64)> = match added.iter().any(|&a| a) {
+            true => (0..member.len())
+                .map(|c| self.difficulty(c, &priors, &added))
+                .collect(),
+            false => Vec::new(),
+        };
+        let declared = self.declared_priors();
+        let trained: Vec<f64> = (0..self.models.len())
+            .filter(|&m| !added[m])
+            .filter_map(|m| priors.accuracy[m])
+            .collect();
+        let pool_accuracy = trained.iter().sum::<f64>() / trained.len().max(1) as f64;
+        for m in (0..self.models.len()).filter(|&m| added[m]) {
+            let (mut n, mut offset, mut length, mut spent) = (0.0, 0.0, 0.0, 0.0);
+            for (stats, &(cluster_offset, ratio)) in member.iter().zip(&difficulty) {
+                let count = stats.count[m] as f64;
+                n += count;
+                offset += count * cluster_offset;
+                length += count * ratio;
+                spent += count * stats.cost[m].unwrap_or(0.0);
+            }
+            if n > 0.0 {
+                // Shrunk toward the trained models' mean like a cell toward its model's: ten
+                // right answers on easy queries do not make the best model of the pool.
+                let m_prior = self.defaults.prior_strength;
+                priors.accuracy[m] = priors.accuracy[m].map(|a| {
+                    let corrected = (a - offset / n).clamp(0.0, 1.0);
+                    (n * corrected + m_prior * pool_accuracy) / (n + m_prior)
+                });
+                if length > 0.0 {
+                    priors.cost[m] = Some(spent / length);
+                }
+            } else if let Some(declared) = declared[m] {
                 priors.accuracy[m] = Some(declared.accuracy);
                 priors.cost[m] = Some(declared.cost);
             }
         }
         priors
+    }
+
+    /// Per model, whether it was added after training.
+    fn added_models(&self) -> Vec<bool> {
+        let mut added = vec![false; self.models.len()];
+        for change in &self.pool {
+            if let PoolChange::Added { model, .. } = change {
+                if let Some(m) = self.models.iter().position(|name| name == model) {
+                    added[m] = true;
+                }
+            }
+        }
+        added
     }
 
     /// Each query's cluster in every k-means solution (`(queries, bag)`, global cluster
@@ -346,7 +447,7 @@ impl Router {
         }
         let mut report = Vec::new();
         for (m, model, price) in plan {
-            let before = self.priors_with_declared().cost[m];
+            let before = self.priors().cost[m];
             let (mut cells, mut cells_without_tokens) = (0, 0);
             for cluster in &mut self.clusters {
                 match cluster.tokens_of(m) {
@@ -358,7 +459,7 @@ impl Router {
                     None => {}
                 }
             }
-            let after = self.priors_with_declared().cost[m];
+            let after = self.priors().cost[m];
             if let (Some(before), Some(after)) = (before, after) {
                 if before > 0.0 {
                     self.learned
