@@ -316,7 +316,11 @@ async fn start_server(router: &str, dir: &std::path::Path, upstream: &str) -> Se
                     let _ = tx.send(Ok(rest.split_whitespace().next().unwrap().to_string()));
                 }
                 None => {
-                    let _ = tx.send(Err(line));
+                    // Warnings while serving are shown as they come (after start-up nobody
+                    // receives them).
+                    if tx.send(Err(line.clone())).is_err() && line.contains("WARN") {
+                        eprintln!("kroute serve: {line}");
+                    }
                 }
             }
         }
@@ -329,6 +333,13 @@ async fn start_server(router: &str, dir: &std::path::Path, upstream: &str) -> Se
             Err(_) => panic!("kroute serve did not start:\n{}", log.join("\n")),
         }
     };
+    // What the server said while starting (recovery warnings among it).
+    for line in log
+        .iter()
+        .filter(|l| l.contains("WARN") || l.contains("skipped"))
+    {
+        eprintln!("kroute serve: {line}");
+    }
     let listening = Instant::now();
     let http = reqwest::Client::new();
     loop {
