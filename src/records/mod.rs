@@ -83,6 +83,18 @@ pub struct RoutingData {
     pub missing_costs: usize,
 }
 
+/// JSON texts as lines numbered from 1 (a record's position stands for its line in errors).
+fn numbered<S: Into<String>>(
+    texts: impl IntoIterator<Item = S>,
+) -> impl Iterator<Item = Result<crate::io::Line>> {
+    texts.into_iter().enumerate().map(|(i, text)| {
+        Ok(crate::io::Line {
+            number: i + 1,
+            text: text.into(),
+        })
+    })
+}
+
 impl RoutingData {
     /// Reads and validates every line; the first bad one fails with file, line and field.
     pub fn read(path: &Path, missing_cost: MissingCost) -> Result<Self> {
@@ -108,13 +120,11 @@ impl RoutingData {
         texts: impl IntoIterator<Item = S>,
         missing_cost: MissingCost,
     ) -> Result<Self> {
-        let lines = texts.into_iter().enumerate().map(|(i, text)| {
-            Ok(crate::io::Line {
-                number: i + 1,
-                text: text.into(),
-            })
-        });
-        parse::parse(Path::new(label), lines, parse::Mode::Training(missing_cost))
+        parse::parse(
+            Path::new(label),
+            numbered(texts),
+            parse::Mode::Training(missing_cost),
+        )
     }
 
     /// [`RoutingData::read_outcomes`] of records already in memory, as
@@ -123,13 +133,7 @@ impl RoutingData {
         label: &str,
         texts: impl IntoIterator<Item = S>,
     ) -> Result<Self> {
-        let lines = texts.into_iter().enumerate().map(|(i, text)| {
-            Ok(crate::io::Line {
-                number: i + 1,
-                text: text.into(),
-            })
-        });
-        parse::parse(Path::new(label), lines, parse::Mode::Outcomes)
+        parse::parse(Path::new(label), numbered(texts), parse::Mode::Outcomes)
     }
 
     /// Rows that may be offered for evaluation (`kroute suggest`): all but the `"split":

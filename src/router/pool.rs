@@ -21,6 +21,9 @@ use crate::cluster::nearest_centroids;
 use crate::error::{Error, InputError, Result};
 use crate::records::RoutingData;
 
+/// One value per query and k-means solution, `(queries, bag)`.
+type PerMember<T> = Vec<Vec<T>>;
+
 /// US dollars per million tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -272,16 +275,28 @@ impl Router {
     /// Each query's cluster in every k-means solution (`(queries, bag)`, global cluster
     /// indices), by the Euclidean distance k-means assigned the training queries with.
     pub fn assign(&self, embeddings: &Tensor) -> Result<Vec<Vec<u32>>> {
+        Ok(self.assign_with_distances(embeddings)?.0)
+    }
+
+    /// [`Router::assign`] with each query's squared distance to its cluster's centroid, in
+    /// the same `(queries, bag)` layout.
+    fn assign_with_distances(
+        &self,
+        embeddings: &Tensor,
+    ) -> Result<(Vec<Vec<u32>>, PerMember<f32>)> {
         let k = self.clusters_per_member();
-        let mut labels = vec![Vec::with_capacity(self.bag); embeddings.dim(0)?];
+        let rows = embeddings.dim(0)?;
+        let mut labels = vec![Vec::with_capacity(self.bag); rows];
+        let mut distances = vec![Vec::with_capacity(self.bag); rows];
         for member in 0..self.bag {
             let centroids = self.centroids.narrow(0, member * k, k)?;
-            let (nearest, _) = nearest_centroids(embeddings, &centroids)?;
-            for (row, cluster) in labels.iter_mut().zip(nearest) {
-                row.push((member * k) as u32 + cluster);
+            let (nearest, squared) = nearest_centroids(embeddings, &centroids)?;
+            for (i, (cluster, d)) in nearest.into_iter().zip(squared).enumerate() {
+                labels[i].push((member * k) as u32 + cluster);
+                distances[i].push(d);
             }
         }
-        Ok(labels)
+        Ok((labels, distances))
     }
 
     /// Adds the models of `data` that the router lacks, from their evaluated answers on its
@@ -498,8 +513,7 @@ impl Router {
     /// not yet chosen, and a query counts toward its cluster in every solution. The order does
     /// not depend on `n`: the first `m` of `n` suggestions are the `m` suggestions.
     pub fn suggest(&self, embeddings: &Tensor, n: usize) -> Result<Vec<usize>> {
-        let labels = self.assign(embeddings)?;
-        let centroid_distance = self.centroid_distances(embeddings, &labels)?;
+        let (labels, centroid_distance) = self.assign_with_distances(embeddings)?;
         let k = self.clusters_per_member();
         let total = self.clusters[..k]
             .iter()
@@ -546,24 +560,6 @@ impl Router {
             }
         }
         Ok(chosen)
-    }
-
-    /// Each query's squared distance to its own centroid in every k-means solution.
-    fn centroid_distances(
-        &self,
-        embeddings: &Tensor,
-        labels: &[Vec<u32>],
-    ) -> Result<Vec<Vec<f32>>> {
-        let k = self.clusters_per_member();
-        let mut distances = vec![Vec::with_capacity(self.bag); labels.len()];
-        for member in 0..self.bag {
-            let centroids = self.centroids.narrow(0, member * k, k)?;
-            let (_, d) = nearest_centroids(embeddings, &centroids)?;
-            for (row, d) in distances.iter_mut().zip(d) {
-                row.push(d);
-            }
-        }
-        Ok(distances)
     }
 
     /// Sets the model list after clusters' statistics changed shape, moving what was learned
