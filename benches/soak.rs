@@ -493,27 +493,30 @@ impl Client {
             Err(_) => tally.record(endpoint, "hung past its deadline", latency, false),
             // The server was killed on purpose: what was in flight is cut.
             Ok(Err(_)) if self.killed.load(Ordering::SeqCst) => {}
-            Ok(Err(e)) if endpoint == "chat-stream" && e.is_body() => {
-                // A stream that broke after it began is passed on as broken (README).
-                tally.record(endpoint, "stream broke", latency, true)
-            }
             Ok(Err(e)) => tally.record(endpoint, &format!("transport error: {e}"), latency, false),
             Ok(Ok((status, id, body))) => {
                 let ok = allowed(endpoint, status);
-                tally.record(endpoint, &status.to_string(), latency, ok);
+                // A stream that broke after it began ends with an error event (README).
+                let broke = endpoint == "chat-stream"
+                    && body.as_ref().is_ok_and(|b| {
+                        b.windows(b"stream_broken".len())
+                            .any(|w| w == b"stream_broken")
+                    });
+                let label = match broke {
+                    true => format!("{status} stream_broken"),
+                    false => status.to_string(),
+                };
+                tally.record(endpoint, &label, latency, ok);
                 if status == 200 {
+                    let body: Option<Value> =
+                        body.ok().and_then(|b| serde_json::from_slice(&b).ok());
+                    // /v1/route gives its decision id twice (header and body): keep it once,
+                    // or its second outcome is a duplicate that the server rightly ignores.
                     if let Some(id) = id {
                         self.ids.push(id);
                     }
-                    if endpoint == "route" {
-                        if let Some(id) = body
-                            .ok()
-                            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-                            .and_then(|b| b["decision_id"].as_str().map(str::to_string))
-                        {
-                            self.ids.push(id);
-                        }
-                    } else if endpoint == "feedback" {
+                    let duplicate = body.as_ref().is_some_and(|b| b["duplicate"] == true);
+                    if endpoint == "feedback" && !duplicate {
                         tally.acked += 1;
                     }
                 }

@@ -244,15 +244,24 @@ async fn never_falls_back_once_streaming_began() {
     let mut body = response.bytes_stream();
     let first = body.next().await.unwrap().unwrap();
     assert_eq!(first, chunk(upstream_name(model), 0).as_bytes());
-    // The break reaches the client as a broken stream, not as another model's answer.
-    let mut broke = false;
+    // The break reaches the client as an error event ending the stream (no `[DONE]`), not as
+    // another model's answer.
+    let mut rest = Vec::new();
     while let Some(next) = body.next().await {
-        match next {
-            Ok(bytes) => panic!("unexpected data after the break: {bytes:?}"),
-            Err(_) => broke = true,
-        }
+        rest.extend_from_slice(&next.unwrap());
     }
-    assert!(broke, "the client saw the stream end cleanly");
+    let rest = String::from_utf8(rest).unwrap();
+    let event: Value = serde_json::from_str(
+        rest.strip_prefix("data: ")
+            .and_then(|r| r.strip_suffix("\n\n"))
+            .unwrap_or_else(|| panic!("not one SSE event after the break: {rest:?}")),
+    )
+    .unwrap();
+    assert_eq!(event["error"]["code"], "stream_broken", "{event}");
+    assert!(event["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains(model.as_str()));
     assert_eq!(h.mock.models_called(), [upstream_name(model)]);
     let metrics = h.metrics().await;
     assert!(metrics.contains(&format!(

@@ -190,14 +190,17 @@ fn respond(
                 metrics,
                 started,
             };
-            let rest = stream::unfold((rest, end), move |(mut rest, end)| async move {
-                let item = match tokio::time::timeout(idle, rest.next()).await {
+            // A break ends the stream with an error event and no `[DONE]`, cleanly: aborting
+            // the connection instead could drop the status and first chunk still buffered.
+            let rest = stream::unfold(Some((rest, end)), move |state| async move {
+                let (mut rest, end) = state?;
+                let why = match tokio::time::timeout(idle, rest.next()).await {
                     Ok(None) => return None,
-                    Ok(Some(Ok(chunk))) => Ok(chunk),
-                    Ok(Some(Err(e))) => Err(end.broken(e.to_string())),
-                    Err(_) => Err(end.broken(format!("no data for {idle:?}"))),
+                    Ok(Some(Ok(chunk))) => return Some((Ok(chunk), Some((rest, end)))),
+                    Ok(Some(Err(e))) => e.to_string(),
+                    Err(_) => format!("no data for {idle:?}"),
                 };
-                Some((item, (rest, end)))
+                Some((Ok::<_, std::io::Error>(end.broken(why)), None))
             });
             Body::from_stream(stream::once(async { Ok(first) }).chain(rest))
         }
@@ -219,13 +222,19 @@ struct StreamEnd {
 }
 
 impl StreamEnd {
-    fn broken(&self, why: String) -> std::io::Error {
+    /// The event that tells the client the stream broke.
+    fn broken(&self, why: String) -> Bytes {
         tracing::warn!(
             "{}'s stream broke after streaming began ({why}); not falling back",
             self.model
         );
         self.metrics.upstream_error(&self.model, "stream");
-        std::io::Error::other(why)
+        ApiError::bad_gateway(format!(
+            "{}'s stream broke after streaming began: {why}",
+            self.model
+        ))
+        .code("stream_broken")
+        .stream_event()
     }
 }
 

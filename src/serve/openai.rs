@@ -1,6 +1,7 @@
 //! The OpenAI wire format as far as kroute reads it: errors, the `model` field's routing
 //! conventions, and the text of a chat request that gets embedded.
 
+use axum::body::Bytes;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -98,15 +99,26 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = json!({"error": {
+impl ApiError {
+    fn body(&self) -> Value {
+        json!({"error": {
             "message": self.message,
             "type": self.kind,
             "param": null,
             "code": self.code,
-        }});
-        (self.status, Json(body)).into_response()
+        }})
+    }
+
+    /// The error as the last event of a server-sent stream whose status has already gone out
+    /// (OpenAI's SDKs raise on a `data:` event that carries `error`).
+    pub fn stream_event(&self) -> Bytes {
+        Bytes::from(format!("data: {}\n\n", self.body()))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body())).into_response()
     }
 }
 
