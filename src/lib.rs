@@ -29,6 +29,7 @@
 //! ```
 
 pub mod bench;
+pub mod budget;
 pub mod cluster;
 pub mod device;
 pub mod embed;

@@ -23,6 +23,7 @@ mod decisions;
 mod learning;
 mod model;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
@@ -41,6 +42,7 @@ pub use model::ReloadReport;
 
 use crate::embed::{EmbeddingInfo, Tokens};
 use crate::router::{RouteParams, Router};
+use crate::state::spend::{PeriodSpend, SpendLedger};
 use crate::Embedder;
 
 /// Batching, back-pressure and learning settings.
@@ -86,6 +88,9 @@ type BatchObserver = Box<dyn Fn(&BatchReport) + Send + Sync>;
 pub enum EngineError {
     #[error("the embedding queue is full ({0} requests waiting); retry later")]
     QueueFull(usize),
+    /// The request's [`Limits`] leave no model to route to.
+    #[error("{0}")]
+    NoModelWithinLimits(String),
     #[error("the engine has stopped")]
     Stopped,
     #[error("{0}")]
@@ -103,6 +108,17 @@ pub struct Timings {
     pub route: Duration,
     /// Requests in the batch this one ran in.
     pub batch_requests: usize,
+}
+
+/// What a routing may choose (a tenant's policy, narrowed by its request); the default limits
+/// nothing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Limits {
+    /// Only these models, by name (names the router lacks are ignored); `None`: every model.
+    pub allowed: Option<Arc<BTreeSet<String>>>,
+    /// Models whose expected cost for the query (the vote-weighted mean of their voting cells'
+    /// cost estimates) is above this many dollars are skipped.
+    pub max_cost: Option<f64>,
 }
 
 /// Embeddings of one request, in input order.
@@ -126,6 +142,9 @@ pub struct Decision {
     pub clusters: Vec<ClusterVote>,
     /// The first model is not the greedy choice (see [`LearningOptions::exploration`]).
     pub explored: bool,
+    /// Each model's expected cost for the query, in model order, when the request's
+    /// [`Limits::max_cost`] asked for it (empty otherwise).
+    pub expected_costs: Vec<Option<f64>>,
     pub tokens: usize,
     /// The text was longer than the model's limit and was cut.
     pub truncated: bool,
@@ -198,6 +217,7 @@ struct Shared {
     incoming: Arc<AtomicUsize>,
     ready: Arc<AtomicBool>,
     learning: learning::Learning,
+    spend: Arc<SpendLedger>,
 }
 
 struct Job {
@@ -216,6 +236,7 @@ enum Work {
     /// Route with these settings; `explore`: the decision may leave the greedy choice.
     Route {
         params: RouteParams,
+        limits: Limits,
         explore: bool,
         reply: oneshot::Sender<Result<Decision, EngineError>>,
     },
@@ -257,6 +278,7 @@ impl Engine {
         let max_queue = options.max_queue;
         let (learning, model_learning) =
             learning::Learning::start(&options.learning, recovery, control, info.clone())?;
+        let spend = open_spend(options.learning.state_dir.as_deref())?;
         {
             let (embedder, incoming) = (embedder.clone(), incoming.clone());
             let options = options.clone();
@@ -288,6 +310,7 @@ impl Engine {
                 incoming,
                 ready,
                 learning,
+                spend,
             }),
         })
     }
@@ -311,18 +334,30 @@ impl Engine {
 
     /// Embeds `text` and routes it with `params` (exploring, when the engine explores).
     pub async fn route(&self, text: String, params: RouteParams) -> Result<Decision, EngineError> {
-        self.route_as(text, params, true).await
+        self.route_within(text, params, Limits::default()).await
+    }
+
+    /// [`Engine::route`] among the models `limits` leave; exploring stays within them too.
+    pub async fn route_within(
+        &self,
+        text: String,
+        params: RouteParams,
+        limits: Limits,
+    ) -> Result<Decision, EngineError> {
+        self.route_as(text, params, limits, true).await
     }
 
     async fn route_as(
         &self,
         text: String,
         params: RouteParams,
+        limits: Limits,
         explore: bool,
     ) -> Result<Decision, EngineError> {
         let (reply, answer) = oneshot::channel();
         let work = Work::Route {
             params,
+            limits,
             explore,
             reply,
         };
@@ -388,7 +423,7 @@ impl Engine {
             FeedbackTarget::Text { text, params } => {
                 let model = learning.check_text_feedback(&request, &self.info())?;
                 let decision = self
-                    .route_as(text.clone(), *params, false)
+                    .route_as(text.clone(), *params, Limits::default(), false)
                     .await
                     .map_err(FeedbackError::Engine)?;
                 learning.feedback_for_text(&decision, model, &request).await
@@ -420,10 +455,51 @@ impl Engine {
         self.shared.learning.state(&self.info())
     }
 
+    /// Adds `usd` to `tenant`'s spend in the budget period that starts at `period_ms`; with a
+    /// state directory it is logged before this returns.
+    pub fn charge(&self, tenant: &str, period_ms: u64, usd: f64) -> crate::Result<()> {
+        self.shared.spend.charge(tenant, period_ms, usd)
+    }
+
+    /// What `tenant` has spent in the budget period that starts at `period_ms`.
+    pub fn spent(&self, tenant: &str, period_ms: u64) -> f64 {
+        self.shared.spend.spent(tenant, period_ms)
+    }
+
+    /// Every tenant's spend in its latest budget period.
+    pub fn spend(&self) -> BTreeMap<String, PeriodSpend> {
+        self.shared.spend.totals()
+    }
+
     /// Writes a snapshot now if anything changed since the last (with a state directory).
     pub fn snapshot(&self) -> crate::Result<Option<SnapshotInfo>> {
         self.shared.learning.snapshot()
     }
+}
+
+/// The spend ledger: in `STATE/spend/` when there is a state directory (fsynced each second by
+/// a thread of its own), else in memory.
+fn open_spend(state_dir: Option<&std::path::Path>) -> crate::Result<Arc<SpendLedger>> {
+    let Some(dir) = state_dir else {
+        return Ok(Arc::new(SpendLedger::in_memory()));
+    };
+    let (ledger, warnings) = SpendLedger::open(&dir.join("spend"))?;
+    for warning in warnings {
+        tracing::warn!("spend ledger: {warning}");
+    }
+    let ledger = Arc::new(ledger);
+    let weak = Arc::downgrade(&ledger);
+    thread::Builder::new()
+        .name("kroute-spend".into())
+        .spawn(move || loop {
+            thread::sleep(Duration::from_secs(1));
+            let Some(ledger) = weak.upgrade() else { break };
+            if let Err(e) = ledger.sync() {
+                tracing::error!("spend ledger: {e}");
+            }
+        })
+        .expect("spawn the spend ledger thread");
+    Ok(ledger)
 }
 
 struct DecrementOnDrop<'a>(&'a AtomicUsize);

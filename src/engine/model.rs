@@ -16,9 +16,9 @@ use tokio::sync::oneshot;
 
 use super::batcher::fail_all;
 use super::{BatchObserver, BatchReport, ClusterVote, Decision, EngineError, EngineInfo, Job};
-use super::{Embeddings, Timings, Work};
+use super::{Embeddings, Limits, Timings, Work};
 use crate::embed::Prepared;
-use crate::router::{Exploration, RouteParams, RoutedBatch, Router};
+use crate::router::{Exploration, ModelMask, RouteParams, RoutedBatch, Router};
 use crate::state::{FeedbackRecord, FEEDBACK_SOURCE};
 use crate::Embedder;
 
@@ -334,12 +334,20 @@ impl ModelThread {
             batch_requests,
         };
         let mut first_row = 0;
-        let mut groups: Vec<(RouteParams, Vec<(usize, Job)>)> = Vec::new();
+        // Jobs routed alike, with their first rows.
+        type Group = Vec<(usize, Job)>;
+        let mut groups: Vec<((RouteParams, ModelMask), Group)> = Vec::new();
         for job in jobs {
             let first = first_row;
             first_row += job.texts;
-            let params = match &job.work {
-                Work::Route { params, .. } => *params,
+            let key = match &job.work {
+                Work::Route { params, limits, .. } => match self.mask(limits) {
+                    Ok(mask) => (*params, mask),
+                    Err(e) => {
+                        job.work.fail(e);
+                        continue;
+                    }
+                },
                 Work::Embed(_) => {
                     let result = vectors
                         .narrow(0, first, job.texts)
@@ -356,18 +364,18 @@ impl ModelThread {
                     continue;
                 }
             };
-            match groups.iter_mut().find(|(p, _)| *p == params) {
+            match groups.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, group)) => group.push((first, job)),
-                None => groups.push((params, vec![(first, job)])),
+                None => groups.push((key, vec![(first, job)])),
             }
         }
-        for (params, group) in groups {
+        for ((params, mask), group) in groups {
             let started = Instant::now();
             let rows: Vec<u32> = group.iter().map(|&(row, _)| row as u32).collect();
             let routed = Tensor::new(rows.as_slice(), vectors.device())
                 .and_then(|rows| vectors.index_select(&rows, 0))
                 .map_err(crate::Error::from)
-                .and_then(|queries| self.router.route(&queries, &params));
+                .and_then(|queries| self.router.route_among(&queries, &params, mask));
             let route = started.elapsed();
             let routed = match routed {
                 Ok(routed) => routed,
@@ -384,16 +392,34 @@ impl ModelThread {
                     route,
                     ..timings(&job)
                 };
-                let Work::Route { explore, reply, .. } = job.work else {
+                let Work::Route {
+                    explore,
+                    reply,
+                    limits,
+                    ..
+                } = job.work
+                else {
                     unreachable!("only routing jobs are grouped")
                 };
-                let (ranking, explored) = match explore {
+                let (mut ranking, mut explored) = match explore {
                     true => self
                         .learning
                         .explorer
                         .rank(&self.router, &routed, i, &params),
                     false => (greedy(&routed, i), false),
                 };
+                let mut expected_costs = Vec::new();
+                if let Some(max_cost) = limits.max_cost {
+                    expected_costs = self.router.expected_costs(&routed, i, &params);
+                    let within = |m: usize| expected_costs[m].is_none_or(|cost| cost <= max_cost);
+                    if !ranking.iter().any(|&(m, _)| within(m)) {
+                        let _ = reply.send(Err(self.over_cost(&expected_costs, mask, max_cost)));
+                        continue;
+                    }
+                    let first = ranking[0].0;
+                    ranking.retain(|&(m, _)| within(m));
+                    explored &= ranking[0].0 == first;
+                }
                 let decision = Decision {
                     info: self.current.clone(),
                     params,
@@ -409,6 +435,7 @@ impl ModelThread {
                         })
                         .collect(),
                     explored,
+                    expected_costs,
                     tokens: job.token_count,
                     truncated: job.truncated,
                     timings,
@@ -416,6 +443,41 @@ impl ModelThread {
                 let _ = reply.send(Ok(decision));
             }
         }
+    }
+
+    /// The router's models that `limits` allow.
+    fn mask(&self, limits: &Limits) -> Result<ModelMask, EngineError> {
+        let Some(allowed) = &limits.allowed else {
+            return Ok(ModelMask::all());
+        };
+        let models = &self.router.models;
+        let indices: Vec<usize> = (0..models.len())
+            .filter(|&m| allowed.contains(&models[m]))
+            .collect();
+        if indices.is_empty() {
+            return Err(EngineError::NoModelWithinLimits(format!(
+                "none of the allowed models ({}) is served by the router",
+                allowed.iter().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        ModelMask::of(indices).map_err(|e| EngineError::NoModelWithinLimits(e.to_string()))
+    }
+
+    /// The error for a query whose every allowed model is expected to cost more than allowed.
+    fn over_cost(&self, costs: &[Option<f64>], mask: ModelMask, max_cost: f64) -> EngineError {
+        let cheapest = (0..costs.len())
+            .filter(|&m| mask.allows(m))
+            .filter_map(|m| Some((m, costs[m]?)))
+            .min_by(|a, b| a.1.total_cmp(&b.1));
+        let cheapest = cheapest.map_or(String::new(), |(m, cost)| {
+            format!(
+                " (the cheapest, {}, is expected to cost ${cost:.6})",
+                self.router.models[m]
+            )
+        });
+        EngineError::NoModelWithinLimits(format!(
+            "no allowed model is expected to cost at most ${max_cost} for this query{cheapest}"
+        ))
     }
 }
 

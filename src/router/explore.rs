@@ -7,7 +7,7 @@ use std::str::FromStr;
 use rand::Rng;
 use rand_distr::{Beta, Distribution, Normal};
 
-use super::{Estimates, RouteParams, RoutedBatch, Router};
+use super::{Estimates, ModelMask, RouteParams, RoutedBatch, Router};
 use crate::error::{Error, Result};
 
 /// How a routed query may leave the greedy choice.
@@ -65,9 +65,9 @@ impl fmt::Display for Exploration {
     }
 }
 
-/// Models by descending total (equal totals keep model order).
-fn ranked(totals: Vec<f64>) -> Vec<(usize, f32)> {
-    let mut order: Vec<usize> = (0..totals.len()).collect();
+/// The allowed models by descending total (equal totals keep model order).
+fn ranked(totals: Vec<f64>, allowed: ModelMask) -> Vec<(usize, f32)> {
+    let mut order: Vec<usize> = (0..totals.len()).filter(|&m| allowed.allows(m)).collect();
     order.sort_by(|&a, &b| totals[b].total_cmp(&totals[a]));
     order.into_iter().map(|m| (m, totals[m] as f32)).collect()
 }
@@ -88,7 +88,7 @@ impl Router {
         let ranking: Vec<(usize, f32)> = match exploration {
             Exploration::Off => return None,
             Exploration::Epsilon(e) => {
-                if self.models.len() < 2 || !rng.random_bool(e) {
+                if greedy.len() < 2 || !rng.random_bool(e) {
                     return None;
                 }
                 // Any model but the greedy one, then the greedy order for fallbacks.
@@ -98,8 +98,12 @@ impl Router {
                     .map(|m| (m, totals[m]))
                     .collect()
             }
-            Exploration::Thompson => ranked(self.sampled_totals(routed, i, params, rng)),
-            Exploration::Optimistic => ranked(self.optimistic_totals(routed, i, params)),
+            Exploration::Thompson => {
+                ranked(self.sampled_totals(routed, i, params, rng), routed.allowed)
+            }
+            Exploration::Optimistic => {
+                ranked(self.optimistic_totals(routed, i, params), routed.allowed)
+            }
         };
         (ranking[0].0 != greedy[0]).then_some(ranking)
     }
@@ -122,6 +126,7 @@ impl Router {
             for (accuracy, lift) in estimates.accuracy.iter_mut().zip(&lifts) {
                 *accuracy = accuracy.map(|a| (a + lift).clamp(0.0, 1.0));
             }
+            routed.allowed.restrict(&mut estimates);
             for (total, vote) in totals
                 .iter_mut()
                 .zip(params.scoring.cluster_votes(&estimates))
@@ -155,7 +160,7 @@ impl Router {
             let stats = &self.clusters[cluster];
             let priors = self.cluster_priors(cluster, &priors);
             let posterior = stats.accuracy_posterior(&priors, params.prior_strength, learned);
-            let estimates = Estimates {
+            let mut estimates = Estimates {
                 accuracy: posterior
                     .into_iter()
                     .zip(&shifts)
@@ -170,6 +175,7 @@ impl Router {
                     .estimates(&priors, params.prior_strength, learned)
                     .cost,
             };
+            routed.allowed.restrict(&mut estimates);
             for (total, vote) in totals
                 .iter_mut()
                 .zip(params.scoring.cluster_votes(&estimates))

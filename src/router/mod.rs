@@ -171,14 +171,19 @@ pub struct Router {
     votes: VoteCache,
 }
 
-/// A router's vote table for one set of routing settings, as of one [`Learned::version`]. A
-/// clone starts empty (the clone's clusters may be narrowed, as in [`Router::first_members`]).
+/// A router's vote tables for the routing settings and model masks used last (a server's
+/// tenants each route with their own), as of one [`Learned::version`] each. A clone starts
+/// empty (the clone's clusters may be narrowed, as in [`Router::first_members`]).
 #[derive(Debug, Default)]
-struct VoteCache(std::sync::Mutex<Option<VoteTable>>);
+struct VoteCache(std::sync::Mutex<Vec<VoteTable>>);
+
+/// Vote tables kept; the least recently used goes first.
+const VOTE_TABLES: usize = 16;
 
 #[derive(Debug)]
 struct VoteTable {
     params: RouteParams,
+    allowed: ModelMask,
     version: u64,
     /// The table on the host, whose changed rows are rebuilt after outcomes arrive.
     host: Vec<f32>,
@@ -321,7 +326,7 @@ impl Router {
 
     /// Drops the vote table, which the statistics it was built from no longer match.
     fn statistics_changed(&mut self) {
-        *self.votes.0.lock().expect("vote cache lock") = None;
+        *self.votes.0.lock().expect("vote cache lock") = Vec::new();
     }
 
     /// Clusters per k-means solution.
@@ -356,6 +361,30 @@ impl Router {
         params
             .scoring
             .cluster_scores(&self.estimates(cluster, params.prior_strength))
+    }
+
+    /// What each model is expected to cost on query `i` of `routed`, in model order: the
+    /// vote-weighted mean of its cost estimates in the voting clusters where it has data
+    /// (`None` where it has none).
+    pub fn expected_costs(
+        &self,
+        routed: &RoutedBatch,
+        i: usize,
+        params: &RouteParams,
+    ) -> Vec<Option<f64>> {
+        let priors = self.priors();
+        let mut sums = vec![(0.0, 0.0); self.models.len()];
+        for (cluster, _, weight) in routed.nearest(i) {
+            let estimates = self.estimates_with(cluster, &priors, params.prior_strength);
+            for (sum, cost) in sums.iter_mut().zip(&estimates.cost) {
+                if let Some(cost) = cost {
+                    *sum = (sum.0 + weight as f64 * cost, sum.1 + weight as f64);
+                }
+            }
+        }
+        sums.into_iter()
+            .map(|(cost, weight)| (weight > 0.0).then(|| cost / weight))
+            .collect()
     }
 
     /// Takes in one outcome (see [`Observation`]): every voting cluster's cell of the model
@@ -537,62 +566,88 @@ impl Router {
     /// Each cluster's vote per model under `params`, `(bag·clusters, models)` on the device:
     /// built once per scoring and prior strength, then reused, with only the rows of clusters
     /// that took in outcomes rebuilt.
-    fn vote_table(&self, params: &RouteParams) -> Result<Tensor> {
-        let same = |cached: &RouteParams| {
-            cached.scoring == params.scoring && cached.prior_strength == params.prior_strength
+    fn vote_table(&self, params: &RouteParams, allowed: ModelMask) -> Result<Tensor> {
+        let same = |cached: &VoteTable| {
+            cached.params.scoring == params.scoring
+                && cached.params.prior_strength == params.prior_strength
+                && cached.allowed == allowed
         };
         let version = self.learned.version();
         let mut cache = self.votes.0.lock().expect("vote cache lock");
         let models = self.models.len();
         let priors = self.priors();
         let votes = |c: usize| {
-            let estimates = self.estimates_with(c, &priors, params.prior_strength);
+            let mut estimates = self.estimates_with(c, &priors, params.prior_strength);
+            allowed.restrict(&mut estimates);
             params.scoring.cluster_votes(&estimates)
         };
-        match cache.as_mut() {
-            Some(table) if same(&table.params) && table.version == version => {}
-            Some(table) if same(&table.params) => {
-                for c in 0..self.clusters.len() {
-                    if self.learned.changed_since(c, table.version) {
-                        let row = &mut table.host[c * models..(c + 1) * models];
-                        for (slot, vote) in row.iter_mut().zip(votes(c)) {
-                            *slot = vote as f32;
-                        }
-                    }
-                }
-                table.tensor =
-                    Tensor::from_slice(&table.host, (self.clusters.len(), models), self.device())?;
-                table.version = version;
-            }
-            _ => {
+        let mut table = match cache.iter().position(same) {
+            Some(at) => cache.remove(at),
+            None => {
                 let host: Vec<f32> = (0..self.clusters.len())
                     .flat_map(votes)
                     .map(|v| v as f32)
                     .collect();
                 let tensor =
                     Tensor::from_slice(&host, (self.clusters.len(), models), self.device())?;
-                *cache = Some(VoteTable {
+                VoteTable {
                     params: *params,
+                    allowed,
                     version,
                     host,
                     tensor,
-                });
+                }
             }
+        };
+        if table.version != version {
+            for c in 0..self.clusters.len() {
+                if self.learned.changed_since(c, table.version) {
+                    let row = &mut table.host[c * models..(c + 1) * models];
+                    for (slot, vote) in row.iter_mut().zip(votes(c)) {
+                        *slot = vote as f32;
+                    }
+                }
+            }
+            table.tensor =
+                Tensor::from_slice(&table.host, (self.clusters.len(), models), self.device())?;
+            table.version = version;
         }
-        Ok(cache.as_ref().expect("just filled").tensor.clone())
+        let tensor = table.tensor.clone();
+        // Most recently used last.
+        cache.push(table);
+        if cache.len() > VOTE_TABLES {
+            cache.remove(0);
+        }
+        Ok(tensor)
     }
 
     /// Routes a batch of query embeddings (`(n, dim)`, L2-normalised) on the router's device.
     pub fn route(&self, queries: &Tensor, params: &RouteParams) -> Result<RoutedBatch> {
+        self.route_among(queries, params, ModelMask::all())
+    }
+
+    /// [`Router::route`] choosing only among the `allowed` models: the others get no vote in
+    /// any cluster (each cluster's scores are normalised over the allowed models, as if the
+    /// router had only those) and are left out of every ranking.
+    pub fn route_among(
+        &self,
+        queries: &Tensor,
+        params: &RouteParams,
+        allowed: ModelMask,
+    ) -> Result<RoutedBatch> {
         params.validate()?;
         let (k, m) = (self.clusters_per_member(), self.models.len());
+        if !(0..m).any(|model| allowed.allows(model)) {
+            return Err(Error::Invalid("no model of the router is allowed".into()));
+        }
         let top_p = params.top_p.min(k);
-        let votes = self.vote_table(params)?;
+        let votes = self.vote_table(params, allowed)?;
         let queries = queries.to_device(self.device())?.to_dtype(DType::F32)?;
         let n = queries.dim(0)?;
         let mut batch = RoutedBatch {
             models: m,
             top_p: top_p * self.bag,
+            allowed,
             ..Default::default()
         };
         let fused = kernels::active(self.device())
@@ -654,6 +709,63 @@ fn vote_by_generic_ops(
     })
 }
 
+/// The models a routing may choose: all of them, or a subset (a tenant's `allowed_models`) of
+/// the first [`ModelMask::MAX_MODELS`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ModelMask(Option<[u64; 4]>);
+
+impl ModelMask {
+    /// The most models a subset can name (a router may have more; all of them are then allowed).
+    pub const MAX_MODELS: usize = 256;
+
+    pub fn all() -> Self {
+        Self(None)
+    }
+
+    /// The subset of these model indices.
+    pub fn of(models: impl IntoIterator<Item = usize>) -> Result<Self> {
+        let mut bits = [0u64; 4];
+        for m in models {
+            if m >= Self::MAX_MODELS {
+                return Err(Error::Invalid(format!(
+                    "a model subset can only name the router's first {} models",
+                    Self::MAX_MODELS
+                )));
+            }
+            bits[m / 64] |= 1 << (m % 64);
+        }
+        Ok(Self(Some(bits)))
+    }
+
+    pub fn is_all(&self) -> bool {
+        self.0.is_none()
+    }
+
+    pub fn allows(&self, m: usize) -> bool {
+        match self.0 {
+            None => true,
+            Some(bits) => m < Self::MAX_MODELS && bits[m / 64] & (1 << (m % 64)) != 0,
+        }
+    }
+
+    /// Takes the models outside the subset out of `estimates`, so they get no score.
+    pub fn restrict(&self, estimates: &mut Estimates) {
+        if self.is_all() {
+            return;
+        }
+        for (m, (accuracy, cost)) in estimates
+            .accuracy
+            .iter_mut()
+            .zip(&mut estimates.cost)
+            .enumerate()
+        {
+            if !self.allows(m) {
+                (*accuracy, *cost) = (None, None);
+            }
+        }
+    }
+}
+
 /// Routing results of a batch of queries, on the host.
 #[derive(Debug, Clone, Default)]
 pub struct RoutedBatch {
@@ -669,6 +781,8 @@ pub struct RoutedBatch {
     /// `(queries, top_p)`: their vote weights, summing to 1 over a query's clusters (a bagged
     /// router's members each weigh 1 / bag).
     pub weights: Vec<f32>,
+    /// The models it chose among; rankings hold only these.
+    pub allowed: ModelMask,
 }
 
 impl RoutedBatch {
@@ -685,18 +799,26 @@ impl RoutedBatch {
         &self.totals[i * self.models..(i + 1) * self.models]
     }
 
-    /// Models by descending total; equal totals keep model order.
+    /// The allowed models by descending total; equal totals keep model order.
     pub fn ranking(&self, i: usize) -> Vec<usize> {
         let totals = self.totals(i);
-        let mut order: Vec<usize> = (0..self.models).collect();
+        let mut order: Vec<usize> = (0..self.models)
+            .filter(|&m| self.allowed.allows(m))
+            .collect();
         order.sort_by(|&a, &b| totals[b].total_cmp(&totals[a]));
         order
     }
 
-    /// The chosen model: the highest total, the first in model order among equals.
+    /// The chosen model: the allowed one with the highest total, the first in model order among
+    /// equals.
     pub fn best(&self, i: usize) -> usize {
         let totals = self.totals(i);
-        (0..self.models).fold(0, |best, m| if totals[m] > totals[best] { m } else { best })
+        let mut allowed = (0..self.models).filter(|&m| self.allowed.allows(m));
+        let first = allowed.next().expect("routing allows at least one model");
+        allowed.fold(
+            first,
+            |best, m| if totals[m] > totals[best] { m } else { best },
+        )
     }
 
     /// Query `i`'s nearest clusters as (cluster, distance, weight), nearest first.

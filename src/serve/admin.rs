@@ -10,6 +10,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::openai::ApiError;
+use super::tenants::RequestTenant;
 use super::{reload as reload_server, AppState};
 
 /// `POST /admin/reload`, optionally `{"discard_learned": true}`: what SIGHUP does. 200 with what
@@ -59,5 +60,38 @@ pub async fn state(State(state): State<Arc<AppState>>) -> Json<Value> {
     for (model, counts) in learning.per_model {
         body["per_model"][&model]["share"] = json!(counts.selected as f64 / decisions);
     }
+    body["tenants"] = tenants(&state);
     Json(body)
+}
+
+/// Each tenant's policy and where its budget stands.
+fn tenants(state: &AppState) -> Value {
+    let config = state.config();
+    let tenants: serde_json::Map<String, Value> = config
+        .tenants
+        .iter()
+        .map(|tenant| {
+            let request = RequestTenant(Some(tenant.clone()));
+            let mut entry = json!({
+                "alpha": request.defaults(config.routing).scoring.alpha(),
+                "allowed_models": tenant.allowed.as_deref(),
+                "max_cost_per_request": tenant.max_cost,
+            });
+            if let (Some(budget), Some(now)) = (tenant.budget, state.budget_now(&request, &config))
+            {
+                entry["budget"] = json!({
+                    "usd": budget.usd,
+                    "period_s": budget.period.as_secs_f64(),
+                    "on_exhausted": budget.on_exhausted,
+                    "period_start_ms": now.period_ms,
+                    "spent_usd": now.pace.spent,
+                    "elapsed": now.pace.elapsed,
+                    "paced_alpha": now.pace.alpha,
+                    "exhausted": now.pace.exhausted,
+                });
+            }
+            (tenant.name.clone(), entry)
+        })
+        .collect();
+    Value::Object(tenants)
 }

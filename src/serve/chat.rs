@@ -5,14 +5,16 @@ use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use futures_util::{stream, StreamExt};
 use serde_json::Value;
 
 use super::config::ServeConfig;
 use super::metrics::{Metrics, Stage};
 use super::openai::{parse_model, routing_text, ApiError, ModelChoice};
+use super::tenants::{BudgetNow, RequestTenant};
 use super::upstream::{Answer, AnswerBody, Failure, Outcome};
 use super::{AppState, JsonBody};
 use crate::engine::Decision;
@@ -32,6 +34,8 @@ struct Routing {
 
 pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
+    Extension(tenant): Extension<RequestTenant>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
@@ -53,13 +57,26 @@ pub async fn chat_completions(
         .unwrap_or(false);
 
     let config = state.config();
-    let (candidates, routing) = match parse_model(model, config.routing, |name| {
-        config.upstreams.contains_key(name)
-    })? {
-        ModelChoice::Direct(name) => (vec![name], None),
-        ModelChoice::Routed(params) => {
+    let defaults = tenant.defaults(config.routing);
+    let refused = |e| state.refused(&tenant, e);
+    let budget = state.budget_now(&tenant, &config);
+    let choice = parse_model(model, defaults, |name| config.upstreams.contains_key(name))?;
+    // A tenant whose budget is spent gets the cheapest model, even when it named one.
+    let cheapest_only = budget.is_some_and(|b| b.pace.exhausted);
+    let (candidates, routing) = match choice {
+        ModelChoice::Direct(name) if !cheapest_only => {
+            tenant.check_model(&name).map_err(refused)?;
+            (vec![name], None)
+        }
+        choice => {
+            let asked = match choice {
+                ModelChoice::Routed(params) => params,
+                ModelChoice::Direct(_) => defaults,
+            };
+            let params = tenant.routing(asked, budget.as_ref()).map_err(refused)?;
+            let limits = tenant.limits(&headers).map_err(refused)?;
             let text = routing_text(messages, state.options.route_on)?;
-            let decision = state.route(text, params).await?;
+            let decision = state.route(text, params, limits, &tenant).await?;
             let ranked: Vec<String> = (0..decision.ranking.len())
                 .take(1 + state.options.max_fallbacks)
                 .map(|rank| decision.model(rank).to_string())
@@ -71,16 +88,28 @@ pub async fn chat_completions(
             (ranked, Some(routing))
         }
     };
-    forward(
-        &state,
-        &config,
-        &body,
-        &candidates,
+    let request = Forward {
+        body: &body,
+        candidates: &candidates,
         stream,
         routing,
         started,
-    )
-    .await
+        tenant: &tenant,
+        budget: budget.as_ref(),
+    };
+    forward(&state, &config, request).await
+}
+
+/// One request on its way upstream.
+struct Forward<'a> {
+    body: &'a Value,
+    candidates: &'a [String],
+    stream: bool,
+    routing: Option<Routing>,
+    started: Instant,
+    tenant: &'a RequestTenant,
+    /// Where the answer's cost is charged.
+    budget: Option<&'a BudgetNow>,
 }
 
 /// Tries the candidates in order until one answers; see [`Outcome`] for what moves on. A
@@ -88,12 +117,17 @@ pub async fn chat_completions(
 async fn forward(
     state: &AppState,
     config: &ServeConfig,
-    body: &Value,
-    candidates: &[String],
-    stream: bool,
-    routing: Option<Routing>,
-    started: Instant,
+    request: Forward<'_>,
 ) -> Result<Response, ApiError> {
+    let Forward {
+        body,
+        candidates,
+        stream,
+        routing,
+        started,
+        tenant,
+        budget,
+    } = request;
     let metrics = &state.metrics;
     let mut failures: Vec<(String, Failure)> = Vec::new();
     for (attempt, name) in candidates.iter().enumerate() {
@@ -106,7 +140,19 @@ async fn forward(
             Outcome::Answer(answer) => {
                 if let (Some(price), AnswerBody::Full(bytes)) = (upstream.price, &answer.body) {
                     if let Some((input, output)) = usage(bytes) {
-                        metrics.upstream_cost(name, price.cost(input, output));
+                        let cost = price.cost(input, output);
+                        metrics.upstream_cost(name, cost);
+                        metrics.tenant_cost(tenant.name(), cost);
+                        if let Some(budget) = budget {
+                            if let Err(e) =
+                                state.engine.charge(tenant.name(), budget.period_ms, cost)
+                            {
+                                tracing::error!(
+                                    "spend of tenant `{}` not recorded: {e}",
+                                    tenant.name()
+                                );
+                            }
+                        }
                     }
                 }
                 answer

@@ -19,7 +19,8 @@
 //!
 //! A model's block takes the default block's settings for the keys it leaves out, except that
 //! a block with its own `base_url` inherits neither `api_key_env` nor `headers`: a key is never
-//! sent to a host it was not configured for.
+//! sent to a host it was not configured for. `[tenants.NAME]` blocks give teams their own
+//! policy ([`super::tenants`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -28,6 +29,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::tenants::{TenantBlock, Tenants};
 use crate::error::{Error, InputError, Result};
 pub use crate::router::Price;
 use crate::router::{Repriced, RouteParams, Router};
@@ -42,6 +44,8 @@ struct ConfigFile {
     routing: RoutingBlock,
     #[serde(default)]
     upstream: BTreeMap<String, UpstreamBlock>,
+    #[serde(default)]
+    tenants: BTreeMap<String, TenantBlock>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -102,6 +106,8 @@ pub struct ServeConfig {
     /// Prices set in router models' own blocks: they also reprice routing where the router has
     /// token counts ([`ServeConfig::reprice`]). A default block's price only counts spend.
     pub model_prices: BTreeMap<String, Price>,
+    /// The `[tenants.*]` blocks and their client keys.
+    pub tenants: Tenants,
 }
 
 impl ServeConfig {
@@ -171,10 +177,13 @@ impl ServeConfig {
             .iter()
             .filter_map(|name| Some((name.clone(), file.upstream.get(name)?.price?)))
             .collect();
+        let tenants = Tenants::resolve(&file.tenants, &|m| upstreams.contains_key(m), &env)
+            .map_err(invalid)?;
         Ok(ServeConfig {
             upstreams,
             routing,
             model_prices,
+            tenants,
         })
     }
 

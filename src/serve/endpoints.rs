@@ -5,14 +5,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
 use super::chat::{DECISION_HEADER, EXPLORED_HEADER};
 use super::openai::{parse_model, routing_text, ApiError, ModelChoice, ROUTED_MODEL};
+use super::tenants::RequestTenant;
 use super::{engine_error, AppState, JsonBody};
 
 /// `POST /v1/embeddings`: `input` is a string or an array of strings; `encoding_format` is
@@ -79,6 +81,8 @@ pub async fn embeddings(
 /// the chosen model (`decision_id`, for `/v1/feedback`).
 pub async fn route(
     State(state): State<Arc<AppState>>,
+    Extension(tenant): Extension<RequestTenant>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
@@ -86,10 +90,17 @@ pub async fn route(
         .get("model")
         .and_then(Value::as_str)
         .unwrap_or(ROUTED_MODEL);
+    let config = state.config();
     // Every name but `kroute[:settings]` is unknown here: there is nothing to decide.
-    let ModelChoice::Routed(params) = parse_model(model, state.config().routing, |_| false)? else {
+    let ModelChoice::Routed(asked) =
+        parse_model(model, tenant.defaults(config.routing), |_| false)?
+    else {
         return Err(ApiError::unknown_model(model));
     };
+    let budget = state.budget_now(&tenant, &config);
+    let refused = |e| state.refused(&tenant, e);
+    let params = tenant.routing(asked, budget.as_ref()).map_err(refused)?;
+    let limits = tenant.limits(&headers).map_err(refused)?;
     let text = match (body.get("input"), body.get("messages")) {
         (Some(Value::String(text)), _) => text.clone(),
         (None, Some(Value::Array(messages))) => {
@@ -106,7 +117,7 @@ pub async fn route(
         .get("explain")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let decision = state.route(text, params).await?;
+    let decision = state.route(text, params, limits, &tenant).await?;
     let decision_id = state.engine.remember(&decision, 0);
     let models = &decision.info.models;
     let ranking: Vec<Value> = decision
@@ -119,6 +130,7 @@ pub async fn route(
         "decision_id": decision_id,
         "explored": decision.explored,
         "alpha": params.scoring.alpha(),
+        "tenant": tenant.name(),
         "ranking": ranking,
         "tokens": decision.tokens,
         "truncated": decision.truncated,

@@ -1,5 +1,6 @@
 //! Prometheus metrics of one server (its own registry, so several servers can share a process).
 
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
@@ -55,6 +56,10 @@ pub struct Metrics {
     batch_requests: Histogram,
     embedded_texts: Counter,
     ready: Gauge,
+    tenant_routed: Family<PairLabels, Counter>,
+    tenant_cost: Family<Labels, Counter<f64>>,
+    tenant_alpha: Family<Labels, Gauge<f64, AtomicU64>>,
+    tenant_refused: Family<PairLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -136,8 +141,37 @@ impl Default for Metrics {
             "1 once the model is loaded and warmed up",
             ready.clone(),
         );
+        let tenant_routed = Family::default();
+        registry.register(
+            "tenant_routed",
+            "Routing decisions by tenant (`default`: requests of no tenant) and chosen model",
+            tenant_routed.clone(),
+        );
+        let tenant_cost = Family::default();
+        registry.register(
+            "tenant_cost_usd",
+            "Upstream spend by tenant, from the answers' token usage and the configured prices",
+            tenant_cost.clone(),
+        );
+        let tenant_alpha = Family::default();
+        registry.register(
+            "tenant_alpha",
+            "The α a tenant with a budget was last routed at (its own, lowered by the pacer)",
+            tenant_alpha.clone(),
+        );
+        let tenant_refused = Family::default();
+        registry.register(
+            "tenant_refused",
+            "Requests refused by a tenant's policy, by tenant and reason (policy_violation, \
+             budget_exhausted, over_cost)",
+            tenant_refused.clone(),
+        );
         Metrics {
             registry,
+            tenant_routed,
+            tenant_cost,
+            tenant_alpha,
+            tenant_refused,
             requests,
             routed,
             fallbacks,
@@ -172,6 +206,30 @@ impl Metrics {
                 .get_or_create(&[("model", model.into())])
                 .inc();
         }
+    }
+
+    pub fn tenant_routed(&self, tenant: &str, model: &str) {
+        self.tenant_routed
+            .get_or_create(&[("tenant", tenant.into()), ("model", model.into())])
+            .inc();
+    }
+
+    pub fn tenant_cost(&self, tenant: &str, dollars: f64) {
+        self.tenant_cost
+            .get_or_create(&[("tenant", tenant.into())])
+            .inc_by(dollars);
+    }
+
+    pub fn tenant_alpha(&self, tenant: &str, alpha: f64) {
+        self.tenant_alpha
+            .get_or_create(&[("tenant", tenant.into())])
+            .set(alpha);
+    }
+
+    pub fn tenant_refused(&self, tenant: &str, reason: &str) {
+        self.tenant_refused
+            .get_or_create(&[("tenant", tenant.into()), ("reason", reason.into())])
+            .inc();
     }
 
     pub fn feedback(&self, model: &str, duplicate: bool) {

@@ -16,6 +16,7 @@ mod endpoints;
 mod feedback;
 pub mod metrics;
 pub mod openai;
+pub mod tenants;
 pub mod upstream;
 
 use std::future::Future;
@@ -39,10 +40,11 @@ use tokio::sync::Semaphore;
 pub use config::ServeConfig;
 use metrics::Metrics;
 use openai::{ApiError, RouteOn};
+use tenants::{BudgetNow, RequestTenant, Tenant, Tenants};
 use upstream::UpstreamClient;
 
 use crate::embed::Embedder;
-use crate::engine::{Decision, Engine, EngineError, EngineOptions, ReloadReport};
+use crate::engine::{Decision, Engine, EngineError, EngineOptions, Limits, ReloadReport};
 use crate::error::{Error, Result};
 use crate::router::{RouteParams, Router};
 
@@ -159,16 +161,46 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Embeds and routes `text`, recording the engine's timings and the choice.
-    async fn route(&self, text: String, params: RouteParams) -> Result<Decision, ApiError> {
+    /// Embeds and routes `text` for `tenant` within `limits`, recording the engine's timings
+    /// and the choice.
+    async fn route(
+        &self,
+        text: String,
+        params: RouteParams,
+        limits: Limits,
+        tenant: &RequestTenant,
+    ) -> Result<Decision, ApiError> {
         let decision = self
             .engine
-            .route(text, params)
+            .route_within(text, params, limits)
             .await
-            .map_err(engine_error)?;
+            .map_err(|e| {
+                if let EngineError::NoModelWithinLimits(_) = e {
+                    self.metrics.tenant_refused(tenant.name(), "over_cost");
+                }
+                engine_error(e)
+            })?;
         self.metrics.engine_timings(&decision.timings);
         self.metrics.routed(decision.model(0), decision.explored);
+        self.metrics.tenant_routed(tenant.name(), decision.model(0));
         Ok(decision)
+    }
+
+    /// `error`, counted as a refusal of `tenant`'s request by its code.
+    fn refused(&self, tenant: &RequestTenant, error: ApiError) -> ApiError {
+        let reason = error.code.unwrap_or("policy_violation");
+        self.metrics.tenant_refused(tenant.name(), reason);
+        error
+    }
+
+    /// Where `tenant`'s budget stands now (`None` without one), its α gauge updated.
+    fn budget_now(&self, tenant: &RequestTenant, config: &ServeConfig) -> Option<BudgetNow> {
+        let alpha = tenant.defaults(config.routing).scoring.alpha();
+        let budget = tenant.budget_now(crate::state::now_ms(), alpha, |name, period| {
+            self.engine.spent(name, period)
+        })?;
+        self.metrics.tenant_alpha(tenant.name(), budget.pace.alpha);
+        Some(budget)
     }
 
     /// The configuration as of now (a reload swaps it whole).
@@ -180,6 +212,7 @@ impl AppState {
 fn engine_error(error: EngineError) -> ApiError {
     match error {
         EngineError::QueueFull(_) => ApiError::overloaded(error.to_string()),
+        EngineError::NoModelWithinLimits(why) => tenants::not_allowed(why),
         EngineError::Stopped | EngineError::Failed(_) => ApiError::internal(error.to_string()),
     }
 }
@@ -390,13 +423,29 @@ fn authorised(request: &Request, digests: &[[u8; 32]]) -> bool {
     })
 }
 
-/// Authentication for `/v1/feedback`: a client key or a feedback key.
+/// The tenant whose key the request presents, if any.
+fn tenant_of(request: &Request, tenants: &Tenants) -> Option<Arc<Tenant>> {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|key| digest(key.trim()))?;
+    tenants.by_key(&presented)
+}
+
+/// Authentication for `/v1/feedback`: a client key (a tenant's included) or a feedback key.
 async fn admit_feedback(
     State(state): State<Arc<AppState>>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    if !authorised(&request, &state.feedback_digests) {
+    let config = state.config();
+    let open = state.feedback_digests.is_empty() && config.tenants.is_empty();
+    if !open
+        && tenant_of(&request, &config.tenants).is_none()
+        && (state.feedback_digests.is_empty() || !authorised(&request, &state.feedback_digests))
+    {
         return Err(ApiError::unauthorized());
     }
     Ok(next.run(request).await)
@@ -419,15 +468,23 @@ async fn admit_admin(
     Ok(next.run(request).await)
 }
 
-/// Authentication and back-pressure for the API routes.
+/// Authentication, the request's tenant and back-pressure for the API routes. With client keys
+/// configured (`--api-key` or a tenant's), a request must present one of them.
 async fn admit(
     State(state): State<Arc<AppState>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    if !authorised(&request, &state.key_digests) {
+    let config = state.config();
+    let tenant = tenant_of(&request, &config.tenants);
+    let open = state.key_digests.is_empty() && config.tenants.is_empty();
+    if !open
+        && tenant.is_none()
+        && (state.key_digests.is_empty() || !authorised(&request, &state.key_digests))
+    {
         return Err(ApiError::unauthorized());
     }
+    request.extensions_mut().insert(RequestTenant(tenant));
     let _permit = state.in_flight.clone().try_acquire_owned().map_err(|_| {
         ApiError::overloaded(format!(
             "too many requests in flight (--max-concurrent-requests {})",

@@ -164,6 +164,8 @@ pub struct WalWriter {
     /// Records framed but not yet written, and how many.
     pending: Vec<u8>,
     pending_records: u64,
+    /// Written since the last fsync.
+    unsynced: bool,
     next: u64,
 }
 
@@ -179,6 +181,7 @@ impl WalWriter {
             written: MAGIC.len() as u64,
             pending: Vec::new(),
             pending_records: 0,
+            unsynced: false,
             next,
         })
     }
@@ -212,6 +215,19 @@ impl WalWriter {
     /// Writes the appended records and waits until they are on disk: one `fdatasync` for all
     /// of them (group commit).
     pub fn sync(&mut self) -> Result<()> {
+        self.write()?;
+        if self.unsynced {
+            self.file
+                .sync_data()
+                .map_err(|e| Error::io(&self.path, e))?;
+            self.unsynced = false;
+        }
+        Ok(())
+    }
+
+    /// Writes the appended records without waiting for the disk: they survive the process
+    /// being killed, and a power cut once [`WalWriter::sync`] has run.
+    pub fn write(&mut self) -> Result<()> {
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -220,9 +236,9 @@ impl WalWriter {
         }
         self.file
             .write_all(&self.pending)
-            .and_then(|()| self.file.sync_data())
             .map_err(|e| Error::io(&self.path, e))?;
         self.written += self.pending.len() as u64;
+        self.unsynced = true;
         self.pending.clear();
         self.pending_records = 0;
         Ok(())
@@ -233,6 +249,12 @@ impl WalWriter {
     pub fn rotate(&mut self) -> Result<()> {
         if self.written == MAGIC.len() as u64 {
             return Ok(()); // nothing in this one yet
+        }
+        if self.unsynced {
+            self.file
+                .sync_data()
+                .map_err(|e| Error::io(&self.path, e))?;
+            self.unsynced = false;
         }
         let (file, path) = new_segment(&self.dir, self.next - self.pending_records)?;
         self.file = file;
@@ -280,11 +302,14 @@ fn new_segment(dir: &Path, first: u64) -> Result<(File, PathBuf)> {
         .append(true)
         .open(&path)
         .map_err(|e| Error::io(&path, e))?;
-    if file.metadata().map_err(|e| Error::io(&path, e))?.len() == 0 {
+    let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+    if len == 0 {
         file.write_all(MAGIC)
             .and_then(|()| file.sync_all())
             .map_err(|e| Error::io(&path, e))?;
-    } else {
+    } else if len != MAGIC.len() as u64 {
+        // A segment holding only its header (left by a server that logged nothing) is reused;
+        // one holding records means the sequence went backwards.
         return Err(Error::Invalid(format!(
             "{} already exists; the log's sequence went backwards",
             path.display()

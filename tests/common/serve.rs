@@ -115,6 +115,11 @@ price = {{ input_per_mtok = 10.0, output_per_mtok = 30.0 }}
     )
 }
 
+/// The client key of a tenant whose `api_keys_env` is `<NAME>_TENANT_KEYS`.
+pub fn tenant_key(name: &str) -> String {
+    format!("sk-tenant-{}", name.to_lowercase())
+}
+
 pub async fn start(extra_config: &str, options: ServeOptions, engine: EngineOptions) -> Harness {
     let mock = MockUpstream::start().await;
     start_with(mock, extra_config, options, engine).await
@@ -132,7 +137,11 @@ pub async fn start_with(
         "kroute.toml".as_ref(),
         &router.models,
         router.defaults,
-        |var| (var == KEY_VAR).then(|| KEY.to_string()),
+        |var| match var {
+            KEY_VAR => Some(KEY.to_string()),
+            // `[tenants.*]` blocks of the tests name their keys' variables so.
+            _ => var.strip_suffix("_TENANT_KEYS").map(tenant_key),
+        },
     )
     .unwrap();
     let embedder = embedder(EmbedderOptions::default());
