@@ -13,7 +13,9 @@
 //! - [`mod@bench`]: throughput per device (`kroute bench`);
 //! - [`engine`]: serving's model side (queue, dynamic batcher, model thread) and the router's
 //!   learning while it serves (decisions, outcomes, exploration, router swaps);
-//! - [`state`]: a server's durable state: the outcome log and snapshots of the learned router;
+//! - [`state`]: a server's durable state: the outcome log, snapshots of the learned router and
+//!   the spend ledger;
+//! - [`budget`]: pacing a tenant's spend through its budget period;
 //! - [`serve`]: serving's HTTP side (`kroute serve`, OpenAI-compatible);
 //! - [`io`]: reading texts (with file/line/field errors) and writing outputs atomically;
 //! - [`job`]: batch embedding of a file (`kroute embed`): shards, checkpoints, resume;

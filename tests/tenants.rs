@@ -11,24 +11,6 @@ use kroute::engine::{EngineOptions, LearningOptions};
 use kroute::serve::ServeOptions;
 use serde_json::{json, Value};
 
-/// A request with `key` as its bearer key and `headers`.
-async fn post_as(
-    h: &Harness,
-    key: Option<&str>,
-    path: &str,
-    body: &Value,
-    headers: &[(&str, &str)],
-) -> reqwest::Response {
-    let mut request = h.http.post(format!("{}{path}", h.base)).json(body);
-    if let Some(key) = key {
-        request = request.bearer_auth(key);
-    }
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    request.send().await.unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_key_picks_its_policy_and_requests_only_narrow_it() {
     let router = load_router();
@@ -49,18 +31,20 @@ async fn a_tenant_key_picks_its_policy_and_requests_only_narrow_it() {
     let text = query_with_a_trade_off();
 
     // With tenants configured, a request must present a key.
-    let no_key = post_as(
-        &h,
-        None,
-        "/v1/chat/completions",
-        &chat_body("kroute", text, false),
-        &[],
-    )
-    .await;
+    let no_key = h
+        .post_as(
+            None,
+            "/v1/chat/completions",
+            &chat_body("kroute", text, false),
+            &[],
+        )
+        .await;
     expect_error(no_key, 401).await;
 
     // The tenant's α is its default; only its models are ranked.
-    let route = post_as(&h, Some(&key), "/v1/route", &json!({"input": text}), &[]).await;
+    let route = h
+        .post_as(Some(&key), "/v1/route", &json!({"input": text}), &[])
+        .await;
     assert_eq!(route.status(), 200);
     let route: Value = route.json().await.unwrap();
     assert_eq!(route["tenant"], "research");
@@ -72,36 +56,36 @@ async fn a_tenant_key_picks_its_policy_and_requests_only_narrow_it() {
         .map(|r| r["model"].as_str().unwrap())
         .collect();
     assert_eq!(ranked, allowed.iter().map(String::as_str).collect());
-    let chat = post_as(
-        &h,
-        Some(&key),
-        "/v1/chat/completions",
-        &chat_body("kroute", text, false),
-        &[],
-    )
-    .await;
+    let chat = h
+        .post_as(
+            Some(&key),
+            "/v1/chat/completions",
+            &chat_body("kroute", text, false),
+            &[],
+        )
+        .await;
     assert_eq!(chat.status(), 200);
     assert!(allowed.contains(&header(&chat, "x-kroute-model").to_string()));
     assert_eq!(header(&chat, "x-kroute-alpha"), "0.3");
 
     // Narrower is allowed: a lower α, a subset of the models, a lower ceiling.
-    let lower = post_as(
-        &h,
-        Some(&key),
-        "/v1/chat/completions",
-        &chat_body("kroute:alpha=0.1", text, false),
-        &[],
-    )
-    .await;
+    let lower = h
+        .post_as(
+            Some(&key),
+            "/v1/chat/completions",
+            &chat_body("kroute:alpha=0.1", text, false),
+            &[],
+        )
+        .await;
     assert_eq!(header(&lower, "x-kroute-alpha"), "0.1");
-    let one = post_as(
-        &h,
-        Some(&key),
-        "/v1/chat/completions",
-        &chat_body("kroute", text, false),
-        &[("x-kroute-models", cheap.as_str())],
-    )
-    .await;
+    let one = h
+        .post_as(
+            Some(&key),
+            "/v1/chat/completions",
+            &chat_body("kroute", text, false),
+            &[("x-kroute-models", cheap.as_str())],
+        )
+        .await;
     assert_eq!(header(&one, "x-kroute-model"), cheap);
 
     // Wider is refused, naming what was asked and what the tenant allows.
@@ -109,46 +93,46 @@ async fn a_tenant_key_picks_its_policy_and_requests_only_narrow_it() {
         ("kroute:alpha=0.9", vec![]),
         ("kroute", vec![("x-kroute-max-cost", "5")]),
     ] {
-        let response = post_as(
-            &h,
-            Some(&key),
-            "/v1/chat/completions",
-            &chat_body(model, text, false),
-            &headers,
-        )
-        .await;
+        let response = h
+            .post_as(
+                Some(&key),
+                "/v1/chat/completions",
+                &chat_body(model, text, false),
+                &headers,
+            )
+            .await;
         let message = expect_error(response, 403).await;
         assert!(message.contains("research"), "{message}");
     }
     let outside = router.models.iter().find(|m| !allowed.contains(m)).unwrap();
-    let direct = post_as(
-        &h,
-        Some(&key),
-        "/v1/chat/completions",
-        &chat_body(outside, text, false),
-        &[],
-    )
-    .await;
+    let direct = h
+        .post_as(
+            Some(&key),
+            "/v1/chat/completions",
+            &chat_body(outside, text, false),
+            &[],
+        )
+        .await;
     assert!(expect_error(direct, 403).await.contains(outside.as_str()));
-    let header_outside = post_as(
-        &h,
-        Some(&key),
-        "/v1/route",
-        &json!({"input": text}),
-        &[("x-kroute-models", outside.as_str())],
-    )
-    .await;
+    let header_outside = h
+        .post_as(
+            Some(&key),
+            "/v1/route",
+            &json!({"input": text}),
+            &[("x-kroute-models", outside.as_str())],
+        )
+        .await;
     expect_error(header_outside, 403).await;
 
     // A ceiling no model meets: refused, naming the cheapest expected cost.
-    let too_cheap = post_as(
-        &h,
-        Some(&key),
-        "/v1/route",
-        &json!({"input": text}),
-        &[("x-kroute-max-cost", "1e-12")],
-    )
-    .await;
+    let too_cheap = h
+        .post_as(
+            Some(&key),
+            "/v1/route",
+            &json!({"input": text}),
+            &[("x-kroute-max-cost", "1e-12")],
+        )
+        .await;
     assert!(expect_error(too_cheap, 403)
         .await
         .contains("expected to cost"));

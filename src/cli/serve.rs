@@ -138,6 +138,12 @@ pub struct ServeArgs {
     #[arg(long, default_value = "7d", value_parser = parse_duration, env = "KROUTE_DECISION_TTL")]
     pub decision_ttl: Duration,
 
+    /// How long a provider's measured latency counts: `max_ttft_ms` and `latency_weight`
+    /// (tenant blocks and request headers) use the answers of this window, and a model skipped
+    /// for being slow is tried again once its slow answers have aged out.
+    #[arg(long, default_value = "5m", value_parser = parse_duration, env = "KROUTE_LATENCY_WINDOW")]
+    pub latency_window: Duration,
+
     #[command(flatten)]
     pub feedback: FeedbackArgs,
 
@@ -206,6 +212,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             state_dir: args.state.clone(),
             snapshot_every: args.snapshot_every,
         },
+        latency_window: args.latency_window,
     };
     let options = ServeOptions {
         route_on: args.route_on,

@@ -20,6 +20,7 @@
 
 mod batcher;
 mod decisions;
+mod latency;
 mod learning;
 mod model;
 
@@ -34,6 +35,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::oneshot;
 
 pub use decisions::LookupError;
+pub use latency::{LatencyBook, ModelLatency};
 pub use learning::{
     FeedbackError, FeedbackReceipt, FeedbackRequest, FeedbackTarget, LearningOptions,
     LearningState, ModelCounts, SnapshotInfo,
@@ -56,6 +58,8 @@ pub struct EngineOptions {
     /// Requests waiting for the model at most; more are refused with [`EngineError::QueueFull`].
     pub max_queue: usize,
     pub learning: LearningOptions,
+    /// Provider latencies older than this are forgotten ([`LatencyBook`]).
+    pub latency_window: Duration,
 }
 
 impl Default for EngineOptions {
@@ -65,6 +69,7 @@ impl Default for EngineOptions {
             max_batch_wait: Duration::from_millis(2),
             max_queue: 1024,
             learning: LearningOptions::default(),
+            latency_window: Duration::from_secs(300),
         }
     }
 }
@@ -119,6 +124,13 @@ pub struct Limits {
     /// Models whose expected cost for the query (the vote-weighted mean of their voting cells'
     /// cost estimates) is above this many dollars are skipped.
     pub max_cost: Option<f64>,
+    /// Models whose recent 90th percentile time to first byte is above this many milliseconds
+    /// are skipped while another qualifies (an unmeasured model qualifies).
+    pub max_ttft_ms: Option<f64>,
+    /// Weight `w` in [0, 1] of latency beside the router's score: models are ranked by
+    /// `(1 − w)·s̃ + w·(1 − l̃)`, with `s̃` the min-max normalised routing totals and `l̃` the
+    /// min-max normalised time to first byte (0 for an unmeasured model).
+    pub latency_weight: f64,
 }
 
 /// Embeddings of one request, in input order.
@@ -218,6 +230,7 @@ struct Shared {
     ready: Arc<AtomicBool>,
     learning: learning::Learning,
     spend: Arc<SpendLedger>,
+    latency: Arc<LatencyBook>,
 }
 
 struct Job {
@@ -279,6 +292,7 @@ impl Engine {
         let (learning, model_learning) =
             learning::Learning::start(&options.learning, recovery, control, info.clone())?;
         let spend = open_spend(options.learning.state_dir.as_deref())?;
+        let latency = Arc::new(LatencyBook::new(options.latency_window));
         {
             let (embedder, incoming) = (embedder.clone(), incoming.clone());
             let options = options.clone();
@@ -293,6 +307,7 @@ impl Engine {
                 router,
                 info.clone(),
                 model_learning,
+                latency.clone(),
                 observer,
             );
             let ready = ready.clone();
@@ -311,6 +326,7 @@ impl Engine {
                 ready,
                 learning,
                 spend,
+                latency,
             }),
         })
     }
@@ -464,6 +480,22 @@ impl Engine {
     /// What `tenant` has spent in the budget period that starts at `period_ms`.
     pub fn spent(&self, tenant: &str, period_ms: u64) -> f64 {
         self.shared.spend.spent(tenant, period_ms)
+    }
+
+    /// An answer of `model`'s provider: its time to first byte and, where known, its output
+    /// tokens and how long they took. Routing with latency limits reads these.
+    pub fn observe_latency(
+        &self,
+        model: &str,
+        first_byte: Duration,
+        output: Option<(u64, Duration)>,
+    ) -> ModelLatency {
+        self.shared.latency.observe(model, first_byte, output)
+    }
+
+    /// The latency of every model that answered recently.
+    pub fn latency(&self) -> BTreeMap<String, ModelLatency> {
+        self.shared.latency.report()
     }
 
     /// Every tenant's spend in its latest budget period.

@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 
 use super::batcher::fail_all;
 use super::{BatchObserver, BatchReport, ClusterVote, Decision, EngineError, EngineInfo, Job};
-use super::{Embeddings, Limits, Timings, Work};
+use super::{Embeddings, LatencyBook, Limits, Timings, Work};
 use crate::embed::Prepared;
 use crate::router::{Exploration, ModelMask, RouteParams, RoutedBatch, Router};
 use crate::state::{FeedbackRecord, FEEDBACK_SOURCE};
@@ -119,6 +119,7 @@ pub(super) struct ModelThread {
     current: Arc<EngineInfo>,
     learning: ModelLearning,
     swaps: u64,
+    latency: Arc<LatencyBook>,
     observer: Option<BatchObserver>,
 }
 
@@ -128,6 +129,7 @@ impl ModelThread {
         router: Router,
         info: Arc<ArcSwap<EngineInfo>>,
         learning: ModelLearning,
+        latency: Arc<LatencyBook>,
         observer: Option<BatchObserver>,
     ) -> Self {
         let current = info.load_full();
@@ -145,6 +147,7 @@ impl ModelThread {
             current,
             learning,
             swaps: 0,
+            latency,
             observer,
         }
     }
@@ -420,6 +423,11 @@ impl ModelThread {
                     ranking.retain(|&(m, _)| within(m));
                     explored &= ranking[0].0 == first;
                 }
+                if limits.max_ttft_ms.is_some() || limits.latency_weight > 0.0 {
+                    let first = ranking[0].0;
+                    self.weigh_latency(&mut ranking, &limits);
+                    explored &= ranking[0].0 == first;
+                }
                 let decision = Decision {
                     info: self.current.clone(),
                     params,
@@ -461,6 +469,55 @@ impl ModelThread {
             )));
         }
         ModelMask::of(indices).map_err(|e| EngineError::NoModelWithinLimits(e.to_string()))
+    }
+
+    /// Skips models slower than `limits.max_ttft_ms` while another qualifies, then reorders by
+    /// the latency-weighted score ([`Limits::latency_weight`]).
+    fn weigh_latency(&self, ranking: &mut Vec<(usize, f32)>, limits: &Limits) {
+        let names: Vec<String> = ranking
+            .iter()
+            .map(|&(m, _)| self.router.models[m].clone())
+            .collect();
+        let latencies = self.latency.of(&names);
+        let mut ranked: Vec<((usize, f32), Option<f64>)> = ranking
+            .iter()
+            .zip(&latencies)
+            .map(|(&entry, latency)| (entry, latency.map(|l| l.ttft_ms)))
+            .collect();
+        if let Some(max) = limits.max_ttft_ms {
+            let fast = |i: usize| latencies[i].is_none_or(|l| l.p90_ttft_ms <= max);
+            if (0..ranked.len()).any(fast) {
+                let mut i = 0;
+                ranked.retain(|_| {
+                    i += 1;
+                    fast(i - 1)
+                });
+            }
+        }
+        let w = limits.latency_weight;
+        if w > 0.0 && ranked.len() > 1 {
+            let normalise = |values: Vec<f64>| -> Vec<f64> {
+                let (lo, hi) = values
+                    .iter()
+                    .fold((f64::MAX, f64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+                let span = hi - lo;
+                values
+                    .iter()
+                    .map(|v| if span > 0.0 { (v - lo) / span } else { 0.0 })
+                    .collect()
+            };
+            let totals = normalise(ranked.iter().map(|((_, t), _)| *t as f64).collect());
+            // An unmeasured model counts as the fastest, so that it gets measured.
+            let known: Vec<f64> = ranked.iter().filter_map(|(_, l)| *l).collect();
+            let fastest = known.iter().copied().fold(f64::MAX, f64::min);
+            let slowness = normalise(ranked.iter().map(|(_, l)| l.unwrap_or(fastest)).collect());
+            let score = |i: usize| (1.0 - w) * totals[i] + w * (1.0 - slowness[i]);
+            let mut order: Vec<usize> = (0..ranked.len()).collect();
+            // Stable: equal scores keep the router's order.
+            order.sort_by(|&a, &b| score(b).total_cmp(&score(a)));
+            ranked = order.into_iter().map(|i| ranked[i]).collect();
+        }
+        *ranking = ranked.into_iter().map(|(entry, _)| entry).collect();
     }
 
     /// The error for a query whose every allowed model is expected to cost more than allowed.

@@ -48,7 +48,8 @@ pub async fn reload(
 }
 
 /// `GET /admin/state`: the router served (generation, clusters, models), outcomes learned,
-/// the latest snapshot, and per model since start: decisions, explored, outcomes and their mean.
+/// the latest snapshot, per model since start: decisions, explored, outcomes and their mean;
+/// each model's provider latency over the recent answers; and each tenant's policy and budget.
 pub async fn state(State(state): State<Arc<AppState>>) -> Json<Value> {
     let learning = state.engine.learning_state();
     let mut body = json!(learning);
@@ -60,6 +61,7 @@ pub async fn state(State(state): State<Arc<AppState>>) -> Json<Value> {
     for (model, counts) in learning.per_model {
         body["per_model"][&model]["share"] = json!(counts.selected as f64 / decisions);
     }
+    body["latency"] = json!(state.engine.latency());
     body["tenants"] = tenants(&state);
     Json(body)
 }
@@ -76,6 +78,8 @@ fn tenants(state: &AppState) -> Value {
                 "alpha": request.defaults(config.routing).scoring.alpha(),
                 "allowed_models": tenant.allowed.as_deref(),
                 "max_cost_per_request": tenant.max_cost,
+                "max_ttft_ms": tenant.max_ttft_ms,
+                "latency_weight": tenant.latency_weight,
             });
             if let (Some(budget), Some(now)) = (tenant.budget, state.budget_now(&request, &config))
             {

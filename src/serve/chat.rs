@@ -14,10 +14,12 @@ use serde_json::Value;
 use super::config::ServeConfig;
 use super::metrics::{Metrics, Stage};
 use super::openai::{parse_model, routing_text, ApiError, ModelChoice};
+use super::sse::{tokens, StreamTap};
 use super::tenants::{BudgetNow, RequestTenant};
 use super::upstream::{Answer, AnswerBody, Failure, Outcome};
 use super::{AppState, JsonBody};
-use crate::engine::Decision;
+use crate::engine::{Decision, Engine};
+use crate::router::Price;
 
 const MODEL_HEADER: &str = "x-kroute-model";
 const ALPHA_HEADER: &str = "x-kroute-alpha";
@@ -137,26 +139,7 @@ async fn forward(
             continue;
         };
         let answer = match state.upstream.chat(upstream, body, stream).await {
-            Outcome::Answer(answer) => {
-                if let (Some(price), AnswerBody::Full(bytes)) = (upstream.price, &answer.body) {
-                    if let Some((input, output)) = usage(bytes) {
-                        let cost = price.cost(input, output);
-                        metrics.upstream_cost(name, cost);
-                        metrics.tenant_cost(tenant.name(), cost);
-                        if let Some(budget) = budget {
-                            if let Err(e) =
-                                state.engine.charge(tenant.name(), budget.period_ms, cost)
-                            {
-                                tracing::error!(
-                                    "spend of tenant `{}` not recorded: {e}",
-                                    tenant.name()
-                                );
-                            }
-                        }
-                    }
-                }
-                answer
-            }
+            Outcome::Answer(answer) => answer,
             Outcome::Rejected(answer) => {
                 metrics.upstream_error(name, answer.status.as_str());
                 answer
@@ -175,13 +158,17 @@ async fn forward(
             }
         };
         metrics.latency(Stage::UpstreamFirstByte, answer.first_byte);
-        let mut response = respond(
-            name,
-            answer,
-            state.metrics.clone(),
+        let settle = Settle {
+            engine: state.engine.clone(),
+            metrics: state.metrics.clone(),
+            model: name.clone(),
+            price: upstream.price.filter(|_| answer.status.is_success()),
+            tenant: tenant.name().to_string(),
+            period_ms: budget.map(|b| b.period_ms),
+            first_byte: answer.first_byte,
             started,
-            upstream.timeout,
-        );
+        };
+        let mut response = respond(answer, settle, upstream.timeout);
         let headers = response.headers_mut();
         let mut set = |name: &'static str, value: String| {
             if let Ok(value) = HeaderValue::try_from(value) {
@@ -216,37 +203,56 @@ async fn forward(
 }
 
 /// The client's response: the provider's status, content type and body. A stream is passed on
-/// chunk by chunk as it arrives; if the provider then stalls for longer than `idle` or breaks,
-/// the stream is cut (it is too late to fall back).
-fn respond(
-    model: &str,
-    answer: Answer,
-    metrics: Arc<Metrics>,
-    started: Instant,
-    idle: Duration,
-) -> Response {
+/// event by event as it arrives; if the provider then stalls for longer than `idle` or breaks,
+/// the stream is cut (it is too late to fall back). The answer is settled when it is complete.
+fn respond(answer: Answer, settle: Settle, idle: Duration) -> Response {
+    let success = answer.status.is_success();
     let body = match answer.body {
         AnswerBody::Full(bytes) => {
-            metrics.latency(Stage::Total, started.elapsed());
+            if success {
+                let usage = serde_json::from_slice::<Value>(&bytes)
+                    .ok()
+                    .and_then(|body| tokens(body.get("usage")?));
+                settle.answered(usage, None, settle.first_byte);
+            }
+            settle
+                .metrics
+                .latency(Stage::Total, settle.started.elapsed());
             Body::from(bytes)
         }
-        AnswerBody::Stream { first, rest } => {
-            let end = StreamEnd {
-                model: model.to_string(),
-                metrics,
-                started,
+        AnswerBody::Stream {
+            first,
+            rest,
+            drop_usage_event,
+        } => {
+            let mut stream = Streaming {
+                tap: StreamTap::new(drop_usage_event),
+                first_chunk: Instant::now(),
+                settle,
             };
+            let first = stream.tap.pass(&first);
             // A break ends the stream with an error event and no `[DONE]`, cleanly: aborting
             // the connection instead could drop the status and first chunk still buffered.
-            let rest = stream::unfold(Some((rest, end)), move |state| async move {
-                let (mut rest, end) = state?;
-                let why = match tokio::time::timeout(idle, rest.next()).await {
-                    Ok(None) => return None,
-                    Ok(Some(Ok(chunk))) => return Some((Ok(chunk), Some((rest, end)))),
-                    Ok(Some(Err(e))) => e.to_string(),
-                    Err(_) => format!("no data for {idle:?}"),
-                };
-                Some((Ok::<_, std::io::Error>(end.broken(why)), None))
+            let rest = stream::unfold(Some((rest, stream)), move |state| async move {
+                let (mut rest, mut stream) = state?;
+                loop {
+                    let why = match tokio::time::timeout(idle, rest.next()).await {
+                        Ok(None) => {
+                            let tail = stream.end();
+                            return (!tail.is_empty()).then_some((Ok(tail), None));
+                        }
+                        Ok(Some(Ok(chunk))) => {
+                            let events = stream.tap.pass(&chunk);
+                            match events.is_empty() {
+                                true => continue,
+                                false => return Some((Ok(events), Some((rest, stream)))),
+                            }
+                        }
+                        Ok(Some(Err(e))) => e.to_string(),
+                        Err(_) => format!("no data for {idle:?}"),
+                    };
+                    return Some((Ok::<_, std::io::Error>(stream.broken(why)), None));
+                }
             });
             Body::from_stream(stream::once(async { Ok(first) }).chain(rest))
         }
@@ -260,42 +266,81 @@ fn respond(
     response
 }
 
-/// Records a stream's total latency when the stream ends (or the client goes away).
-struct StreamEnd {
-    model: String,
+/// What a complete answer settles: its cost, charged to its tenant, and its provider's latency.
+struct Settle {
+    engine: Engine,
     metrics: Arc<Metrics>,
+    model: String,
+    /// `None` for an unpriced model or an answer that is not a success.
+    price: Option<Price>,
+    tenant: String,
+    /// The tenant's budget period, when it has a budget.
+    period_ms: Option<u64>,
+    first_byte: Duration,
     started: Instant,
 }
 
-impl StreamEnd {
+impl Settle {
+    /// Settles an answer whose provider reported `usage` (else `pieces` of output, counted in
+    /// a stream) that took `generating` to produce.
+    fn answered(&self, usage: Option<(u64, u64)>, pieces: Option<u64>, generating: Duration) {
+        let output = usage.map(|(_, output)| output).or(pieces);
+        let latency = self.engine.observe_latency(
+            &self.model,
+            self.first_byte,
+            output.map(|tokens| (tokens, generating)),
+        );
+        self.metrics.upstream_latency(&self.model, &latency);
+        let (Some(price), Some((input, output))) = (self.price, usage) else {
+            return;
+        };
+        let cost = price.cost(input, output);
+        self.metrics.upstream_cost(&self.model, cost);
+        self.metrics.tenant_cost(&self.tenant, cost);
+        if let Some(period_ms) = self.period_ms {
+            if let Err(e) = self.engine.charge(&self.tenant, period_ms, cost) {
+                tracing::error!("spend of tenant `{}` not recorded: {e}", self.tenant);
+            }
+        }
+    }
+}
+
+/// A stream on its way to the client.
+struct Streaming {
+    tap: StreamTap,
+    first_chunk: Instant,
+    settle: Settle,
+}
+
+impl Streaming {
+    /// The stream ended as it should: settles it and returns its unterminated tail.
+    fn end(&mut self) -> Bytes {
+        let tap = &self.tap;
+        let generating = self.first_chunk.elapsed();
+        self.settle
+            .answered(tap.usage, Some(tap.pieces), generating);
+        self.tap.rest()
+    }
+
     /// The event that tells the client the stream broke.
     fn broken(&self, why: String) -> Bytes {
-        tracing::warn!(
-            "{}'s stream broke after streaming began ({why}); not falling back",
-            self.model
-        );
-        self.metrics.upstream_error(&self.model, "stream");
+        let model = &self.settle.model;
+        tracing::warn!("{model}'s stream broke after streaming began ({why}); not falling back");
+        self.settle.metrics.upstream_error(model, "stream");
         ApiError::bad_gateway(format!(
-            "{}'s stream broke after streaming began: {why}",
-            self.model
+            "{model}'s stream broke after streaming began: {why}"
         ))
         .code("stream_broken")
         .stream_event()
     }
 }
 
-impl Drop for StreamEnd {
+/// Records a stream's total latency when the stream ends (or the client goes away).
+impl Drop for Streaming {
     fn drop(&mut self) {
-        self.metrics.latency(Stage::Total, self.started.elapsed());
+        let settle = &self.settle;
+        settle
+            .metrics
+            .latency(Stage::Total, settle.started.elapsed());
     }
-}
-
-/// `usage.prompt_tokens` and `usage.completion_tokens` of a full answer.
-fn usage(body: &Bytes) -> Option<(u64, u64)> {
-    let body: Value = serde_json::from_slice(body).ok()?;
-    let usage = body.get("usage")?;
-    Some((
-        usage.get("prompt_tokens")?.as_u64()?,
-        usage.get("completion_tokens")?.as_u64()?,
-    ))
 }

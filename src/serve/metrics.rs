@@ -10,7 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::engine::{BatchReport, Timings};
+use crate::engine::{BatchReport, ModelLatency, Timings};
 
 type Labels = [(&'static str, String); 1];
 type PairLabels = [(&'static str, String); 2];
@@ -60,6 +60,9 @@ pub struct Metrics {
     tenant_cost: Family<Labels, Counter<f64>>,
     tenant_alpha: Family<Labels, Gauge<f64, AtomicU64>>,
     tenant_refused: Family<PairLabels, Counter>,
+    upstream_ttft: Family<Labels, Gauge<f64, AtomicU64>>,
+    upstream_ttft_p90: Family<Labels, Gauge<f64, AtomicU64>>,
+    upstream_tokens_per_second: Family<Labels, Gauge<f64, AtomicU64>>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -166,8 +169,32 @@ impl Default for Metrics {
              budget_exhausted, over_cost)",
             tenant_refused.clone(),
         );
+        let upstream_ttft = Family::default();
+        registry.register(
+            "upstream_ttft_seconds",
+            "Exponentially weighted time to first byte by model (the whole answer when not \
+             streamed)",
+            upstream_ttft.clone(),
+        );
+        let upstream_ttft_p90 = Family::default();
+        registry.register(
+            "upstream_ttft_p90_seconds",
+            "90th percentile time to first byte by model over the recent answers \
+             (--latency-window); max_ttft_ms limits compare with it",
+            upstream_ttft_p90.clone(),
+        );
+        let upstream_tokens_per_second = Family::default();
+        registry.register(
+            "upstream_output_tokens_per_second",
+            "Exponentially weighted output tokens per second by model, from the answers' usage \
+             (else their streamed pieces)",
+            upstream_tokens_per_second.clone(),
+        );
         Metrics {
             registry,
+            upstream_ttft,
+            upstream_ttft_p90,
+            upstream_tokens_per_second,
             tenant_routed,
             tenant_cost,
             tenant_alpha,
@@ -255,6 +282,22 @@ impl Metrics {
         self.upstream_errors
             .get_or_create(&[("model", model.into()), ("status", status.into())])
             .inc();
+    }
+
+    /// A model's provider latency after an answer.
+    pub fn upstream_latency(&self, model: &str, latency: &ModelLatency) {
+        let label = [("model", model.into())];
+        self.upstream_ttft
+            .get_or_create(&label)
+            .set(latency.ttft_ms / 1e3);
+        self.upstream_ttft_p90
+            .get_or_create(&label)
+            .set(latency.p90_ttft_ms / 1e3);
+        if let Some(rate) = latency.output_tokens_per_s {
+            self.upstream_tokens_per_second
+                .get_or_create(&label)
+                .set(rate);
+        }
     }
 
     pub fn upstream_cost(&self, model: &str, dollars: f64) {

@@ -16,6 +16,7 @@ mod endpoints;
 mod feedback;
 pub mod metrics;
 pub mod openai;
+mod sse;
 pub mod tenants;
 pub mod upstream;
 

@@ -12,11 +12,15 @@
 //! budget_period = "1d"                # any duration (30m, 12h, 7d); periods start at
 //!                                     # multiples of it since the Unix epoch [default: 1d]
 //! on_budget_exhausted = "cheapest"    # or "reject" (429) [default: cheapest]
+//! max_ttft_ms = 2000                  # skip models whose recent p90 time to first byte is above
+//! latency_weight = 0.2                # weight of latency beside accuracy and cost, in [0, 1]
 //! ```
 //!
-//! A request narrows with `model: "kroute:alpha=0.3"` (at most the tenant's α), the header
-//! `x-kroute-models: a,b` (a subset of the allowed models) and `x-kroute-max-cost: 0.01` (at
-//! most the tenant's ceiling). With a budget, the tenant's α is paced ([`crate::budget`]).
+//! A request narrows with `model: "kroute:alpha=0.3"` (at most the tenant's α), the headers
+//! `x-kroute-models: a,b` (a subset of the allowed models), `x-kroute-max-cost: 0.01` (at most
+//! the tenant's ceiling), `x-kroute-max-ttft-ms: 800` (at most the tenant's) and
+//! `x-kroute-latency-weight: 0.5` (at least the tenant's). With a budget, the tenant's α is
+//! paced ([`crate::budget`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -36,6 +40,8 @@ pub const DEFAULT_TENANT: &str = "default";
 /// Request headers that narrow a policy.
 pub const MODELS_HEADER: &str = "x-kroute-models";
 pub const MAX_COST_HEADER: &str = "x-kroute-max-cost";
+pub const MAX_TTFT_HEADER: &str = "x-kroute-max-ttft-ms";
+pub const LATENCY_WEIGHT_HEADER: &str = "x-kroute-latency-weight";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,6 +53,8 @@ pub(super) struct TenantBlock {
     budget_usd: Option<f64>,
     budget_period: Option<String>,
     on_budget_exhausted: Option<OnExhausted>,
+    max_ttft_ms: Option<f64>,
+    latency_weight: Option<f64>,
 }
 
 /// One tenant's policy.
@@ -60,6 +68,10 @@ pub struct Tenant {
     /// The most a request may be expected to cost, in dollars.
     pub max_cost: Option<f64>,
     pub budget: Option<Budget>,
+    /// Skip models whose recent p90 time to first byte is above this (milliseconds).
+    pub max_ttft_ms: Option<f64>,
+    /// Weight of latency beside the router's score ([`Limits::latency_weight`]).
+    pub latency_weight: f64,
 }
 
 /// Every tenant and the digests of their client keys.
@@ -140,10 +152,18 @@ impl TenantBlock {
                 "a tenant's name is letters, digits, `-` and `_`, and not `{DEFAULT_TENANT}`"
             ));
         }
-        if let Some(alpha) = self.alpha {
-            if !(0.0..=1.0).contains(&alpha) {
-                return Err(format!("`alpha` must be in [0, 1], got {alpha}"));
+        for (field, value) in [
+            ("alpha", self.alpha),
+            ("latency_weight", self.latency_weight),
+        ] {
+            if let Some(value) = value.filter(|v| !(0.0..=1.0).contains(v)) {
+                return Err(format!("`{field}` must be in [0, 1], got {value}"));
             }
+        }
+        if let Some(ms) = self.max_ttft_ms.filter(|ms| !(*ms > 0.0 && ms.is_finite())) {
+            return Err(format!(
+                "`max_ttft_ms` must be a positive number of milliseconds, got {ms}"
+            ));
         }
         let allowed = match &self.allowed_models {
             None => None,
@@ -197,6 +217,8 @@ impl TenantBlock {
             allowed,
             max_cost,
             budget,
+            max_ttft_ms: self.max_ttft_ms,
+            latency_weight: self.latency_weight.unwrap_or(0.0),
         })
     }
 }
@@ -311,6 +333,8 @@ impl RequestTenant {
         let tenant = self.0.as_deref();
         let mut allowed = tenant.and_then(|t| t.allowed.clone());
         let mut max_cost = tenant.and_then(|t| t.max_cost);
+        let mut max_ttft_ms = tenant.and_then(|t| t.max_ttft_ms);
+        let mut latency_weight = tenant.map_or(0.0, |t| t.latency_weight);
         let header = |name: &str| -> Result<Option<&str>, ApiError> {
             headers
                 .get(name)
@@ -343,17 +367,23 @@ impl RequestTenant {
             }
             allowed = Some(Arc::new(asked));
         }
-        if let Some(text) = header(MAX_COST_HEADER)? {
-            let asked: f64 = text
-                .trim()
+        let number = |name: &str, text: &str, valid: fn(f64) -> bool, what: &str| {
+            text.trim()
                 .parse()
                 .ok()
-                .filter(|c: &f64| *c > 0.0 && c.is_finite())
+                .filter(|v: &f64| valid(*v))
                 .ok_or_else(|| {
-                    ApiError::bad_request(format!(
-                        "`{MAX_COST_HEADER}` must be a positive number of dollars, got {text:?}"
-                    ))
-                })?;
+                    ApiError::bad_request(format!("`{name}` must be {what}, got {text:?}"))
+                })
+        };
+        let positive = |v: f64| v > 0.0 && v.is_finite();
+        if let Some(text) = header(MAX_COST_HEADER)? {
+            let asked = number(
+                MAX_COST_HEADER,
+                text,
+                positive,
+                "a positive number of dollars",
+            )?;
             if let Some(ceiling) = max_cost.filter(|ceiling| asked > *ceiling) {
                 return Err(not_allowed(format!(
                     "`{MAX_COST_HEADER}` {asked} is above tenant `{}`'s ceiling of {ceiling}",
@@ -362,7 +392,34 @@ impl RequestTenant {
             }
             max_cost = Some(asked);
         }
-        Ok(Limits { allowed, max_cost })
+        if let Some(text) = header(MAX_TTFT_HEADER)? {
+            let what = "a positive number of milliseconds";
+            let asked = number(MAX_TTFT_HEADER, text, positive, what)?;
+            if let Some(ceiling) = max_ttft_ms.filter(|ceiling| asked > *ceiling) {
+                return Err(not_allowed(format!(
+                    "`{MAX_TTFT_HEADER}` {asked} is above tenant `{}`'s {ceiling}",
+                    self.name()
+                )));
+            }
+            max_ttft_ms = Some(asked);
+        }
+        if let Some(text) = header(LATENCY_WEIGHT_HEADER)? {
+            let unit = |v: f64| (0.0..=1.0).contains(&v);
+            let asked = number(LATENCY_WEIGHT_HEADER, text, unit, "a number in [0, 1]")?;
+            if asked < latency_weight {
+                return Err(not_allowed(format!(
+                    "`{LATENCY_WEIGHT_HEADER}` {asked} is below tenant `{}`'s {latency_weight}",
+                    self.name()
+                )));
+            }
+            latency_weight = asked;
+        }
+        Ok(Limits {
+            allowed,
+            max_cost,
+            max_ttft_ms,
+            latency_weight,
+        })
     }
 }
 

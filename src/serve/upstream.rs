@@ -31,6 +31,8 @@ pub enum AnswerBody {
     Stream {
         first: Bytes,
         rest: ByteStream,
+        /// kroute asked for the usage event, not the client: it is not passed on.
+        drop_usage_event: bool,
     },
 }
 
@@ -96,10 +98,22 @@ impl UpstreamClient {
 
     /// Sends `body` (a chat request) to `upstream` under its model name. A streamed answer
     /// returns after its first chunk; the upstream's timeout covers everything up to there
-    /// (for a full answer: up to its last byte).
+    /// (for a full answer: up to its last byte). A priced upstream's stream is asked for its
+    /// token usage, so that it can be charged.
     pub async fn chat(&self, upstream: &Upstream, body: &Value, stream: bool) -> Outcome {
         let mut body = body.clone();
         body["model"] = Value::String(upstream.model.clone());
+        let client_asked_usage = body["stream_options"]["include_usage"] == Value::Bool(true);
+        let drop_usage_event = stream && upstream.price.is_some() && !client_asked_usage;
+        if drop_usage_event {
+            match body
+                .get_mut("stream_options")
+                .and_then(Value::as_object_mut)
+            {
+                Some(options) => drop(options.insert("include_usage".into(), Value::Bool(true))),
+                None => body["stream_options"] = serde_json::json!({"include_usage": true}),
+            }
+        }
         let mut request = self
             .http
             .post(format!("{}/chat/completions", upstream.base_url))
@@ -136,7 +150,11 @@ impl UpstreamClient {
                     status,
                     content_type,
                     first_byte: sent.elapsed(),
-                    body: AnswerBody::Stream { first, rest },
+                    body: AnswerBody::Stream {
+                        first,
+                        rest,
+                        drop_usage_event,
+                    },
                 }),
             };
         }

@@ -192,6 +192,24 @@ impl Harness {
             .unwrap()
     }
 
+    /// A request with `key` as its bearer key and `headers`.
+    pub async fn post_as(
+        &self,
+        key: Option<&str>,
+        path: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut request = self.http.post(format!("{}{path}", self.base)).json(body);
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.unwrap()
+    }
+
     pub async fn chat(&self, model: &str, text: &str) -> reqwest::Response {
         self.post("/v1/chat/completions", &chat_body(model, text, false))
             .await

@@ -25,7 +25,8 @@ pub enum Behavior {
     /// Nothing for this long, then an answer.
     Stall(Duration),
     /// `chunks` SSE chunks, each after a permit from [`MockUpstream::release`] (the first one
-    /// goes out at once), then `data: [DONE]`.
+    /// goes out at once), then (with the usage event when the request asked for it,
+    /// `stream_options.include_usage`) `data: [DONE]`.
     Stream { chunks: usize },
     /// One SSE chunk, then the connection breaks.
     StreamThenBreak,
@@ -106,6 +107,12 @@ pub fn completion(model: &str) -> Value {
     })
 }
 
+/// The last event of a stream that asked for its usage: the usage of [`completion`].
+pub fn usage_event(model: &str) -> String {
+    let usage = json!({"model": model, "choices": [], "usage": completion(model)["usage"]});
+    format!("data: {usage}\n\n")
+}
+
 /// The text of streamed chunk `i` for `model`.
 pub fn chunk(model: &str, i: usize) -> String {
     let delta = json!({"model": model, "choices": [{"index": 0, "delta": {"content": format!("part {i}")}}]});
@@ -118,6 +125,7 @@ async fn chat(
     Json(body): Json<Value>,
 ) -> Response {
     let model = body["model"].as_str().unwrap_or_default().to_string();
+    let include_usage = body["stream_options"]["include_usage"] == true;
     mock.requests.lock().unwrap().push(Recorded {
         model: model.clone(),
         authorization: headers
@@ -155,9 +163,10 @@ async fn chat(
                     if i > 0 {
                         gate.acquire().await.unwrap().forget();
                     }
-                    let text = match i < chunks {
-                        true => chunk(&model, i),
-                        false => "data: [DONE]\n\n".to_string(),
+                    let text = match (i < chunks, include_usage) {
+                        (true, _) => chunk(&model, i),
+                        (false, true) => format!("{}data: [DONE]\n\n", usage_event(&model)),
+                        (false, false) => "data: [DONE]\n\n".to_string(),
                     };
                     Some((Ok::<_, std::io::Error>(text), i + 1))
                 }
