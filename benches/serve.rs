@@ -9,7 +9,12 @@
 //! cargo bench --bench serve -- router                       # concurrency 1, 16, 64
 //! cargo bench --bench serve -- router --soak 600            # RSS over 10 min at concurrency 64
 //! cargo bench --bench serve -- router --feedback             # routing under a feedback stream
+//! cargo bench --bench serve -- router --decision-log         # the cost of the decision log
 //! ```
+//! `--decision-log` runs two servers, one with `--decision-log DIR --log-queries` (a file every
+//! 5000 rows or 5 s, so that writing files is part of what is measured), and
+//! measures them in turn at each concurrency (twice each, alternating), reporting p50 and
+//! throughput of both.
 //! `--feedback` runs the server with a state directory (every outcome fsynced before its
 //! answer) and measures, at concurrency 16: chat alone; chat while 8 clients post an outcome
 //! for every answer's decision id; and outcomes alone at concurrency 64 (events/s, p50, p99).
@@ -39,6 +44,7 @@ struct Options {
     soak: Option<f64>,
     dtype: String,
     feedback: bool,
+    decision_log: bool,
 }
 
 fn parse_options() -> Options {
@@ -65,6 +71,7 @@ fn parse_options() -> Options {
         soak: value("--soak").map(|v| v.parse().unwrap()),
         dtype: value("--dtype").unwrap_or_else(|| "f32".into()),
         feedback: args.iter().any(|a| a == "--feedback"),
+        decision_log: args.iter().any(|a| a == "--decision-log"),
     }
 }
 
@@ -134,6 +141,17 @@ fn start_server(
         .recv_timeout(Duration::from_secs(120))
         .expect("kroute serve started");
     Server { child, base }
+}
+
+async fn wait_ready(http: &reqwest::Client, base: &str) {
+    while http
+        .get(format!("{base}/health"))
+        .send()
+        .await
+        .map_or(true, |r| r.status() != 200)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn rss_mib(pid: u32) -> f64 {
@@ -341,20 +359,74 @@ async fn main() {
     };
     let server = start_server(&options.router, &options.dtype, &mock, dir.path(), &extra);
     let http = reqwest::Client::new();
-    while http
-        .get(format!("{}/health", server.base))
-        .send()
-        .await
-        .map_or(true, |r| r.status() != 200)
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ready(&http, &server.base).await;
     let kroute_url = format!("{}/v1/chat/completions", server.base);
     let mock_url = format!("{}/chat/completions", mock.base_url);
 
     if options.feedback {
         let levels = feedback_levels(&server, &queries, options.seconds).await;
         println!("{levels}");
+        return;
+    }
+
+    if options.decision_log {
+        let log_dir = dir.path().join("decisions");
+        let log_flags = [
+            "--decision-log",
+            log_dir.to_str().unwrap(),
+            "--log-queries",
+            "--decision-log-rotate",
+            "5000,5s",
+        ];
+        let logging = start_server(
+            &options.router,
+            &options.dtype,
+            &mock,
+            dir.path(),
+            &log_flags,
+        );
+        wait_ready(&http, &logging.base).await;
+        let logging_url = format!("{}/v1/chat/completions", logging.base);
+        println!(
+            "{:>11}  {:>12}  {:>12}  {:>12}  {:>12}",
+            "concurrency", "req/s off", "req/s on", "p50 ms off", "p50 ms on"
+        );
+        let mut rows = Vec::new();
+        for &concurrency in &options.concurrency {
+            let half = options.seconds / 2.0;
+            let mut off = Vec::new();
+            let mut on = Vec::new();
+            for _ in 0..2 {
+                off.push(measure(&kroute_url, &queries, concurrency, half).await);
+                on.push(measure(&logging_url, &queries, concurrency, half).await);
+            }
+            let mean = |levels: &[Level], f: fn(&Level) -> f64| {
+                levels.iter().map(f).sum::<f64>() / levels.len() as f64
+            };
+            let (per_s, p50, p99) = (
+                |l: &Level| l.per_s,
+                |l: &Level| l.p50_ms,
+                |l: &Level| l.p99_ms,
+            );
+            println!(
+                "{:>11}  {:>12.1}  {:>12.1}  {:>12.2}  {:>12.2}",
+                concurrency,
+                mean(&off, per_s),
+                mean(&on, per_s),
+                mean(&off, p50),
+                mean(&on, p50)
+            );
+            let row = json!({
+                "concurrency": concurrency,
+                "per_s_off": mean(&off, per_s), "per_s_on": mean(&on, per_s),
+                "p50_ms_off": mean(&off, p50), "p50_ms_on": mean(&on, p50),
+                "p99_ms_off": mean(&off, p99), "p99_ms_on": mean(&on, p99),
+            });
+            rows.push(row);
+        }
+        drop(logging);
+        let files = std::fs::read_dir(&log_dir).map_or(0, |d| d.count());
+        println!("{}", json!({"decision_log": rows, "log_files": files}));
         return;
     }
 

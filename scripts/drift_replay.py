@@ -29,7 +29,6 @@ Needs the kroute Python package (training on embeddings computed once) and numpy
 """
 
 import argparse
-import gzip
 import http.client
 import http.server
 import json
@@ -37,6 +36,7 @@ import pathlib
 import random
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -44,13 +44,11 @@ import urllib.parse
 
 import numpy as np
 
-import kroute
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-DATA = {
-    "routerbench": ROOT / "data/routerbench-3k.jsonl.gz",
-    "mmlupro": ROOT.parent / "shared/data/mmlupro-29models.jsonl.gz",
-}
+import kroute  # noqa: E402
+import routing_data  # noqa: E402
+from routing_data import ROOT  # noqa: E402
 WINDOW = 100
 ALPHAS = [round(a * 0.1, 1) for a in range(11)]
 
@@ -77,24 +75,12 @@ class Mock(http.server.BaseHTTPRequestHandler):
 
 
 def load(name: str) -> list:
-    with gzip.open(DATA.get(name, name), "rt") as f:
-        records = [json.loads(line) for line in f]
-    if "split" not in records[0]:
-        # A fixed seeded 70/30 split per dataset, like `kroute train --train-ratio 0.7`.
-        rng = random.Random(0)
-        by_dataset: dict = {}
-        for i, r in enumerate(records):
-            by_dataset.setdefault(r.get("dataset", "default"), []).append(i)
-        for rows in by_dataset.values():
-            rng.shuffle(rows)
-            cut = round(0.7 * len(rows))
-            for k, i in enumerate(rows):
-                records[i]["split"] = "train" if k < cut else "test"
+    """The records with a `split` field: theirs, else a fixed seeded 70/30 split per dataset."""
+    records = routing_data.load(name)
+    train = set(routing_data.split(records, 0)[0])
+    for i, r in enumerate(records):
+        r["split"] = "train" if i in train else "test"
     return records
-
-
-def cost(record: dict, model: str) -> float:
-    return (record.get("usages", {}).get(model) or {}).get("cost", 0.0)
 
 
 def pick_models(records: list) -> tuple:
@@ -104,7 +90,7 @@ def pick_models(records: list) -> tuple:
     models = list(records[0]["records"])
     acc = {m: np.mean([r["records"][m] for r in train if r["records"].get(m) is not None])
            for m in models}
-    price = {m: np.mean([cost(r, m) for r in train]) for m in models}
+    price = {m: np.mean([routing_data.cost_of(r, m) for r in train]) for m in models}
     strong = max(models, key=lambda m: acc[m])
     weak_half = sorted(models, key=lambda m: acc[m])[: len(models) // 2]
     weak = min(weak_half, key=lambda m: price[m])
@@ -126,55 +112,9 @@ def drift(records: list, scenario: str, strong: str, weak: str) -> list:
 
 
 def accuracy_and_cost(records: list, rows: list, chosen: list) -> tuple:
-    """`kroute eval`'s measures: accuracy is the mean over datasets of the chosen models' mean
-    score (unscored answers left out), cost the dollars of every chosen answer."""
-    per_dataset: dict = {}
-    dollars = 0.0
-    for i, model in zip(rows, chosen):
-        r = records[i]
-        dollars += cost(r, model)
-        score = r["records"].get(model)
-        if score is not None:
-            per_dataset.setdefault(r.get("dataset", "default"), []).append(float(score))
-    return float(np.mean([np.mean(s) for s in per_dataset.values()])), dollars
-
-
-def frontier_area(points: list, reference_cost: float) -> float:
-    """Area under the upper hull of (cost / reference, accuracy) from (0, 0), over [0, 1]
-    (src/eval/curve.rs)."""
-    pts = sorted({(c / reference_cost, a) for c, a in points} | {(0.0, 0.0)},
-                 key=lambda p: (p[0], -p[1]))
-    dedup = []
-    for p in pts:
-        if not dedup or dedup[-1][0] != p[0]:
-            dedup.append(p)
-    hull: list = []
-    for p in dedup:
-        while len(hull) >= 2:
-            (ax, ay), (bx, by) = hull[-2], hull[-1]
-            if (bx - ax) * (p[1] - ay) - (by - ay) * (p[0] - ax) >= 0:
-                hull.pop()
-            else:
-                break
-        hull.append(p)
-    peak = max(range(len(hull)), key=lambda i: (hull[i][1], -i))
-    hull = hull[: peak + 1]
-
-    def height(x):
-        for i, p in enumerate(hull):
-            if p[0] >= x:
-                if i == 0:
-                    return p[1]
-                a = hull[i - 1]
-                return a[1] + (p[1] - a[1]) * (x - a[0]) / (p[0] - a[0])
-        return hull[-1][1]
-
-    area, last = 0.0, (0.0, height(0.0))
-    for p in hull:
-        if 0.0 < p[0] < 1.0:
-            area += (p[0] - last[0]) * (p[1] + last[1]) / 2
-            last = p
-    return area + (1.0 - last[0]) * (height(1.0) + last[1]) / 2
+    """`kroute eval`'s measures: accuracy and the dollars of every chosen answer."""
+    dollars, accuracy = routing_data.policy_point(records, rows, chosen)
+    return accuracy, dollars
 
 
 class Server:
@@ -229,7 +169,7 @@ def replay(server: Server, world: list, stream: list, alpha: float) -> tuple:
         score = r["records"].get(model)
         if score is not None:
             outcome = {"decision_id": headers["x-kroute-decision-id"], "score": float(score),
-                       "cost": cost(r, model)}
+                       "cost": routing_data.cost_of(r, model)}
             status, _, text = server.request("POST", "/v1/feedback", outcome)
             assert status == 200, text
     return chosen, explored
@@ -266,14 +206,7 @@ def main() -> None:
     strong, weak, acc, price = pick_models(records)
     print(f"{args.data}: strong {strong} (accuracy {acc[strong]:.3f}, ${price[strong]:.5f}/query), "
           f"weak {weak} ({acc[weak]:.3f}, ${price[weak]:.5f}/query)")
-    if args.cache and pathlib.Path(args.cache).exists():
-        embeddings = np.load(args.cache)
-    else:
-        started = time.time()
-        embeddings = kroute.Embedder().embed([r["query"] for r in records])
-        print(f"embedded {len(records)} queries in {time.time() - started:.0f} s")
-        if args.cache:
-            np.save(args.cache, embeddings)
+    embeddings = routing_data.embeddings(records, args.cache)
     test = [i for i, r in enumerate(records) if r["split"] == "test"]
     mock = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Mock)
     threading.Thread(target=mock.serve_forever, daemon=True).start()
@@ -321,7 +254,7 @@ def main() -> None:
                         points = [accuracy_and_cost(world, held_out, decide_at(router, embeddings,
                                                                                 held_out, a))
                                   for a in ALPHAS]
-                        run[f"{name}_area"] = frontier_area([(c, a) for a, c in points],
+                        run[f"{name}_area"] = kroute.frontier_area([(c, a) for a, c in points],
                                                             singles[best][1])
             after = slice(1000 // WINDOW, None)
             means = {k: float(np.mean(run[k][after])) for k in ("static", "learning", "true")}

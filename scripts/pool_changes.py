@@ -24,51 +24,26 @@ bag 3, prior strength 5). Needs the kroute Python package and numpy; matplotlib 
 """
 
 import argparse
-import gzip
 import json
 import pathlib
 import random
 import statistics
+import sys
 import tempfile
 import time
 
 import numpy as np
 
-import kroute
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-DATA = {
-    "routerbench": ROOT / "data/routerbench-3k.jsonl.gz",
-    "mmlupro": ROOT.parent / "shared/data/mmlupro-29models.jsonl.gz",
-}
+import kroute  # noqa: E402
+import routing_data  # noqa: E402
+from routing_data import DATA, cost_of, policy_point, split  # noqa: E402
+
 SIZES = [0, 10, 25, 50, 100, 200]
 ALPHAS = [round(a * 0.05, 2) for a in range(21)]
 # Area gains below this are noise between seeds; the share recovered is not reported for them.
 MIN_GAIN = 0.002
-
-
-def split(records, seed):
-    """(train rows, test rows): the `split` field, else a seeded 70/30 shuffle per dataset."""
-    if "split" in records[0]:
-        train = [i for i, r in enumerate(records) if r["split"] == "train"]
-        return train, [i for i, r in enumerate(records) if r["split"] != "train"]
-    rng = random.Random(seed)
-    by_dataset = {}
-    for i, r in enumerate(records):
-        by_dataset.setdefault(r.get("dataset", "default"), []).append(i)
-    train, test = [], []
-    for rows in by_dataset.values():
-        rows = rows[:]
-        rng.shuffle(rows)
-        cut = round(0.7 * len(rows))
-        train += rows[:cut]
-        test += rows[cut:]
-    return sorted(train), sorted(test)
-
-
-def cost_of(record, model):
-    usage = (record.get("usages") or {}).get(model) or {}
-    return usage.get("cost") or 0.0
 
 
 def means(records, rows, model):
@@ -77,19 +52,6 @@ def means(records, rows, model):
     accuracy = statistics.fmean(float(records[i]["records"][model]) for i in evaluated)
     cost = statistics.fmean(cost_of(records[i], model) for i in evaluated)
     return accuracy, cost
-
-
-def policy_point(records, rows, chosen):
-    """(dollars spent, mean over datasets of the mean score), null scores left out."""
-    by_dataset, spent = {}, 0.0
-    for i, model in zip(rows, chosen):
-        record = records[i]
-        spent += cost_of(record, model)
-        score = record["records"].get(model)
-        if score is not None:
-            by_dataset.setdefault(record.get("dataset", "default"), []).append(float(score))
-    accuracy = statistics.fmean(statistics.fmean(s) for s in by_dataset.values())
-    return spent, accuracy
 
 
 class Judge:
@@ -318,15 +280,9 @@ def main():
         result = json.loads(pathlib.Path(args.out).read_text())
         print_table(summarise(result["runs"]), result["reprice"])
         return
-    records = [json.loads(line) for line in gzip.open(DATA[args.dataset], "rt")]
+    records = routing_data.load(args.dataset)
     models = list(records[0]["records"])
-    if args.cache and pathlib.Path(args.cache).exists():
-        embeddings = np.load(args.cache)
-    else:
-        embeddings = kroute.Embedder().embed([r["query"] for r in records])
-        if args.cache:
-            np.save(args.cache, embeddings)
-    assert embeddings.shape[0] == len(records), "the cache is of another data set"
+    embeddings = routing_data.embeddings(records, args.cache)
     seeds = [int(s) for s in args.seeds.split(",")]
     has_tokens = "prompt_tokens_est" in next(iter(records[0]["usages"].values()))
     with tempfile.TemporaryDirectory() as work:

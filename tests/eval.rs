@@ -27,10 +27,13 @@ fn tiny_data(dir: &Path) -> RoutingData {
         .iter()
         .map(|(q, d, s, c)| {
             let score = |v: f64| if v.is_nan() { json!(null) } else { json!(v) };
+            // Latencies: "a" always 2 s, "b" 0.5 s on q0, q2 and q4, "c" never.
+            let b_latency = ["q0", "q2", "q4"].contains(q).then_some(0.5);
             json!({
                 "query": q, "dataset": d,
                 "records": {"a": score(s[0]), "b": score(s[1]), "c": score(s[2])},
-                "usages": {"a": {"cost": c[0]}, "b": {"cost": c[1]}, "c": {"cost": c[2]}},
+                "usages": {"a": {"cost": c[0], "latency_s": 2.0},
+                           "b": {"cost": c[1], "latency_s": b_latency}, "c": {"cost": c[2]}},
             })
             .to_string()
         })
@@ -57,10 +60,12 @@ fn metrics_by_hand() {
     assert!(close(a.average_accuracy, (1.0 + 1.0 / 3.0) / 2.0));
     assert!(close(a.cost, 2.5) && close(a.cost_per_query, 0.5));
     assert_eq!(a.selection, [1.0, 0.0, 0.0]);
+    assert_eq!(a.latency_per_query, Some(2.0));
 
     // Always "c": q2 is not evaluated, so y = (1 + 0)/2, and q2's cost still counts.
     let c = test.single(2);
     assert_eq!(c.unscored, 1);
+    assert_eq!(c.latency_per_query, None);
     assert!(close(c.accuracy_by_dataset[1], 0.5));
     assert!(close(c.cost, 1.1));
 
@@ -70,6 +75,11 @@ fn metrics_by_hand() {
     assert!(close(mixed.accuracy_by_dataset[1], 2.0 / 3.0));
     assert!(close(mixed.cost, 0.1 + 0.1 + 0.1 + 0.5 + 0.2));
     assert!(close(mixed.selection[1], 0.6));
+    // Latency over the answers that have one: b on q0 and q2 (q1 has none), a on q3.
+    assert!(close(
+        mixed.latency_per_query.unwrap(),
+        (0.5 + 0.5 + 2.0) / 3.0
+    ));
 
     // Oracle: the cheapest of the best per query; q4 (nobody right) goes to the cheapest, "b".
     // q0: a or c → c ($0.2); q1: a or b → b; q2: b; q3: a or c → c ($0.3); q4: b.
@@ -85,6 +95,7 @@ fn metrics(accuracy: f64, cost: f64) -> PolicyMetrics {
         average_accuracy: accuracy,
         cost,
         cost_per_query: cost / 10.0,
+        latency_per_query: Some(cost / 4.0),
         unscored: 0,
         selection: vec![0.5, 0.5],
     }
@@ -166,11 +177,15 @@ fn report_files_parse_and_plots_are_valid_images() {
     assert_eq!(json["headlines"]["best_single"], "big");
     assert_eq!(json["rows"].as_array().unwrap().len(), 2 + 1 + 4);
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
-    assert!(md.contains("| Setting | d | Avg. A | Cost |"), "{md}");
     assert!(
-        md.contains("| **router α=0.80** | 0.800 | 0.800 | $6.00 |"),
+        md.contains("| Setting | d | Avg. A | Cost | Latency |"),
         "{md}"
     );
+    assert!(
+        md.contains("| **router α=0.80** | 0.800 | 0.800 | $6.00 | 1.50 s |"),
+        "{md}"
+    );
+    assert_eq!(json["rows"][0]["latency_per_query"]["mean"], 0.25);
     for name in ["accuracy_vs_cost", "alpha_sweep", "selection_share"] {
         let svg = std::fs::read_to_string(out.join(format!("{name}.svg"))).unwrap();
         assert!(

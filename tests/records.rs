@@ -110,6 +110,26 @@ fn token_counts_are_read_with_their_estimates_and_checked() {
 }
 
 #[test]
+fn latencies_are_read_and_checked() {
+    let mut record = good("q");
+    record["usages"]["zeta"] = json!({"cost": 0.002, "latency_s": 1.25});
+    let (_dir, path) = records_file(&[record.to_string()]);
+    let data = RoutingData::read(&path, MissingCost::Error).unwrap();
+    assert_eq!(data.records[0].latencies, [Some(1.25), None, None]);
+    for (bad, message) in [
+        (json!(-1), "latency -1 is negative"),
+        (json!("fast"), "expected seconds, found a string"),
+    ] {
+        record["usages"]["zeta"]["latency_s"] = bad;
+        let error = read_error(&[record.to_string()], MissingCost::Error);
+        assert!(
+            error.ends_with(&format!(":1: field `usages.zeta.latency_s`: {message}")),
+            "{error}"
+        );
+    }
+}
+
+#[test]
 fn every_malformed_record_names_file_line_and_field() {
     let g = || good("q");
     let with = |field: &str, value: serde_json::Value| {

@@ -31,6 +31,7 @@ __all__ = [
     "evaluate",
     "check",
     "frontier_area",
+    "pace",
     "DEFAULT_MODEL",
     "__version__",
 ]
@@ -488,3 +489,12 @@ def frontier_area(points: Sequence[Any], reference_cost: float) -> float:
     frontier the upper concave hull anchored at (0, 0). The mean accuracy reachable over every
     budget up to the reference's."""
     return _kroute.frontier_area([(float(c), float(a)) for c, a in points], float(reference_cost))
+
+
+def pace(budget: float, alpha: float, spent: float, elapsed: float) -> "tuple[float, bool]":
+    """``kroute serve``'s budget pacer, for replaying a budget period offline: the α to route
+    at for a tenant whose own α is ``alpha``, having spent ``spent`` of ``budget`` dollars with
+    ``elapsed`` (0 to 1) of the period gone, and whether the budget is spent (the tenant then
+    gets the cheapest model, or is refused). α is the tenant's while the budget left is at
+    least an even pace's share, and falls linearly to 0 when it is half of that."""
+    return _kroute.pace(float(budget), float(alpha), float(spent), float(elapsed))

@@ -695,6 +695,25 @@ fn frontier_area(points: Vec<(f64, f64)>, reference_cost: f64) -> f64 {
     kroute::eval::frontier_area(&points, reference_cost)
 }
 
+/// `kroute serve`'s budget pacer: the α to route at for a tenant whose own α is `alpha`,
+/// having spent `spent` of `budget` dollars with `elapsed` of the period gone; and whether the
+/// budget is spent.
+#[pyfunction]
+fn pace(budget: f64, alpha: f64, spent: f64, elapsed: f64) -> PyResult<(f64, bool)> {
+    if !(budget > 0.0 && budget.is_finite()) {
+        return Err(PyValueError::new_err(format!(
+            "budget must be a positive number of dollars, got {budget}"
+        )));
+    }
+    let budget = kroute::budget::Budget {
+        usd: budget,
+        period: std::time::Duration::from_secs(1),
+        on_exhausted: kroute::budget::OnExhausted::Cheapest,
+    };
+    let pace = budget.pace(alpha, spent, elapsed);
+    Ok((pace.alpha, pace.exhausted))
+}
+
 #[pymodule]
 fn _kroute(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Embedder>()?;
@@ -702,6 +721,7 @@ fn _kroute(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(evaluate, m)?)?;
     m.add_function(wrap_pyfunction!(check, m)?)?;
     m.add_function(wrap_pyfunction!(frontier_area, m)?)?;
+    m.add_function(wrap_pyfunction!(pace, m)?)?;
     m.add("DEFAULT_MODEL", DEFAULT_MODEL)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -124,3 +124,15 @@ def test_load_reads_a_serving_state_directory(router_dir, kroute_bin, cli, queri
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def test_pace_is_the_servers_budget_pacer():
+    # On an even pace or under it: the tenant's own α; the budget left at 80 % of an even
+    # pace's (4 of 10 dollars left with half the period gone) gives 60 % of it.
+    assert kroute.pace(10.0, 0.8, 5.0, 0.5) == (0.8, False)
+    alpha, exhausted = kroute.pace(10.0, 0.8, 6.0, 0.5)
+    assert alpha == pytest.approx(0.48) and not exhausted
+    assert kroute.pace(10.0, 0.8, 7.5, 0.5) == (0.0, False)
+    assert kroute.pace(10.0, 0.8, 10.0, 0.1) == (0.0, True)
+    with pytest.raises(ValueError, match="budget"):
+        kroute.pace(0.0, 0.8, 1.0, 0.5)

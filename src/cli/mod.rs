@@ -9,6 +9,7 @@ mod embed;
 mod eval;
 mod models;
 mod pool;
+mod replay;
 mod route;
 mod serve;
 mod train;
@@ -55,6 +56,9 @@ enum Command {
     RemoveModel(pool::RemoveModelArgs),
     /// Recompute a router's costs at new prices from the token counts it was trained with.
     Reprice(pool::RepriceArgs),
+    /// Re-decide a server's logged traffic with another router or α: how many decisions
+    /// change, and the expected cost and accuracy change (a shadow evaluation).
+    Replay(replay::ReplayArgs),
     /// Evaluate the router against every single model and the oracle over a sweep of α:
     /// tables, headlines and plots of the accuracy–cost frontier.
     Eval(eval::EvalArgs),
@@ -103,6 +107,7 @@ pub fn main() -> ExitCode {
         Command::AddModel(args) => pool::add_model(args),
         Command::RemoveModel(args) => pool::remove_model(args),
         Command::Reprice(args) => pool::reprice(args),
+        Command::Replay(args) => replay::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Calibrate(args) => calibrate::run(args),
         Command::Tune(args) => tune::run(args),

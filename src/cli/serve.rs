@@ -8,6 +8,7 @@ use kroute::router::{Exploration, Router};
 use kroute::serve::openai::RouteOn;
 use kroute::serve::{ReloadSource, ServeConfig, ServeOptions, Server, ServerHandle};
 use kroute::settings::EmbedderSettings;
+use kroute::state::decision_log::DecisionLogOptions;
 use kroute::{default_batch_tokens, Error, Result};
 
 use super::args::{parse_duration, FeedbackArgs};
@@ -144,6 +145,23 @@ pub struct ServeArgs {
     #[arg(long, default_value = "5m", value_parser = parse_duration, env = "KROUTE_LATENCY_WINDOW")]
     pub latency_window: Duration,
 
+    /// Log every routing decision (tenant, a hash of the query, α, the ranked models with
+    /// their scores, the voting clusters, the model that answered, fallbacks, latency, tokens,
+    /// cost) and every outcome posted for one, as Parquet files in DIR for `kroute replay`.
+    /// Each file is written whole once it is complete (see --decision-log-rotate).
+    #[arg(long, value_name = "DIR", env = "KROUTE_DECISION_LOG")]
+    pub decision_log: Option<PathBuf>,
+
+    /// A decision log file is written once it holds this many rows or is this old (whichever
+    /// comes first; N,DURATION). A killed server loses at most the file being gathered.
+    #[arg(long, default_value = "100000,1m", value_name = "ROWS,DURATION", value_parser = parse_rotation)]
+    pub decision_log_rotate: (usize, Duration),
+
+    /// Put the routed texts themselves in the decision log (else only their SHA-256). A log
+    /// with texts can be replayed against a router with other clusters or another model.
+    #[arg(long, requires = "decision_log")]
+    pub log_queries: bool,
+
     #[command(flatten)]
     pub feedback: FeedbackArgs,
 
@@ -213,6 +231,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
             snapshot_every: args.snapshot_every,
         },
         latency_window: args.latency_window,
+        decision_log: args.decision_log.map(|dir| DecisionLogOptions {
+            dir,
+            max_rows: args.decision_log_rotate.0,
+            rotate_every: args.decision_log_rotate.1,
+            log_queries: args.log_queries,
+        }),
     };
     let options = ServeOptions {
         route_on: args.route_on,
@@ -295,4 +319,18 @@ async fn shutdown_signal() {
         _ = terminate => {}
     }
     tracing::info!("shutting down: finishing requests in flight");
+}
+
+/// `ROWS,DURATION` of --decision-log-rotate.
+fn parse_rotation(text: &str) -> std::result::Result<(usize, Duration), String> {
+    let (rows, every) = text
+        .split_once(',')
+        .ok_or_else(|| format!("expected ROWS,DURATION (e.g. 100000,1m), got {text:?}"))?;
+    let rows: usize = rows
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("ROWS must be a positive whole number, got {rows:?}"))?;
+    Ok((rows, parse_duration(every.trim())?))
 }

@@ -44,6 +44,7 @@ pub use model::ReloadReport;
 
 use crate::embed::{EmbeddingInfo, Tokens};
 use crate::router::{RouteParams, Router};
+use crate::state::decision_log::{DecisionLog, DecisionLogOptions, DecisionRow, OutcomeRow};
 use crate::state::spend::{PeriodSpend, SpendLedger};
 use crate::Embedder;
 
@@ -60,6 +61,8 @@ pub struct EngineOptions {
     pub learning: LearningOptions,
     /// Provider latencies older than this are forgotten ([`LatencyBook`]).
     pub latency_window: Duration,
+    /// Where every decision and outcome is logged, if anywhere.
+    pub decision_log: Option<DecisionLogOptions>,
 }
 
 impl Default for EngineOptions {
@@ -70,6 +73,7 @@ impl Default for EngineOptions {
             max_queue: 1024,
             learning: LearningOptions::default(),
             latency_window: Duration::from_secs(300),
+            decision_log: None,
         }
     }
 }
@@ -113,6 +117,33 @@ pub struct Timings {
     pub route: Duration,
     /// Requests in the batch this one ran in.
     pub batch_requests: usize,
+}
+
+/// What became of a decision, for the decision log.
+#[derive(Debug, Clone, Default)]
+pub struct Served {
+    /// `chat` (an answer was forwarded) or `route` (a decision only).
+    pub endpoint: &'static str,
+    pub tenant: String,
+    pub decision_id: Option<String>,
+    /// The rank of the model that answered; `None` when none did or nothing was forwarded.
+    pub answered_rank: Option<usize>,
+    /// Models that failed before the one that answered (or before giving up).
+    pub fallbacks: usize,
+    /// From the request's arrival to the decision.
+    pub route_time: Duration,
+    pub first_byte: Option<Duration>,
+    pub total: Option<Duration>,
+    /// `(input, output)` tokens as the provider reported them.
+    pub usage: Option<(u64, u64)>,
+    pub cost: Option<f64>,
+}
+
+/// Milliseconds since the Unix epoch.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// What a routing may choose (a tenant's policy, narrowed by its request); the default limits
@@ -231,6 +262,7 @@ struct Shared {
     learning: learning::Learning,
     spend: Arc<SpendLedger>,
     latency: Arc<LatencyBook>,
+    decision_log: Option<DecisionLog>,
 }
 
 struct Job {
@@ -293,6 +325,11 @@ impl Engine {
             learning::Learning::start(&options.learning, recovery, control, info.clone())?;
         let spend = open_spend(options.learning.state_dir.as_deref())?;
         let latency = Arc::new(LatencyBook::new(options.latency_window));
+        let decision_log = options
+            .decision_log
+            .clone()
+            .map(DecisionLog::open)
+            .transpose()?;
         {
             let (embedder, incoming) = (embedder.clone(), incoming.clone());
             let options = options.clone();
@@ -327,6 +364,7 @@ impl Engine {
                 learning,
                 spend,
                 latency,
+                decision_log,
             }),
         })
     }
@@ -448,7 +486,92 @@ impl Engine {
         if let Some(key) = &request.idempotency_key {
             learning.settle_key(key, result.as_ref().ok());
         }
+        if let (Some(log), Ok(receipt)) = (&self.shared.decision_log, &result) {
+            if !receipt.duplicate {
+                log.outcome(OutcomeRow {
+                    time_ms: unix_ms(),
+                    decision_id: receipt.decision_id.clone(),
+                    model: receipt.model.clone(),
+                    score: request.score,
+                    cost_usd: request.cost,
+                });
+            }
+        }
         result
+    }
+
+    /// Whether decisions are logged ([`Engine::log_decision`] does nothing otherwise).
+    pub fn logs_decisions(&self) -> bool {
+        self.shared.decision_log.is_some()
+    }
+
+    /// Logs `decision`, made for `text`, with what became of it.
+    pub fn log_decision(&self, decision: &Decision, text: &str, served: Served) {
+        if let Some(row) = self.decision_row(decision, text, served) {
+            self.log_row(row);
+        }
+    }
+
+    /// The decision log's row for `decision` (`None` when decisions are not logged), for a
+    /// caller that completes it later and logs it with [`Engine::log_row`].
+    pub fn decision_row(
+        &self,
+        decision: &Decision,
+        text: &str,
+        served: Served,
+    ) -> Option<DecisionRow> {
+        let log = self.shared.decision_log.as_ref()?;
+        let models = &decision.info.models;
+        let params = &decision.params;
+        let ms = |time: Duration| time.as_secs_f64() * 1e3;
+        Some(DecisionRow {
+            time_ms: unix_ms(),
+            endpoint: served.endpoint.to_string(),
+            tenant: served.tenant,
+            decision_id: served.decision_id,
+            query_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes())),
+            query: log.log_queries().then(|| text.to_string()),
+            router_clusters: decision.info.clusters.clone(),
+            router_generation: decision.info.generation,
+            alpha: params.scoring.alpha(),
+            top_p: params.top_p as u32,
+            beta: params.beta,
+            prior_strength: params.prior_strength,
+            ranked_models: decision
+                .ranking
+                .iter()
+                .map(|&(m, _)| models[m].clone())
+                .collect(),
+            ranked_scores: decision.ranking.iter().map(|&(_, score)| score).collect(),
+            clusters: decision.clusters.iter().map(|v| v.cluster as u32).collect(),
+            cluster_weights: decision.clusters.iter().map(|v| v.weight).collect(),
+            explored: decision.explored,
+            answered: served
+                .answered_rank
+                .map(|rank| decision.model(rank).to_string()),
+            fallbacks: served.fallbacks as u32,
+            route_ms: ms(served.route_time),
+            first_byte_ms: served.first_byte.map(ms),
+            total_ms: served.total.map(ms),
+            input_tokens: served.usage.map(|(input, _)| input),
+            output_tokens: served.usage.map(|(_, output)| output),
+            cost_usd: served.cost,
+        })
+    }
+
+    /// Hands a row to the decision log (when there is one).
+    pub fn log_row(&self, row: DecisionRow) {
+        if let Some(log) = &self.shared.decision_log {
+            log.decision(row);
+        }
+    }
+
+    /// Rows the decision log dropped because its writer fell behind.
+    pub fn decision_log_dropped(&self) -> u64 {
+        self.shared
+            .decision_log
+            .as_ref()
+            .map_or(0, DecisionLog::dropped)
     }
 
     /// Swaps in `router` (already checked to embed like the one served): what was learned

@@ -15,6 +15,9 @@ pub struct PolicyMetrics {
     /// Dollars of the chosen models over the test set.
     pub cost: f64,
     pub cost_per_query: f64,
+    /// Mean seconds of the chosen answers that have a latency (`usages.<model>.latency_s`);
+    /// `None` when none has.
+    pub latency_per_query: Option<f64>,
     /// Choices of a model whose score is null on that query: left out of accuracy (there is no
     /// evidence either way) but their cost, when known, is counted.
     pub unscored: usize,
@@ -69,11 +72,16 @@ impl<'a> TestSet<'a> {
         let models = self.data.models.len();
         let mut sums = vec![(0.0f64, 0usize); self.datasets.len()];
         let (mut cost, mut unscored) = (0.0, 0);
+        let (mut latency, mut timed) = (0.0, 0usize);
         let mut selection = vec![0.0; models];
         for ((&row, &dataset), &m) in self.rows.iter().zip(&self.dataset_of).zip(choices) {
             let record = &self.data.records[row];
             selection[m] += 1.0;
             cost += record.costs[m].unwrap_or(0.0);
+            if let Some(seconds) = record.latencies[m] {
+                latency += seconds;
+                timed += 1;
+            }
             match record.scores[m] {
                 Some(score) => {
                     sums[dataset].0 += score;
@@ -93,6 +101,7 @@ impl<'a> TestSet<'a> {
             accuracy_by_dataset,
             cost,
             cost_per_query: cost / n,
+            latency_per_query: (timed > 0).then(|| latency / timed as f64),
             unscored,
             selection: selection.into_iter().map(|s| s / n).collect(),
         }

@@ -9,6 +9,7 @@ mod calibrate;
 mod curve;
 mod metrics;
 mod plot;
+pub mod replay;
 mod report;
 mod tune;
 

@@ -67,6 +67,8 @@ pub struct Row {
     /// Dollars over the test set.
     pub cost: Stat,
     pub cost_per_query: Stat,
+    /// Mean seconds per answer, where the records have latencies.
+    pub latency_per_query: Option<Stat>,
     /// Mean share of test queries sent to each model.
     pub selection: Vec<f64>,
 }
@@ -86,6 +88,11 @@ impl Row {
             average_accuracy: stat(&|r| r.average_accuracy),
             cost: stat(&|r| r.cost),
             cost_per_query: stat(&|r| r.cost_per_query),
+            latency_per_query: runs
+                .iter()
+                .map(|r| r.latency_per_query)
+                .collect::<Option<Vec<f64>>>()
+                .map(|seconds| Stat::of(seconds.into_iter())),
             selection: (0..models)
                 .map(|m| stat(&|r| r.selection[m]).mean)
                 .collect(),
@@ -272,14 +279,23 @@ impl Report {
         for line in &self.headlines.lines {
             md += &format!("- {line}\n");
         }
+        let timed = self.rows.iter().all(|r| r.latency_per_query.is_some());
         md += "\nAccuracy per dataset is the mean score of the chosen model; **Avg. A** is the mean over datasets; **Cost** is the dollars of the chosen models over the test set.";
+        if timed {
+            md += " **Latency** is the mean seconds per answer (`usages.<model>.latency_s`).";
+        }
         if with_std {
             md += " Values are mean ± standard deviation over the seeds.";
         }
         md += "\n\n| Setting | ";
         md += &self.datasets.join(" | ");
-        md += " | Avg. A | Cost |\n|---|";
-        md += &"---:|".repeat(self.datasets.len() + 2);
+        md += " | Avg. A | Cost |";
+        md += if timed {
+            " Latency |\n|---|"
+        } else {
+            "\n|---|"
+        };
+        md += &"---:|".repeat(self.datasets.len() + 2 + usize::from(timed));
         md += "\n";
         for row in &self.rows {
             let label = match row.kind {
@@ -288,11 +304,15 @@ impl Report {
             };
             let cells: Vec<String> = row.accuracy_by_dataset.iter().map(acc).collect();
             md += &format!(
-                "| {label} | {} | {} | {} |\n",
+                "| {label} | {} | {} | {} |",
                 cells.join(" | "),
                 acc(&row.average_accuracy),
                 dollars(&row.cost)
             );
+            if let (true, Some(latency)) = (timed, &row.latency_per_query) {
+                md += &format!(" {:.2} s |", latency.mean);
+            }
+            md += "\n";
         }
         md += "\n## Models chosen by the router (share of test queries)\n\n| α | ";
         let used: Vec<usize> = (0..self.models.len())

@@ -68,6 +68,8 @@ pub struct RoutingRecord {
     /// `completion_tokens`, or their `_est` estimates), where both are given: what lets a
     /// router recompute costs at new prices (`kroute reprice`).
     pub tokens: Vec<Option<[f64; 2]>>,
+    /// Seconds each model took to answer (`usages.<model>.latency_s`), where given.
+    pub latencies: Vec<Option<f64>>,
     /// Other `usages.<model>` fields (token counts and the like), kept as given.
     pub usage_extras: Vec<serde_json::Map<String, serde_json::Value>>,
 }
@@ -206,6 +208,7 @@ impl RoutingData {
             record.scores = select(&record.scores, &keep);
             record.costs = select(&record.costs, &keep);
             record.tokens = select(&record.tokens, &keep);
+            record.latencies = select(&record.latencies, &keep);
             record.usage_extras = select(&record.usage_extras, &keep);
         }
         Ok(())

@@ -78,6 +78,7 @@ pub(super) fn parse(
         record.scores.resize(models, None);
         record.costs.resize(models, None);
         record.tokens.resize(models, None);
+        record.latencies.resize(models, None);
         record.usage_extras.resize(models, Map::new());
     }
     let Some(first) = data.records.first() else {
@@ -177,10 +178,12 @@ impl<F: Fn(&str, String) -> InputError> RecordParser<'_, F> {
         let mut costs = Vec::with_capacity(models.len());
         let mut usage_extras = Vec::with_capacity(models.len());
         let mut tokens = Vec::with_capacity(models.len());
+        let mut latencies = Vec::with_capacity(models.len());
         for model in models {
             let score = self.score(model, records.get(model))?;
             let (cost, extras) = self.usage(model, usages.and_then(|u| u.get(model)))?;
             tokens.push(self.tokens(model, &extras)?);
+            latencies.push(self.latency(model, &extras)?);
             let cost = match (score, cost, mode) {
                 (Some(_), None, Mode::Training(MissingCost::Zero)) => {
                     *missing_costs += 1;
@@ -205,8 +208,25 @@ impl<F: Fn(&str, String) -> InputError> RecordParser<'_, F> {
             scores,
             costs,
             tokens,
+            latencies,
             usage_extras,
         })
+    }
+
+    /// `usages.<model>.latency_s`: seconds the answer took, when given.
+    fn latency(&self, model: &str, usage: &Map<String, Value>) -> Result<Option<f64>> {
+        let field = || format!("usages.{model}.latency_s");
+        match usage.get("latency_s") {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => match n.as_f64() {
+                Some(x) if x >= 0.0 && x.is_finite() => Ok(Some(x)),
+                _ => self.fail(&field(), format!("latency {n} is negative")),
+            },
+            Some(other) => self.fail(
+                &field(),
+                format!("expected seconds, found {}", json_kind(other)),
+            ),
+        }
     }
 
     /// `usages.<model>`'s prompt and completion tokens (`prompt_tokens`, `completion_tokens`,

@@ -372,19 +372,72 @@ impl Router {
         i: usize,
         params: &RouteParams,
     ) -> Vec<Option<f64>> {
+        let votes: Vec<(usize, f32)> = routed.nearest(i).map(|(c, _, w)| (c, w)).collect();
+        self.expected(&votes, params.prior_strength).cost
+    }
+
+    /// Each model's accuracy and cost expected for a query whose clusters vote with these
+    /// `(cluster, weight)`s: the vote-weighted means of its estimates in the clusters where it
+    /// has data (`None` where it has none).
+    pub fn expected(&self, votes: &[(usize, f32)], prior_strength: f64) -> Estimates {
         let priors = self.priors();
-        let mut sums = vec![(0.0, 0.0); self.models.len()];
-        for (cluster, _, weight) in routed.nearest(i) {
-            let estimates = self.estimates_with(cluster, &priors, params.prior_strength);
-            for (sum, cost) in sums.iter_mut().zip(&estimates.cost) {
-                if let Some(cost) = cost {
-                    *sum = (sum.0 + weight as f64 * cost, sum.1 + weight as f64);
+        let models = self.models.len();
+        let (mut accuracy, mut cost) = (vec![(0.0, 0.0); models], vec![(0.0, 0.0); models]);
+        for &(cluster, weight) in votes {
+            let estimates = self.estimates_with(cluster, &priors, prior_strength);
+            let weight = weight as f64;
+            for (sums, values) in [
+                (&mut accuracy, &estimates.accuracy),
+                (&mut cost, &estimates.cost),
+            ] {
+                for (sum, value) in sums.iter_mut().zip(values) {
+                    if let Some(value) = value {
+                        *sum = (sum.0 + weight * value, sum.1 + weight);
+                    }
                 }
             }
         }
-        sums.into_iter()
-            .map(|(cost, weight)| (weight > 0.0).then(|| cost / weight))
-            .collect()
+        let means = |sums: Vec<(f64, f64)>| {
+            sums.into_iter()
+                .map(|(total, weight)| (weight > 0.0).then(|| total / weight))
+                .collect()
+        };
+        Estimates {
+            accuracy: means(accuracy),
+            cost: means(cost),
+        }
+    }
+
+    /// Each model's total for a query whose clusters vote with these `(cluster, weight)`s (as
+    /// a decision logged them), under `params` among the `allowed` models: what
+    /// [`Router::route_among`] gives a query with those nearest clusters, without its
+    /// embedding. The router must have the clusters the votes were taken in.
+    pub fn revote(
+        &self,
+        votes: &[(usize, f32)],
+        params: &RouteParams,
+        allowed: ModelMask,
+    ) -> Result<Vec<f32>> {
+        params.validate()?;
+        if let Some(&(cluster, _)) = votes.iter().find(|(c, _)| *c >= self.clusters.len()) {
+            return Err(Error::Invalid(format!(
+                "cluster {cluster} is not one of the router's {} clusters",
+                self.clusters.len()
+            )));
+        }
+        let priors = self.priors();
+        let mut totals = vec![0.0f32; self.models.len()];
+        for &(cluster, weight) in votes {
+            let mut estimates = self.estimates_with(cluster, &priors, params.prior_strength);
+            allowed.restrict(&mut estimates);
+            for (total, vote) in totals
+                .iter_mut()
+                .zip(params.scoring.cluster_votes(&estimates))
+            {
+                *total += weight * vote as f32;
+            }
+        }
+        Ok(totals)
     }
 
     /// Takes in one outcome (see [`Observation`]): every voting cluster's cell of the model

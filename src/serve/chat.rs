@@ -18,8 +18,9 @@ use super::sse::{tokens, StreamTap};
 use super::tenants::{BudgetNow, RequestTenant};
 use super::upstream::{Answer, AnswerBody, Failure, Outcome};
 use super::{AppState, JsonBody};
-use crate::engine::{Decision, Engine};
+use crate::engine::{Decision, Engine, Served};
 use crate::router::Price;
+use crate::state::decision_log::DecisionRow;
 
 const MODEL_HEADER: &str = "x-kroute-model";
 const ALPHA_HEADER: &str = "x-kroute-alpha";
@@ -28,10 +29,13 @@ const FALLBACKS_HEADER: &str = "x-kroute-fallbacks";
 pub const DECISION_HEADER: &str = "x-kroute-decision-id";
 pub const EXPLORED_HEADER: &str = "x-kroute-explored";
 
-/// How the model was picked, for the response headers and for remembering the decision.
+/// How the model was picked, for the response headers, remembering the decision and the
+/// decision log.
 struct Routing {
     decision: Decision,
     time: Duration,
+    /// The routed text, when decisions are logged.
+    text: Option<String>,
 }
 
 pub async fn chat_completions(
@@ -78,6 +82,7 @@ pub async fn chat_completions(
             let params = tenant.routing(asked, budget.as_ref()).map_err(refused)?;
             let limits = tenant.limits(&headers).map_err(refused)?;
             let text = routing_text(messages, state.options.route_on)?;
+            let logged = state.engine.logs_decisions().then(|| text.clone());
             let decision = state.route(text, params, limits, &tenant).await?;
             let ranked: Vec<String> = (0..decision.ranking.len())
                 .take(1 + state.options.max_fallbacks)
@@ -86,6 +91,7 @@ pub async fn chat_completions(
             let routing = Routing {
                 decision,
                 time: started.elapsed(),
+                text: logged,
             };
             (ranked, Some(routing))
         }
@@ -158,6 +164,40 @@ async fn forward(
             }
         };
         metrics.latency(Stage::UpstreamFirstByte, answer.first_byte);
+        // Candidates are the ranking's first models, so the attempt is the rank.
+        let decision_id = routing
+            .as_ref()
+            .map(|routing| state.engine.remember(&routing.decision, attempt));
+        let mut headers = vec![
+            (MODEL_HEADER, name.clone()),
+            (FALLBACKS_HEADER, attempt.to_string()),
+        ];
+        if let (Some(routing), Some(id)) = (&routing, &decision_id) {
+            let decision = &routing.decision;
+            headers.extend([
+                (ALPHA_HEADER, decision.params.scoring.alpha().to_string()),
+                (
+                    ROUTE_MS_HEADER,
+                    format!("{:.3}", routing.time.as_secs_f64() * 1e3),
+                ),
+                (DECISION_HEADER, id.clone()),
+                (EXPLORED_HEADER, decision.explored.to_string()),
+            ]);
+        }
+        let log = routing.and_then(|routing| {
+            let served = Served {
+                endpoint: "chat",
+                tenant: tenant.name().to_string(),
+                decision_id,
+                answered_rank: Some(attempt),
+                fallbacks: attempt,
+                route_time: routing.time,
+                first_byte: Some(answer.first_byte),
+                ..Served::default()
+            };
+            let text = routing.text?;
+            state.engine.decision_row(&routing.decision, &text, served)
+        });
         let settle = Settle {
             engine: state.engine.clone(),
             metrics: state.metrics.clone(),
@@ -167,28 +207,33 @@ async fn forward(
             period_ms: budget.map(|b| b.period_ms),
             first_byte: answer.first_byte,
             started,
+            log,
         };
         let mut response = respond(answer, settle, upstream.timeout);
-        let headers = response.headers_mut();
-        let mut set = |name: &'static str, value: String| {
+        for (name, value) in headers {
             if let Ok(value) = HeaderValue::try_from(value) {
-                headers.insert(HeaderName::from_static(name), value);
+                response
+                    .headers_mut()
+                    .insert(HeaderName::from_static(name), value);
             }
-        };
-        set(MODEL_HEADER, name.clone());
-        set(FALLBACKS_HEADER, attempt.to_string());
-        if let Some(routing) = &routing {
-            let decision = &routing.decision;
-            set(ALPHA_HEADER, decision.params.scoring.alpha().to_string());
-            set(
-                ROUTE_MS_HEADER,
-                format!("{:.3}", routing.time.as_secs_f64() * 1e3),
-            );
-            // Candidates are the ranking's first models, so the attempt is the rank.
-            set(DECISION_HEADER, state.engine.remember(decision, attempt));
-            set(EXPLORED_HEADER, decision.explored.to_string());
         }
         return Ok(response);
+    }
+    if let Some(Routing {
+        decision,
+        time,
+        text: Some(text),
+    }) = &routing
+    {
+        let served = Served {
+            endpoint: "chat",
+            tenant: tenant.name().to_string(),
+            fallbacks: failures.len(),
+            route_time: *time,
+            total: Some(started.elapsed()),
+            ..Served::default()
+        };
+        state.engine.log_decision(decision, text, served);
     }
     let tried = failures
         .iter()
@@ -205,7 +250,7 @@ async fn forward(
 /// The client's response: the provider's status, content type and body. A stream is passed on
 /// event by event as it arrives; if the provider then stalls for longer than `idle` or breaks,
 /// the stream is cut (it is too late to fall back). The answer is settled when it is complete.
-fn respond(answer: Answer, settle: Settle, idle: Duration) -> Response {
+fn respond(answer: Answer, mut settle: Settle, idle: Duration) -> Response {
     let success = answer.status.is_success();
     let body = match answer.body {
         AnswerBody::Full(bytes) => {
@@ -215,6 +260,7 @@ fn respond(answer: Answer, settle: Settle, idle: Duration) -> Response {
                     .and_then(|body| tokens(body.get("usage")?));
                 settle.answered(usage, None, settle.first_byte);
             }
+            settle.log(None, None);
             settle
                 .metrics
                 .latency(Stage::Total, settle.started.elapsed());
@@ -278,12 +324,16 @@ struct Settle {
     period_ms: Option<u64>,
     first_byte: Duration,
     started: Instant,
+    /// The decision's log row, completed and logged once the answer is complete.
+    log: Option<DecisionRow>,
 }
 
 impl Settle {
     /// Settles an answer whose provider reported `usage` (else `pieces` of output, counted in
     /// a stream) that took `generating` to produce.
-    fn answered(&self, usage: Option<(u64, u64)>, pieces: Option<u64>, generating: Duration) {
+    fn answered(&mut self, usage: Option<(u64, u64)>, pieces: Option<u64>, generating: Duration) {
+        let cost = self.charge(usage);
+        self.log(usage, cost);
         let output = usage.map(|(_, output)| output).or(pieces);
         let latency = self.engine.observe_latency(
             &self.model,
@@ -291,10 +341,12 @@ impl Settle {
             output.map(|tokens| (tokens, generating)),
         );
         self.metrics.upstream_latency(&self.model, &latency);
-        let (Some(price), Some((input, output))) = (self.price, usage) else {
-            return;
-        };
-        let cost = price.cost(input, output);
+    }
+
+    /// Charges the answer's cost, where it is priced and its usage known.
+    fn charge(&self, usage: Option<(u64, u64)>) -> Option<f64> {
+        let (input, output) = usage?;
+        let cost = self.price?.cost(input, output);
         self.metrics.upstream_cost(&self.model, cost);
         self.metrics.tenant_cost(&self.tenant, cost);
         if let Some(period_ms) = self.period_ms {
@@ -302,6 +354,19 @@ impl Settle {
                 tracing::error!("spend of tenant `{}` not recorded: {e}", self.tenant);
             }
         }
+        Some(cost)
+    }
+
+    /// Logs the decision (once) with what its answer used and cost.
+    fn log(&mut self, usage: Option<(u64, u64)>, cost: Option<f64>) {
+        let Some(row) = self.log.take() else { return };
+        self.engine.log_row(DecisionRow {
+            total_ms: Some(self.started.elapsed().as_secs_f64() * 1e3),
+            input_tokens: usage.map(|(input, _)| input),
+            output_tokens: usage.map(|(_, output)| output),
+            cost_usd: cost,
+            ..row
+        });
     }
 }
 

@@ -16,6 +16,7 @@ use super::chat::{DECISION_HEADER, EXPLORED_HEADER};
 use super::openai::{parse_model, routing_text, ApiError, ModelChoice, ROUTED_MODEL};
 use super::tenants::RequestTenant;
 use super::{engine_error, AppState, JsonBody};
+use crate::engine::Served;
 
 /// `POST /v1/embeddings`: `input` is a string or an array of strings; `encoding_format` is
 /// `float` (default) or `base64` (little-endian f32, what OpenAI's Python client asks for).
@@ -117,8 +118,19 @@ pub async fn route(
         .get("explain")
         .and_then(Value::as_bool)
         .unwrap_or(false);
+    let logged = state.engine.logs_decisions().then(|| text.clone());
     let decision = state.route(text, params, limits, &tenant).await?;
     let decision_id = state.engine.remember(&decision, 0);
+    if let Some(text) = logged {
+        let served = Served {
+            endpoint: "route",
+            tenant: tenant.name().to_string(),
+            decision_id: Some(decision_id.clone()),
+            route_time: started.elapsed(),
+            ..Served::default()
+        };
+        state.engine.log_decision(&decision, &text, served);
+    }
     let models = &decision.info.models;
     let ranking: Vec<Value> = decision
         .ranking

@@ -14,6 +14,7 @@
 //! records after it, so an outcome that was acknowledged is never lost, whenever the server
 //! stops.
 
+pub mod decision_log;
 pub mod spend;
 pub mod wal;
 
