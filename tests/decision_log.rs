@@ -105,6 +105,33 @@ async fn decisions_and_outcomes_are_logged_and_replay_to_the_same_choices() {
     );
     assert_eq!(log.outcomes[0].score, 1.0);
 
+    // The command line reads the directory and reports the same, as JSON and as a table.
+    let replayed = std::process::Command::new(env!("CARGO_BIN_EXE_kroute"))
+        .args(["replay", "--json", "--router"])
+        .arg(&fixture().router)
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        replayed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replayed.stderr)
+    );
+    let report: Value = serde_json::from_slice(&replayed.stdout).unwrap();
+    assert_eq!(report["tenants"]["research"]["replayed"], 5);
+    assert_eq!(report["tenants"]["research"]["changed"], 0);
+    let table = std::process::Command::new(env!("CARGO_BIN_EXE_kroute"))
+        .args(["replay", "--alpha", "0", "--router"])
+        .arg(&fixture().router)
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let table = String::from_utf8(table.stdout).unwrap();
+    assert!(
+        table.contains("research") && table.contains("5 re-decided from their votes"),
+        "{table}"
+    );
+
     // The same router and α decide the same, from the votes and from the texts alike.
     let router = load_router();
     let same = replay(&log, &router, None, ReplaySettings::default()).unwrap();

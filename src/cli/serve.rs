@@ -162,6 +162,13 @@ pub struct ServeArgs {
     #[arg(long, requires = "decision_log")]
     pub log_queries: bool,
 
+    /// Send a trace of every API request to this OpenTelemetry collector (OTLP over
+    /// HTTP/protobuf, e.g. http://localhost:4318; a URL without a path gets /v1/traces). Spans:
+    /// admission, tokenize, queue, embed, route, each upstream try (GenAI attributes) and the
+    /// stream; an incoming `traceparent` is continued and sent on upstream. Off by default.
+    #[arg(long, value_name = "URL", env = "KROUTE_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
     #[command(flatten)]
     pub feedback: FeedbackArgs,
 
@@ -254,6 +261,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             router: args.router.clone(),
             env: Arc::new(|var| std::env::var(var).ok()),
         }),
+        otlp_endpoint: args.otlp_endpoint,
     };
     let upstreams = config.upstreams.len();
     let auth = match options.api_keys.is_empty() {

@@ -9,6 +9,8 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use futures_util::{stream, StreamExt};
+use opentelemetry::trace::SpanKind;
+use opentelemetry::KeyValue;
 use serde_json::Value;
 
 use super::config::ServeConfig;
@@ -16,6 +18,7 @@ use super::metrics::{Metrics, Stage};
 use super::openai::{parse_model, routing_text, ApiError, ModelChoice};
 use super::sse::{tokens, StreamTap};
 use super::tenants::{BudgetNow, RequestTenant};
+use super::trace::{OpenSpan, RequestTrace};
 use super::upstream::{Answer, AnswerBody, Failure, Outcome};
 use super::{AppState, JsonBody};
 use crate::engine::{Decision, Engine, Served};
@@ -41,10 +44,12 @@ struct Routing {
 pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
     Extension(tenant): Extension<RequestTenant>,
+    trace: Option<Extension<RequestTrace>>,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
+    let trace = trace.map(|t| t.0).unwrap_or_default();
     let object = body
         .as_object()
         .ok_or_else(|| ApiError::bad_request("the request body must be a JSON object"))?;
@@ -83,7 +88,7 @@ pub async fn chat_completions(
             let limits = tenant.limits(&headers).map_err(refused)?;
             let text = routing_text(messages, state.options.route_on)?;
             let logged = state.engine.logs_decisions().then(|| text.clone());
-            let decision = state.route(text, params, limits, &tenant).await?;
+            let decision = state.route(text, params, limits, &tenant, &trace).await?;
             let ranked: Vec<String> = (0..decision.ranking.len())
                 .take(1 + state.options.max_fallbacks)
                 .map(|rank| decision.model(rank).to_string())
@@ -104,6 +109,7 @@ pub async fn chat_completions(
         started,
         tenant: &tenant,
         budget: budget.as_ref(),
+        trace: &trace,
     };
     forward(&state, &config, request).await
 }
@@ -118,6 +124,7 @@ struct Forward<'a> {
     tenant: &'a RequestTenant,
     /// Where the answer's cost is charged.
     budget: Option<&'a BudgetNow>,
+    trace: &'a RequestTrace,
 }
 
 /// Tries the candidates in order until one answers; see [`Outcome`] for what moves on. A
@@ -135,6 +142,7 @@ async fn forward(
         started,
         tenant,
         budget,
+        trace,
     } = request;
     let metrics = &state.metrics;
     let mut failures: Vec<(String, Failure)> = Vec::new();
@@ -144,13 +152,34 @@ async fn forward(
             failures.push((name.clone(), Failure::Unconfigured));
             continue;
         };
-        let answer = match state.upstream.chat(upstream, body, stream).await {
+        let attempt_span = trace.open(
+            format!("chat {}", upstream.model),
+            SpanKind::Client,
+            vec![
+                KeyValue::new("gen_ai.operation.name", "chat"),
+                KeyValue::new("gen_ai.request.model", upstream.model.clone()),
+                KeyValue::new("kroute.model", name.clone()),
+                KeyValue::new("kroute.attempt", attempt as i64),
+            ],
+        );
+        let propagate = attempt_span
+            .as_ref()
+            .map_or_else(Vec::new, OpenSpan::propagation);
+        let outcome = state
+            .upstream
+            .chat(upstream, body, stream, &propagate)
+            .await;
+        let answer = match outcome {
             Outcome::Answer(answer) => answer,
             Outcome::Rejected(answer) => {
                 metrics.upstream_error(name, answer.status.as_str());
                 answer
             }
             Outcome::Failed(failure) => {
+                if let Some(span) = &attempt_span {
+                    span.annotate([KeyValue::new("error.type", failure.label())]);
+                    span.fail(failure.to_string());
+                }
                 metrics.upstream_error(name, &failure.label());
                 match candidates.get(attempt + 1) {
                     Some(next) => {
@@ -172,6 +201,18 @@ async fn forward(
             (MODEL_HEADER, name.clone()),
             (FALLBACKS_HEADER, attempt.to_string()),
         ];
+        if let Some(span) = &attempt_span {
+            span.annotate([KeyValue::new(
+                "http.response.status_code",
+                answer.status.as_u16() as i64,
+            )]);
+        }
+        if let Some(id) = &decision_id {
+            trace.annotate([
+                KeyValue::new("kroute.decision_id", id.clone()),
+                KeyValue::new("kroute.model", name.clone()),
+            ]);
+        }
         if let (Some(routing), Some(id)) = (&routing, &decision_id) {
             let decision = &routing.decision;
             headers.extend([
@@ -208,6 +249,11 @@ async fn forward(
             first_byte: answer.first_byte,
             started,
             log,
+            attempt_span,
+            stream_span: match stream {
+                true => trace.open("stream".into(), SpanKind::Internal, Vec::new()),
+                false => None,
+            },
         };
         let mut response = respond(answer, settle, upstream.timeout);
         for (name, value) in headers {
@@ -326,6 +372,9 @@ struct Settle {
     started: Instant,
     /// The decision's log row, completed and logged once the answer is complete.
     log: Option<DecisionRow>,
+    /// The upstream try's span and the stream's (when traced): they end with the answer.
+    attempt_span: Option<OpenSpan>,
+    stream_span: Option<OpenSpan>,
 }
 
 impl Settle {
@@ -334,6 +383,15 @@ impl Settle {
     fn answered(&mut self, usage: Option<(u64, u64)>, pieces: Option<u64>, generating: Duration) {
         let cost = self.charge(usage);
         self.log(usage, cost);
+        if let (Some(span), Some((input, output))) = (&self.attempt_span, usage) {
+            span.annotate([
+                KeyValue::new("gen_ai.usage.input_tokens", input as i64),
+                KeyValue::new("gen_ai.usage.output_tokens", output as i64),
+            ]);
+        }
+        if let (Some(span), Some(pieces)) = (&self.stream_span, pieces) {
+            span.annotate([KeyValue::new("kroute.stream.pieces", pieces as i64)]);
+        }
         let output = usage.map(|(_, output)| output).or(pieces);
         let latency = self.engine.observe_latency(
             &self.model,
@@ -392,6 +450,9 @@ impl Streaming {
         let model = &self.settle.model;
         tracing::warn!("{model}'s stream broke after streaming began ({why}); not falling back");
         self.settle.metrics.upstream_error(model, "stream");
+        if let Some(span) = &self.settle.stream_span {
+            span.fail(why.clone());
+        }
         ApiError::bad_gateway(format!(
             "{model}'s stream broke after streaming began: {why}"
         ))

@@ -10,11 +10,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use axum::Json;
 use base64::Engine as _;
+use opentelemetry::KeyValue;
 use serde_json::{json, Map, Value};
 
 use super::chat::{DECISION_HEADER, EXPLORED_HEADER};
 use super::openai::{parse_model, routing_text, ApiError, ModelChoice, ROUTED_MODEL};
 use super::tenants::RequestTenant;
+use super::trace::RequestTrace;
 use super::{engine_error, AppState, JsonBody};
 use crate::engine::Served;
 
@@ -83,6 +85,7 @@ pub async fn embeddings(
 pub async fn route(
     State(state): State<Arc<AppState>>,
     Extension(tenant): Extension<RequestTenant>,
+    trace: Option<Extension<RequestTrace>>,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
@@ -119,8 +122,10 @@ pub async fn route(
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let logged = state.engine.logs_decisions().then(|| text.clone());
-    let decision = state.route(text, params, limits, &tenant).await?;
+    let trace = trace.map(|t| t.0).unwrap_or_default();
+    let decision = state.route(text, params, limits, &tenant, &trace).await?;
     let decision_id = state.engine.remember(&decision, 0);
+    trace.annotate([KeyValue::new("kroute.decision_id", decision_id.clone())]);
     if let Some(text) = logged {
         let served = Served {
             endpoint: "route",

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod openai;
 mod sse;
 pub mod tenants;
+pub mod trace;
 pub mod upstream;
 
 use std::future::Future;
@@ -42,6 +43,7 @@ pub use config::ServeConfig;
 use metrics::Metrics;
 use openai::{ApiError, RouteOn};
 use tenants::{BudgetNow, RequestTenant, Tenant, Tenants};
+use trace::{RequestTrace, Tracing};
 use upstream::UpstreamClient;
 
 use crate::embed::Embedder;
@@ -73,6 +75,8 @@ pub struct ServeOptions {
     pub admin_key: Option<String>,
     /// Where a reload reads the configuration and the router from; `None`: no reloads.
     pub reload: Option<ReloadSource>,
+    /// The OTLP/HTTP collector traces go to; `None`: no tracing.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for ServeOptions {
@@ -89,6 +93,7 @@ impl Default for ServeOptions {
             feedback_keys: Vec::new(),
             admin_key: None,
             reload: None,
+            otlp_endpoint: None,
         }
     }
 }
@@ -159,18 +164,21 @@ pub struct AppState {
     reloading: tokio::sync::Mutex<()>,
     /// Where reloaded routers are loaded.
     device: Device,
+    tracing: Option<Tracing>,
 }
 
 impl AppState {
     /// Embeds and routes `text` for `tenant` within `limits`, recording the engine's timings
-    /// and the choice.
+    /// (in the metrics and the request's trace) and the choice.
     async fn route(
         &self,
         text: String,
         params: RouteParams,
         limits: Limits,
         tenant: &RequestTenant,
+        trace: &RequestTrace,
     ) -> Result<Decision, ApiError> {
+        let started = std::time::Instant::now();
         let decision = self
             .engine
             .route_within(text, params, limits)
@@ -182,6 +190,11 @@ impl AppState {
                 engine_error(e)
             })?;
         self.metrics.engine_timings(&decision.timings);
+        trace.engine_stages(started, &decision.timings);
+        trace.annotate([
+            opentelemetry::KeyValue::new("kroute.tenant", tenant.name().to_string()),
+            opentelemetry::KeyValue::new("kroute.alpha", decision.params.scoring.alpha()),
+        ]);
         self.metrics.routed(decision.model(0), decision.explored);
         self.metrics.tenant_routed(tenant.name(), decision.model(0));
         Ok(decision)
@@ -246,6 +259,17 @@ impl Server {
         let upstream =
             UpstreamClient::new().map_err(|e| Error::Invalid(format!("HTTP client: {e}")))?;
         let key_digests: Vec<[u8; 32]> = options.api_keys.iter().map(|k| digest(k)).collect();
+        let tracing = match &options.otlp_endpoint {
+            None => None,
+            Some(endpoint) => {
+                let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+                    Error::Invalid(
+                        "--otlp-endpoint needs the server started on a tokio runtime".into(),
+                    )
+                })?;
+                Some(Tracing::start(endpoint, runtime)?)
+            }
+        };
         let feedback_digests = match options.feedback_keys.is_empty() {
             true => key_digests.clone(),
             false => (options.api_keys.iter().chain(&options.feedback_keys))
@@ -265,6 +289,7 @@ impl Server {
                 options,
                 upstream,
                 metrics,
+                tracing,
             }),
         })
     }
@@ -283,12 +308,20 @@ impl Server {
             .route("/v1/embeddings", post(endpoints::embeddings))
             .route("/v1/route", post(endpoints::route))
             .route("/v1/models", get(endpoints::models))
-            .route_layer(middleware::from_fn_with_state(self.state.clone(), admit));
+            .route_layer(middleware::from_fn_with_state(self.state.clone(), admit))
+            .route_layer(middleware::from_fn_with_state(
+                self.state.clone(),
+                trace_request,
+            ));
         let feedback = axum::Router::new()
             .route("/v1/feedback", post(feedback::feedback))
             .route_layer(middleware::from_fn_with_state(
                 self.state.clone(),
                 admit_feedback,
+            ))
+            .route_layer(middleware::from_fn_with_state(
+                self.state.clone(),
+                trace_request,
             ));
         let admin = axum::Router::new()
             .route("/admin/reload", post(admin::reload))
@@ -331,6 +364,10 @@ impl Server {
                 tracing::error!("last snapshot failed (the log holds every outcome): {e}")
             }
             Err(e) => tracing::error!("last snapshot failed: {e}"),
+        }
+        if let Some(exporter) = self.state.tracing.clone() {
+            // The exporter sends through this runtime: wait for it off the runtime's threads.
+            let _ = tokio::task::spawn_blocking(move || exporter.shutdown()).await;
         }
         Ok(())
     }
@@ -441,6 +478,7 @@ async fn admit_feedback(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    let started = std::time::Instant::now();
     let config = state.config();
     let open = state.feedback_digests.is_empty() && config.tenants.is_empty();
     if !open
@@ -449,7 +487,41 @@ async fn admit_feedback(
     {
         return Err(ApiError::unauthorized());
     }
+    admitted(&request, started);
     Ok(next.run(request).await)
+}
+
+/// Records the admission span of a traced request.
+fn admitted(request: &Request, started: std::time::Instant) {
+    if let Some(trace) = request.extensions().get::<RequestTrace>() {
+        trace.stage("admission", started, std::time::Instant::now());
+    }
+}
+
+/// Starts the trace of an API request when the server traces (`--otlp-endpoint`), and ends
+/// its span with the response.
+async fn trace_request(
+    State(state): State<Arc<AppState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let Some(tracing) = &state.tracing else {
+        return next.run(request).await;
+    };
+    let path = request.extensions().get::<MatchedPath>().map_or_else(
+        || request.uri().path().to_string(),
+        |p| p.as_str().to_string(),
+    );
+    let name = format!("{} {path}", request.method());
+    let trace = tracing.request(name, request.headers(), std::time::Instant::now());
+    trace.annotate([
+        opentelemetry::KeyValue::new("http.request.method", request.method().to_string()),
+        opentelemetry::KeyValue::new("url.path", path),
+    ]);
+    request.extensions_mut().insert(trace.clone());
+    let response = next.run(request).await;
+    trace.end(response.status().as_u16());
+    response
 }
 
 /// Authentication for `/admin/*`: the admin key, and no way in without one configured.
@@ -476,6 +548,7 @@ async fn admit(
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    let started = std::time::Instant::now();
     let config = state.config();
     let tenant = tenant_of(&request, &config.tenants);
     let open = state.key_digests.is_empty() && config.tenants.is_empty();
@@ -492,6 +565,7 @@ async fn admit(
             state.options.max_concurrent_requests
         ))
     })?;
+    admitted(&request, started);
     Ok(next.run(request).await)
 }
 

@@ -99,8 +99,14 @@ impl UpstreamClient {
     /// Sends `body` (a chat request) to `upstream` under its model name. A streamed answer
     /// returns after its first chunk; the upstream's timeout covers everything up to there
     /// (for a full answer: up to its last byte). A priced upstream's stream is asked for its
-    /// token usage, so that it can be charged.
-    pub async fn chat(&self, upstream: &Upstream, body: &Value, stream: bool) -> Outcome {
+    /// token usage, so that it can be charged. `propagate`: trace headers to send on.
+    pub async fn chat(
+        &self,
+        upstream: &Upstream,
+        body: &Value,
+        stream: bool,
+        propagate: &[(String, String)],
+    ) -> Outcome {
         let mut body = body.clone();
         body["model"] = Value::String(upstream.model.clone());
         let client_asked_usage = body["stream_options"]["include_usage"] == Value::Bool(true);
@@ -122,7 +128,7 @@ impl UpstreamClient {
         if let Some(key) = &upstream.api_key {
             request = request.header(AUTHORIZATION, format!("Bearer {}", key.expose()));
         }
-        for (name, value) in &upstream.headers {
+        for (name, value) in upstream.headers.iter().chain(propagate) {
             request = request.header(name, value);
         }
         let sent = Instant::now();
