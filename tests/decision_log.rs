@@ -180,3 +180,38 @@ async fn decisions_and_outcomes_are_logged_and_replay_to_the_same_choices() {
     .unwrap();
     assert_eq!((blind.without_text, blind.total.replayed), (5, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_log_queries_only_the_hash_of_a_text_is_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = EngineOptions {
+        decision_log: Some(DecisionLogOptions {
+            dir: dir.path().to_path_buf(),
+            max_rows: 100,
+            rotate_every: Duration::from_secs(60),
+            log_queries: false,
+        }),
+        ..Default::default()
+    };
+    let h = start("", ServeOptions::default(), engine).await;
+    let text = "a private question about my own records";
+    assert_eq!(
+        h.post("/v1/route", &json!({"input": text})).await.status(),
+        200
+    );
+    h.shutdown().await;
+    let log = read_log(dir.path()).unwrap();
+    assert_eq!(log.decisions.len(), 1);
+    assert_eq!(log.decisions[0].query, None);
+    assert_eq!(
+        log.decisions[0].query_sha256,
+        hex::encode(Sha256::digest(text.as_bytes()))
+    );
+    for file in std::fs::read_dir(dir.path()).unwrap() {
+        let bytes = std::fs::read(file.unwrap().path()).unwrap();
+        assert!(
+            !bytes.windows(7).any(|w| w == b"private"),
+            "the text is in a log file"
+        );
+    }
+}

@@ -9,6 +9,7 @@ use std::time::Duration;
 use common::serve::*;
 use common::upstream::Behavior;
 use kroute::engine::EngineOptions;
+use kroute::router::ModelMask;
 use kroute::serve::ServeOptions;
 use serde_json::{json, Value};
 
@@ -150,6 +151,58 @@ async fn a_slow_model_loses_traffic_under_a_ttft_limit_and_regains_it_when_it_re
             .await;
         assert!(expect_error(response, 400).await.contains(bad.0));
     }
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn until_a_model_is_measured_its_training_latency_counts() {
+    let text = query_with_a_trade_off();
+    let mut router = load_router();
+    // The router's order of its first two models when routing among those two alone.
+    let ranked = ranking(text, &defaults());
+    let pair: Vec<usize> = ranked[..2]
+        .iter()
+        .map(|name| router.models.iter().position(|m| m == name).unwrap())
+        .collect();
+    let query = fixture().embedder.embed(&[text]).unwrap();
+    let among = router
+        .route_among(&query, &defaults(), ModelMask::of(pair.clone()).unwrap())
+        .unwrap()
+        .ranking(0);
+    let (first, second) = (
+        router.models[among[0]].clone(),
+        router.models[among[1]].clone(),
+    );
+    // As if the training records had said the router's choice is slow and the other fast.
+    router.training.mean_latency_s = [(first.clone(), 30.0), (second.clone(), 0.1)].into();
+    let mock = common::upstream::MockUpstream::start().await;
+    let h = start_serving(
+        router,
+        mock,
+        "",
+        ServeOptions::default(),
+        EngineOptions::default(),
+    )
+    .await;
+    let pair = format!("{first},{second}");
+    let first_of = |weight: &'static str| {
+        let headers = vec![
+            ("x-kroute-models", pair.clone()),
+            ("x-kroute-latency-weight", weight.to_string()),
+        ];
+        let h = &h;
+        async move {
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let route = h
+                .post_as(None, "/v1/route", &json!({"input": text}), &headers)
+                .await;
+            let route: Value = route.json().await.unwrap();
+            route["ranking"][0]["model"].as_str().unwrap().to_string()
+        }
+    };
+    assert_eq!(first_of("0").await, first);
+    assert_eq!(first_of("1").await, second);
     h.shutdown().await;
 }
 

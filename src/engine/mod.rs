@@ -160,7 +160,8 @@ pub struct Limits {
     pub max_ttft_ms: Option<f64>,
     /// Weight `w` in [0, 1] of latency beside the router's score: models are ranked by
     /// `(1 − w)·s̃ + w·(1 − l̃)`, with `s̃` the min-max normalised routing totals and `l̃` the
-    /// min-max normalised time to first byte (0 for an unmeasured model).
+    /// min-max normalised time to first byte (for a model not yet measured: its training mean,
+    /// else 0).
     pub latency_weight: f64,
 }
 

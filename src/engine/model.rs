@@ -479,10 +479,16 @@ impl ModelThread {
             .map(|&(m, _)| self.router.models[m].clone())
             .collect();
         let latencies = self.latency.of(&names);
+        // Until the server has measured a model, its training records' mean answer time.
+        let trained = &self.router.training.mean_latency_s;
         let mut ranked: Vec<((usize, f32), Option<f64>)> = ranking
             .iter()
             .zip(&latencies)
-            .map(|(&entry, latency)| (entry, latency.map(|l| l.ttft_ms)))
+            .zip(&names)
+            .map(|((&entry, latency), name)| {
+                let measured = latency.map(|l| l.ttft_ms);
+                (entry, measured.or(trained.get(name).map(|s| s * 1e3)))
+            })
             .collect();
         if let Some(max) = limits.max_ttft_ms {
             let fast = |i: usize| latencies[i].is_none_or(|l| l.p90_ttft_ms <= max);
@@ -507,7 +513,7 @@ impl ModelThread {
                     .collect()
             };
             let totals = normalise(ranked.iter().map(|((_, t), _)| *t as f64).collect());
-            // An unmeasured model counts as the fastest, so that it gets measured.
+            // A model with neither counts as the fastest, so that it gets measured.
             let known: Vec<f64> = ranked.iter().filter_map(|(_, l)| *l).collect();
             let fastest = known.iter().copied().fold(f64::MAX, f64::min);
             let slowness = normalise(ranked.iter().map(|(_, l)| l.unwrap_or(fastest)).collect());

@@ -25,6 +25,8 @@ mod pool;
 mod scoring;
 mod stats;
 
+use std::collections::BTreeMap;
+
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -127,6 +129,11 @@ pub struct TrainingInfo {
     /// Set when the clusters, bag and routing defaults were chosen by `kroute train --auto`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tuning: Option<TuningInfo>,
+    /// Each model's mean seconds per answer over the training rows that give one
+    /// (`usages.<model>.latency_s`): what a server weighs latency with until it has measured
+    /// the model itself.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub mean_latency_s: BTreeMap<String, f64>,
 }
 
 /// How a router's settings were chosen by cross-validation on its training rows.
@@ -274,6 +281,7 @@ impl Router {
                 iterations,
                 bag,
                 tuning: None,
+                mean_latency_s: mean_latencies(data, rows),
             },
         })
     }
@@ -732,6 +740,24 @@ impl Router {
     }
 }
 
+/// Each model's mean `latency_s` over `rows`, for the models that have any.
+fn mean_latencies(data: &RoutingData, rows: &[usize]) -> BTreeMap<String, f64> {
+    let mut sums = vec![(0.0, 0usize); data.models.len()];
+    for &row in rows {
+        for (sum, latency) in sums.iter_mut().zip(&data.records[row].latencies) {
+            if let Some(seconds) = latency {
+                *sum = (sum.0 + seconds, sum.1 + 1);
+            }
+        }
+    }
+    data.models
+        .iter()
+        .zip(sums)
+        .filter(|(_, (_, n))| *n > 0)
+        .map(|(model, (total, n))| (model.clone(), total / n as f64))
+        .collect()
+}
+
 /// [`kernels::top_p_vote`] composed of candle's generic ops, for devices without the kernel: a
 /// full sort of each row for the `top_p` nearest, a gather, a softmax, and the weighted votes.
 fn vote_by_generic_ops(
@@ -882,5 +908,32 @@ impl RoutedBatch {
             .zip(&self.distances[span.clone()])
             .zip(&self.weights[span])
             .map(|((&c, &d), &w)| (c as usize, d, w))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::MissingCost;
+
+    #[test]
+    fn training_keeps_each_models_mean_latency_over_the_rows_that_give_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("records.jsonl");
+        let line = |a: Option<f64>, b: Option<f64>| {
+            serde_json::json!({"query": "q", "records": {"a": 1, "b": 0},
+                "usages": {"a": {"cost": 0.1, "latency_s": a}, "b": {"cost": 0.2, "latency_s": b}}})
+            .to_string()
+        };
+        let lines = [
+            line(Some(1.0), None),
+            line(Some(3.0), None),
+            line(Some(9.0), None),
+        ];
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        let data = RoutingData::read(&path, MissingCost::Error).unwrap();
+        // The third row is not a training row; "b" has no latency anywhere.
+        let means = mean_latencies(&data, &[0, 1]);
+        assert_eq!(means, BTreeMap::from([("a".to_string(), 2.0)]));
     }
 }

@@ -131,7 +131,17 @@ pub async fn start_with(
     options: ServeOptions,
     engine: EngineOptions,
 ) -> Harness {
-    let router = load_router();
+    start_serving(load_router(), mock, extra_config, options, engine).await
+}
+
+/// [`start_with`] serving `router` (one of the fixture router's variants).
+pub async fn start_serving(
+    router: Router,
+    mock: MockUpstream,
+    extra_config: &str,
+    options: ServeOptions,
+    engine: EngineOptions,
+) -> Harness {
     let config = ServeConfig::parse(
         &config_text(&mock.base_url, extra_config),
         "kroute.toml".as_ref(),
