@@ -186,7 +186,7 @@ async fn until_a_model_is_measured_its_training_latency_counts() {
     .await;
     let pair = format!("{first},{second}");
     let first_of = |weight: &'static str| {
-        let headers = vec![
+        let headers = [
             ("x-kroute-models", pair.clone()),
             ("x-kroute-latency-weight", weight.to_string()),
         ];
