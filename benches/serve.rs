@@ -10,7 +10,12 @@
 //! cargo bench --bench serve -- router --soak 600            # RSS over 10 min at concurrency 64
 //! cargo bench --bench serve -- router --feedback             # routing under a feedback stream
 //! cargo bench --bench serve -- router --decision-log         # the cost of the decision log
+//! cargo bench --bench serve -- router --latency              # a slow provider under an SLO
 //! ```
+//! `--latency` makes the model kroute picks most often answer 300 ms late and sends 400
+//! requests at concurrency 8, three times: without a limit, with `x-kroute-max-ttft-ms: 150`,
+//! and with the limit once the model has recovered and its slow answers have aged out of the
+//! server's `--latency-window 3s`; it reports the slow model's share and the p50 of each.
 //! `--decision-log` runs two servers, one with `--decision-log DIR --log-queries` (a file every
 //! 5000 rows or 5 s, so that writing files is part of what is measured), and
 //! measures them in turn at each concurrency (twice each, alternating), reporting p50 and
@@ -45,6 +50,7 @@ struct Options {
     dtype: String,
     feedback: bool,
     decision_log: bool,
+    latency: bool,
 }
 
 fn parse_options() -> Options {
@@ -72,6 +78,7 @@ fn parse_options() -> Options {
         dtype: value("--dtype").unwrap_or_else(|| "f32".into()),
         feedback: args.iter().any(|a| a == "--feedback"),
         decision_log: args.iter().any(|a| a == "--decision-log"),
+        latency: args.iter().any(|a| a == "--latency"),
     }
 }
 
@@ -141,6 +148,83 @@ fn start_server(
         .recv_timeout(Duration::from_secs(120))
         .expect("kroute serve started");
     Server { child, base }
+}
+
+/// `n` routed chat requests at concurrency 8 with `headers`: the model and latency of each.
+async fn models_and_latencies(
+    url: &str,
+    queries: &[String],
+    n: usize,
+    headers: &[(&str, &str)],
+) -> Vec<(String, f64)> {
+    use futures_util::StreamExt;
+    let http = reqwest::Client::new();
+    futures_util::stream::iter(queries.iter().cycle().take(n))
+        .map(|query| {
+            let mut request = http.post(url).json(&json!({"model": "kroute",
+                "messages": [{"role": "user", "content": query}]}));
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            async move {
+                let started = Instant::now();
+                let response = request.send().await.unwrap();
+                assert_eq!(response.status(), 200);
+                let model = response.headers()["x-kroute-model"]
+                    .to_str()
+                    .unwrap()
+                    .to_string();
+                response.bytes().await.unwrap();
+                (model, started.elapsed().as_secs_f64())
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await
+}
+
+/// The slow model's share of traffic and the p50 without a limit, under one, and recovered.
+async fn latency_phases(url: &str, mock: &MockUpstream, queries: &[String]) -> Value {
+    let warm = models_and_latencies(url, queries, 200, &[]).await;
+    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    warm.iter()
+        .for_each(|(m, _)| *counts.entry(m).or_default() += 1);
+    let slow = counts
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .unwrap()
+        .0
+        .to_string();
+    let limit = [("x-kroute-max-ttft-ms", "150")];
+    let mut phases = Vec::new();
+    let mut phase = |name: &str, answers: Vec<(String, f64)>| {
+        let share =
+            answers.iter().filter(|(m, _)| *m == slow).count() as f64 / answers.len() as f64;
+        let mut times: Vec<f64> = answers.iter().map(|(_, t)| *t).collect();
+        times.sort_by(f64::total_cmp);
+        let p50 = percentile(&times, 0.5) * 1e3;
+        println!(
+            "{name:<28} {slow} share {:>5.1} %, p50 {p50:>7.1} ms",
+            share * 100.0
+        );
+        phases.push(json!({"phase": name, "slow_share": share, "p50_ms": p50}));
+    };
+    mock.set(&slow, upstream::Behavior::Stall(Duration::from_millis(300)));
+    phase(
+        "slow, no limit",
+        models_and_latencies(url, queries, 400, &[]).await,
+    );
+    phase(
+        "slow, max_ttft_ms 150",
+        models_and_latencies(url, queries, 400, &limit).await,
+    );
+    mock.set(&slow, upstream::Behavior::Answer);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    phase(
+        "recovered, max_ttft_ms 150",
+        models_and_latencies(url, queries, 400, &limit).await,
+    );
+    json!({"slow_model": slow, "warm_share": counts[slow.as_str()] as f64 / 200.0, "phases": phases})
 }
 
 async fn wait_ready(http: &reqwest::Client, base: &str) {
@@ -353,9 +437,10 @@ async fn main() {
     let mock = MockUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let extra: Vec<&str> = match options.feedback {
-        true => vec!["--state", state.to_str().unwrap(), "--snapshot-every", "5s"],
-        false => Vec::new(),
+    let extra: Vec<&str> = match (options.feedback, options.latency) {
+        (true, _) => vec!["--state", state.to_str().unwrap(), "--snapshot-every", "5s"],
+        (_, true) => vec!["--latency-window", "3s"],
+        _ => Vec::new(),
     };
     let server = start_server(&options.router, &options.dtype, &mock, dir.path(), &extra);
     let http = reqwest::Client::new();
@@ -366,6 +451,12 @@ async fn main() {
     if options.feedback {
         let levels = feedback_levels(&server, &queries, options.seconds).await;
         println!("{levels}");
+        return;
+    }
+
+    if options.latency {
+        let phases = latency_phases(&kroute_url, &mock, &queries).await;
+        println!("{phases}");
         return;
     }
 
