@@ -9,6 +9,8 @@
 //! cargo bench --bench decisions -- router [--decisions 1000000] [--logged 3000]
 //! ```
 
+mod common;
+
 use std::time::Instant;
 
 use kroute::device::DeviceSpec;
@@ -17,30 +19,6 @@ use kroute::router::Router;
 use kroute::state::decision_log::DecisionLogOptions;
 use kroute::Embedder;
 use serde_json::json;
-
-/// The first `n` queries of the bundled RouterBench records.
-fn bundled_queries(n: usize) -> Vec<String> {
-    use std::io::BufRead;
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/data/routerbench-3k.jsonl.gz");
-    let reader = flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap());
-    std::io::BufReader::new(reader)
-        .lines()
-        .take(n)
-        .map(|line| {
-            let record: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
-            record["query"].as_str().unwrap().to_string()
-        })
-        .collect()
-}
-
-fn rss_bytes() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(f64::NAN, |kib| kib * 1024.0)
-}
 
 #[tokio::main]
 async fn main() {
@@ -82,13 +60,13 @@ async fn main() {
         .route(text.into(), engine.info().defaults)
         .await
         .unwrap();
-    let before = rss_bytes();
+    let before = common::proc_status("self", "VmRSS:") * 1024.0;
     let started = Instant::now();
     for _ in 0..decisions {
         engine.remember(&decision, 0);
     }
     let seconds = started.elapsed().as_secs_f64();
-    let after = rss_bytes();
+    let after = common::proc_status("self", "VmRSS:") * 1024.0;
     let per_decision = (after - before) / decisions as f64;
     println!(
         "{decisions} decisions of {} voting clusters: {:.0} bytes each ({:.1} MiB), {:.0} ns to remember one",
@@ -107,7 +85,8 @@ async fn main() {
     // The decision log, on real decisions of distinct queries: what a request pays (building
     // the row, handing it over), then what the writer thread takes to write the rows out when
     // the engine stops.
-    let queries = bundled_queries(logged);
+    let mut queries = common::bundled_queries(false, usize::MAX);
+    queries.truncate(logged);
     let mut routed = Vec::new();
     for query in &queries {
         let decision = engine

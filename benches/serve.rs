@@ -28,16 +28,16 @@
 //! f32). Prints a table, the encoder's batched
 //! ceiling (64 queries per embeddings request), then one JSON line.
 
+mod common;
 #[path = "../tests/common/upstream.rs"]
 #[allow(dead_code)]
 mod upstream;
 
-use std::io::BufRead;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{bundled_queries, percentile, rss_mib, start_server, Server};
 use serde_json::{json, Value};
 use upstream::MockUpstream;
 
@@ -83,73 +83,6 @@ fn parse_options() -> Options {
 }
 
 /// Held-out RouterBench queries, each cut to its first `words` words.
-fn queries(words: usize) -> Vec<String> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/data/routerbench-3k.jsonl.gz");
-    let reader = flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap());
-    std::io::BufReader::new(reader)
-        .lines()
-        .map(|line| serde_json::from_str::<Value>(&line.unwrap()).unwrap())
-        .filter(|record| record["split"] == "test")
-        .map(|record| {
-            let query = record["query"].as_str().unwrap();
-            query
-                .split_whitespace()
-                .take(words)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .collect()
-}
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_server(
-    router: &str,
-    dtype: &str,
-    mock: &MockUpstream,
-    dir: &std::path::Path,
-    extra: &[&str],
-) -> Server {
-    let config = dir.join("kroute.toml");
-    std::fs::write(
-        &config,
-        format!("[upstream.default]\nbase_url = \"{}\"\n", mock.base_url),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kroute"))
-        .args([
-            "serve", "--router", router, "--dtype", dtype, "--port", "0", "--config",
-        ])
-        .arg(&config)
-        .args(extra)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                let _ = tx.send(rest.split_whitespace().next().unwrap().to_string());
-            }
-        }
-    });
-    let base = rx
-        .recv_timeout(Duration::from_secs(120))
-        .expect("kroute serve started");
-    Server { child, base }
-}
-
 /// `n` routed chat requests at concurrency 8 with `headers`: the model and latency of each.
 async fn models_and_latencies(
     url: &str,
@@ -227,26 +160,6 @@ async fn latency_phases(url: &str, mock: &MockUpstream, queries: &[String]) -> V
     json!({"slow_model": slow, "warm_share": counts[slow.as_str()] as f64 / 200.0, "phases": phases})
 }
 
-async fn wait_ready(http: &reqwest::Client, base: &str) {
-    while http
-        .get(format!("{base}/health"))
-        .send()
-        .await
-        .map_or(true, |r| r.status() != 200)
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(f64::NAN, |kib| kib / 1024.0)
-}
-
 /// Latencies (seconds) of every request finished during `seconds` of closed-loop load; each
 /// answer's decision id goes to `decisions` when given.
 async fn load(
@@ -295,10 +208,6 @@ async fn load(
         all.extend(worker.await.unwrap());
     }
     all
-}
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
 struct Level {
@@ -433,7 +342,7 @@ async fn feedback_levels(server: &Server, queries: &[String], seconds: f64) -> V
 #[tokio::main]
 async fn main() {
     let options = parse_options();
-    let queries = queries(options.words);
+    let queries = bundled_queries(true, options.words);
     let mock = MockUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
@@ -442,9 +351,16 @@ async fn main() {
         (_, true) => vec!["--latency-window", "3s"],
         _ => Vec::new(),
     };
-    let server = start_server(&options.router, &options.dtype, &mock, dir.path(), &extra);
+    let config = format!("[upstream.default]\nbase_url = \"{}\"\n", mock.base_url);
+    let dtype = ["--dtype", options.dtype.as_str()];
+    let server = start_server(
+        &options.router,
+        dir.path(),
+        &config,
+        &[&dtype, &extra[..]].concat(),
+    )
+    .await;
     let http = reqwest::Client::new();
-    wait_ready(&http, &server.base).await;
     let kroute_url = format!("{}/v1/chat/completions", server.base);
     let mock_url = format!("{}/chat/completions", mock.base_url);
 
@@ -469,14 +385,8 @@ async fn main() {
             "--decision-log-rotate",
             "5000,5s",
         ];
-        let logging = start_server(
-            &options.router,
-            &options.dtype,
-            &mock,
-            dir.path(),
-            &log_flags,
-        );
-        wait_ready(&http, &logging.base).await;
+        let flags = [&dtype, &log_flags[..]].concat();
+        let logging = start_server(&options.router, dir.path(), &config, &flags).await;
         let logging_url = format!("{}/v1/chat/completions", logging.base);
         println!(
             "{:>11}  {:>12}  {:>12}  {:>12}  {:>12}",

@@ -19,9 +19,9 @@
 //! is in the restarted server's state, and resident memory and open files stay flat. Prints
 //! a report per endpoint, then one JSON line; exits 1 when a check fails.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
-use std::io::BufRead;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,6 +32,8 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+use common::{bundled_queries, open_files, percentile, rss_mib, Server};
 
 /// Upstream timeout in kroute.toml; an answer that hangs outlives it.
 const UPSTREAM_TIMEOUT_S: u64 = 2;
@@ -257,104 +259,24 @@ async fn read_request(socket: &mut TcpStream) -> std::io::Result<Value> {
     Ok(serde_json::from_slice(&buffer[head_end..]).unwrap_or(Value::Null))
 }
 
-struct Server {
-    child: Child,
-    base: String,
-    started: Instant,
-    ready_after: Duration,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `kroute serve` and waits for `/health`; also returns how long it took from the
-/// "model loaded" line to ready.
+/// `kroute serve` with a state directory and an admin key, in front of `upstream`.
 async fn start_server(router: &str, dir: &std::path::Path, upstream: &str) -> Server {
-    let config = dir.join("kroute.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[upstream.default]\nbase_url = \"{upstream}\"\ntimeout_s = {UPSTREAM_TIMEOUT_S}\n\
-             price = {{ input_per_mtok = 1.0, output_per_mtok = 2.0 }}\n"
-        ),
-    )
-    .unwrap();
-    let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kroute"))
-        .args([
-            "serve",
-            "--router",
-            router,
-            "--port",
-            "0",
-            "--max-body-bytes",
-            "65536",
-        ])
-        .args([
-            "--admin-key",
-            ADMIN_KEY,
-            "--snapshot-every",
-            "20s",
-            "--state",
-        ])
-        .arg(dir.join("state"))
-        .arg("--config")
-        .arg(&config)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            match line.split("listening on ").nth(1) {
-                Some(rest) => {
-                    let _ = tx.send(Ok(rest.split_whitespace().next().unwrap().to_string()));
-                }
-                None => {
-                    // Warnings while serving are shown as they come (after start-up nobody
-                    // receives them).
-                    if tx.send(Err(line.clone())).is_err() && line.contains("WARN") {
-                        eprintln!("kroute serve: {line}");
-                    }
-                }
-            }
-        }
-    });
-    let mut log = Vec::new();
-    let base = loop {
-        match rx.recv_timeout(Duration::from_secs(120)) {
-            Ok(Ok(base)) => break base,
-            Ok(Err(line)) => log.push(line),
-            Err(_) => panic!("kroute serve did not start:\n{}", log.join("\n")),
-        }
-    };
-    // What the server said while starting (recovery warnings among it).
-    for line in log
-        .iter()
-        .filter(|l| l.contains("WARN") || l.contains("skipped"))
-    {
-        eprintln!("kroute serve: {line}");
-    }
-    let listening = Instant::now();
-    let http = reqwest::Client::new();
-    loop {
-        let health = http.get(format!("{base}/health")).send().await;
-        if health.is_ok_and(|r| r.status() == 200) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    Server {
-        child,
-        base,
-        started,
-        ready_after: listening.elapsed(),
-    }
+    let config = format!(
+        "[upstream.default]\nbase_url = \"{upstream}\"\ntimeout_s = {UPSTREAM_TIMEOUT_S}\n\
+         price = {{ input_per_mtok = 1.0, output_per_mtok = 2.0 }}\n"
+    );
+    let state = dir.join("state");
+    let args = [
+        "--max-body-bytes",
+        "65536",
+        "--admin-key",
+        ADMIN_KEY,
+        "--snapshot-every",
+        "20s",
+        "--state",
+        state.to_str().unwrap(),
+    ];
+    common::start_server(router, dir, &config, &args).await
 }
 
 /// Outcomes per endpoint: statuses, latencies, and what broke a check.
@@ -526,42 +448,6 @@ impl Client {
     }
 }
 
-fn proc_value(pid: u32, key: &str) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .unwrap_or(f64::NAN)
-}
-
-fn open_files(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
-}
-
-fn percentile(values: &mut [f64], p: f64) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[((values.len() - 1) as f64 * p).round() as usize]
-}
-
-fn queries() -> Vec<String> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/data/routerbench-3k.jsonl.gz");
-    let reader = flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap());
-    std::io::BufReader::new(reader)
-        .lines()
-        .map(|line| serde_json::from_str::<Value>(&line.unwrap()).unwrap())
-        .filter(|record| record["split"] == "test")
-        .map(|record| {
-            let words: Vec<&str> = record["query"]
-                .as_str()
-                .unwrap()
-                .split_whitespace()
-                .collect();
-            words[..words.len().min(24)].join(" ")
-        })
-        .collect()
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let options = parse_options();
@@ -582,7 +468,7 @@ async fn main() {
     let killed = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
-    let queries = Arc::new(queries());
+    let queries = Arc::new(bundled_queries(true, 24));
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(options.clients)
         .build()
@@ -611,11 +497,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_secs(10).min(total.saturating_sub(start.elapsed())))
             .await;
         let at = start.elapsed();
-        samples.push((
-            at.as_secs_f64(),
-            proc_value(pid, "VmRSS:") / 1024.0,
-            open_files(pid),
-        ));
+        samples.push((at.as_secs_f64(), rss_mib(pid), open_files(pid)));
         if at >= next_reload {
             next_reload += Duration::from_secs(30);
             let began = Instant::now();
@@ -697,10 +579,8 @@ async fn main() {
     for (endpoint, statuses) in &tally.statuses {
         let mut latencies = tally.latencies_ms[endpoint].clone();
         let count: u64 = statuses.values().sum();
-        let (p50, p99) = (
-            percentile(&mut latencies, 0.5),
-            percentile(&mut latencies, 0.99),
-        );
+        latencies.sort_by(f64::total_cmp);
+        let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
         let listed: Vec<String> = statuses.iter().map(|(s, n)| format!("{s}: {n}")).collect();
         println!(
             "| {endpoint} | {count} | {} | {p50:.1} | {p99:.1} |",

@@ -125,9 +125,10 @@ impl FileRows {
                 format!("not a readable {kind} file: {e}"),
             ))
         };
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
         let batches: Batches = match format {
             TextFormat::Parquet => {
+                check_parquet_footer(path, &mut file)?;
                 let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
                 // Small files are read whole: the decoder's many small reads of a page header
                 // are then memory reads, not system calls (a corrupted header listing a huge
@@ -268,6 +269,41 @@ fn arrow_ipc(path: &Path, mut file: File, options: &TextReaderOptions) -> Result
             .map_err(arrow)?,
         ))
     }
+}
+
+/// Checks a plain Parquet footer's Thrift bytes with [`super::thrift::check_struct`] before
+/// the parquet crate decodes them. Encrypted footers (magic `PARE`) and files too short to
+/// have a footer are left to the crate, which names what is wrong with them.
+fn check_parquet_footer(path: &Path, file: &mut File) -> Result<()> {
+    let mut trailer = [0u8; 8];
+    if file
+        .seek(SeekFrom::End(-8))
+        .and_then(|_| file.read_exact(&mut trailer))
+        .is_err()
+        || &trailer[4..] != b"PAR1"
+    {
+        return file
+            .seek(SeekFrom::Start(0))
+            .map(drop)
+            .map_err(|e| Error::io(path, e));
+    }
+    let footer_len = u64::from(u32::from_le_bytes(trailer[..4].try_into().unwrap()));
+    let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    if footer_len + 8 > file_len {
+        return Err(InputError::new(
+            path,
+            format!("Parquet footer claims {footer_len} bytes, the file has {file_len}"),
+        )
+        .into());
+    }
+    let mut footer = vec![0u8; footer_len as usize];
+    file.seek(SeekFrom::End(-8 - footer_len as i64))
+        .and_then(|_| file.read_exact(&mut footer))
+        .and_then(|_| file.seek(SeekFrom::Start(0)))
+        .map_err(|e| Error::io(path, e))?;
+    super::thrift::check_struct(&footer).map_err(|problem| {
+        InputError::new(path, format!("corrupted Parquet footer: {problem}")).into()
+    })
 }
 
 /// Checks that every block an Arrow IPC file's footer lists lies inside the file: arrow-ipc

@@ -10,6 +10,7 @@ mod lines;
 mod rows;
 mod stdin;
 mod texts;
+mod thrift;
 
 pub use atomic::{AtomicFile, StagedDir};
 pub(crate) use columnar::parquet_files;
