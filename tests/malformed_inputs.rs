@@ -68,3 +68,42 @@ fn parquet_footer_lists_longer_than_the_footer_are_refused_before_decoding() {
     assert!(error.contains("corrupted Parquet footer"), "{error}");
     assert!(error.contains("elements"), "{error}");
 }
+
+#[test]
+fn parquet_page_headers_with_lists_longer_than_the_page_are_refused() {
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, RecordBatch, StringArray};
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pages.parquet");
+    let texts: ArrayRef = Arc::new(StringArray::from(vec!["a question"; 50]));
+    let batch = RecordBatch::try_from_iter([("text", texts)]).unwrap();
+    let mut writer =
+        ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    let options = || TextReaderOptions {
+        field: "text".into(),
+        ..TextReaderOptions::default()
+    };
+    assert_eq!(read_all(&path, options()).unwrap(), 50);
+
+    // The first page header now opens with field 15, a list of 2^28 booleans: the parquet
+    // crate's Thrift skipper would walk them one by one at no byte each.
+    let reader = SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+    let column = reader.metadata().row_group(0).column(0);
+    let header = column
+        .dictionary_page_offset()
+        .unwrap_or(column.data_page_offset()) as usize;
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[header..header + 7].copy_from_slice(&[0xf9, 0xf1, 0x80, 0x80, 0x80, 0x80, 0x01]);
+    std::fs::write(&path, bytes).unwrap();
+    let error = read_all(&path, options()).unwrap_err().to_string();
+    assert!(error.contains("pages.parquet"), "{error}");
+    assert!(error.contains("corrupted Parquet page header"), "{error}");
+    assert!(error.contains(&format!("byte {header}")), "{error}");
+    assert!(error.contains("declares 268435456 elements"), "{error}");
+}

@@ -12,8 +12,12 @@ use arrow_array::types::{
 };
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::{ArrowError, DataType, Schema};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
 use parquet::arrow::ProjectionMask;
+use parquet::file::metadata::ParquetMetaData;
+use parquet::file::reader::ChunkReader;
 
 use super::rows::{Location, RawRow, RawRows, RowId, TextFormat, TextReaderOptions};
 use crate::error::{Error, InputError, Result};
@@ -215,24 +219,91 @@ impl Iterator for FileRows {
 const IN_MEMORY_PARQUET_BYTES: u64 = 64 << 20;
 
 /// The record batches of a Parquet input, projected to the wanted columns.
-fn parquet_batches<R: parquet::file::reader::ChunkReader + 'static>(
+fn parquet_batches<R: ChunkReader + 'static>(
     reader: R,
     path: &Path,
     options: &TextReaderOptions,
 ) -> Result<Batches> {
     let invalid = |e: ArrowError| Error::Invalid(e.to_string());
-    let builder =
-        guarded(|| ParquetRecordBatchReaderBuilder::try_new(reader).map_err(ArrowError::from))
-            .map_err(invalid)?;
-    let indices = check_columns(path, builder.schema(), options)?;
-    let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
+    let metadata = guarded(|| {
+        ArrowReaderMetadata::load(&reader, ArrowReaderOptions::default()).map_err(ArrowError::from)
+    })
+    .map_err(invalid)?;
+    let indices = check_columns(path, metadata.schema(), options)?;
+    let mask = ProjectionMask::roots(metadata.parquet_schema(), indices);
+    check_parquet_pages(path, &reader, metadata.metadata(), &mask)?;
     Ok(Box::new(
-        builder
+        ParquetRecordBatchReaderBuilder::new_with_metadata(reader, metadata)
             .with_projection(mask)
             .with_batch_size(BATCH_ROWS)
             .build()
             .map_err(|e| invalid(ArrowError::from(e)))?,
     ))
+}
+
+/// Walks the page headers of every column chunk the projection reads with
+/// [`super::thrift::page_header`], for the reason the footer is walked
+/// ([`check_parquet_footer`]). A chunk whose range lies outside the file is left to the
+/// decoder, which says so.
+fn check_parquet_pages<R: ChunkReader>(
+    path: &Path,
+    reader: &R,
+    metadata: &ParquetMetaData,
+    mask: &ProjectionMask,
+) -> Result<()> {
+    /// Bytes read for a page header at first; more when it is longer.
+    const HEADER_READ: u64 = 16 << 10;
+    let file_len = reader.len();
+    for (group, row_group) in metadata.row_groups().iter().enumerate() {
+        for (leaf, column) in row_group.columns().iter().enumerate() {
+            if !mask.leaf_included(leaf) {
+                continue;
+            }
+            let start = column
+                .dictionary_page_offset()
+                .unwrap_or(column.data_page_offset());
+            let (Ok(start), Ok(len)) = (
+                u64::try_from(start),
+                u64::try_from(column.compressed_size()),
+            ) else {
+                continue;
+            };
+            let end = match start.checked_add(len) {
+                Some(end) if end <= file_len => end,
+                _ => continue,
+            };
+            let corrupted = |at: u64, problem: String| -> Error {
+                InputError::new(
+                    path,
+                    format!(
+                        "corrupted Parquet page header (row group {group}, column {}, byte \
+                         {at}): {problem}",
+                        column.column_path()
+                    ),
+                )
+                .into()
+            };
+            let mut at = start;
+            while at < end {
+                let mut want = HEADER_READ.min(end - at);
+                let (header_len, page_len) = loop {
+                    let bytes = reader
+                        .get_bytes(at, want as usize)
+                        .map_err(|e| corrupted(at, e.to_string()))?;
+                    match super::thrift::page_header(&bytes) {
+                        Ok(header) => break header,
+                        // It may only be longer than what was read.
+                        Err(_) if want < end - at => want = (want * 4).min(end - at),
+                        Err(problem) => return Err(corrupted(at, problem)),
+                    }
+                };
+                at = at
+                    .saturating_add(header_len as u64)
+                    .saturating_add(page_len);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// An Arrow IPC file (magic `ARROW1`) or stream, projected to the wanted columns.
@@ -272,7 +343,8 @@ fn arrow_ipc(path: &Path, mut file: File, options: &TextReaderOptions) -> Result
 }
 
 /// Checks a plain Parquet footer's Thrift bytes with [`super::thrift::check_struct`] before
-/// the parquet crate decodes them. Encrypted footers (magic `PARE`) and files too short to
+/// the parquet crate decodes them (its Thrift skipper walks a declared list of booleans one by
+/// one, at no byte each). Encrypted footers (magic `PARE`) and files too short to
 /// have a footer are left to the crate, which names what is wrong with them.
 fn check_parquet_footer(path: &Path, file: &mut File) -> Result<()> {
     let mut trailer = [0u8; 8];

@@ -1,9 +1,9 @@
-//! A bounds check of Thrift compact-protocol bytes (a Parquet file's footer) before the parquet
-//! crate decodes them. Its skipper walks a list of booleans element by element at no byte
-//! each, so a corrupted footer declaring a list of a billion booleans costs seconds of CPU
-//! in a file of a kilobyte. In well-formed bytes every element of a list, set or map takes at
-//! least one byte, so a container may not declare more elements than bytes remain; this walk
-//! checks that in time linear in the bytes.
+//! A bounds check of Thrift compact-protocol bytes (a Parquet file's footer and page headers)
+//! before the parquet crate decodes them. Its skipper walks a list of booleans element by
+//! element at no byte each, so a corrupted footer or page header declaring a list of a billion
+//! booleans costs seconds of CPU in a file of a kilobyte. In well-formed bytes every element
+//! of a list, set or map takes at least one byte, so a container may not declare more elements
+//! than bytes remain; this walk checks that in time linear in the bytes.
 
 /// Nesting deeper than this is refused (a Parquet footer nests about ten levels).
 const MAX_DEPTH: u32 = 64;
@@ -11,7 +11,33 @@ const MAX_DEPTH: u32 = 64;
 /// Checks that `bytes` begin with one well-bounded compact-protocol struct; the error says
 /// what is wrong and at which byte.
 pub(crate) fn check_struct(bytes: &[u8]) -> Result<(), String> {
-    Cursor { bytes, at: 0 }.value(STRUCT, 0, false)
+    walk_struct(bytes).map(drop)
+}
+
+/// A Parquet page header at the start of `bytes`, checked: its length in bytes and the length
+/// of the page that follows it (`compressed_page_size`, field 3).
+pub(crate) fn page_header(bytes: &[u8]) -> Result<(usize, u64), String> {
+    let (len, fields) = walk_struct(bytes)?;
+    match fields
+        .iter()
+        .find(|(id, _)| *id == 3)
+        .map(|(_, size)| *size)
+    {
+        Some(size) if size >= 0 => Ok((len, size as u64)),
+        Some(size) => Err(format!("a page header gives a page size of {size}")),
+        None => Err("a page header without a page size".into()),
+    }
+}
+
+/// Walks one struct: its length in bytes and its top-level integer fields (id, value).
+fn walk_struct(bytes: &[u8]) -> Result<(usize, Vec<(i64, i64)>), String> {
+    let mut cursor = Cursor {
+        bytes,
+        at: 0,
+        top_level: Vec::new(),
+    };
+    cursor.value(STRUCT, 0, false)?;
+    Ok((cursor.at, cursor.top_level))
 }
 
 const BOOL_TRUE: u8 = 1;
@@ -31,6 +57,12 @@ const UUID: u8 = 13;
 struct Cursor<'a> {
     bytes: &'a [u8],
     at: usize,
+    /// The integer fields of the outermost struct.
+    top_level: Vec<(i64, i64)>,
+}
+
+fn zigzag(n: u64) -> i64 {
+    (n >> 1) as i64 ^ -((n & 1) as i64)
 }
 
 impl Cursor<'_> {
@@ -128,16 +160,27 @@ impl Cursor<'_> {
                 }
                 Ok(())
             }
-            STRUCT => loop {
-                let header = self.byte()?;
-                if header == 0 {
-                    return Ok(());
+            STRUCT => {
+                let mut field = 0i64;
+                loop {
+                    let header = self.byte()?;
+                    if header == 0 {
+                        return Ok(());
+                    }
+                    // A field id is a delta from the last in the header, or follows it.
+                    field = match header >> 4 {
+                        0 => zigzag(self.varint()?),
+                        delta => field + i64::from(delta),
+                    };
+                    match header & 0x0f {
+                        I16 | I32 | I64 if depth == 0 => {
+                            let value = zigzag(self.varint()?);
+                            self.top_level.push((field, value));
+                        }
+                        kind => self.value(kind, depth + 1, false)?,
+                    }
                 }
-                if header >> 4 == 0 {
-                    self.varint()?; // a field id too far from the last to fit the header
-                }
-                self.value(header & 0x0f, depth + 1, false)?;
-            },
+            }
             other => Err(format!(
                 "unknown value type {other} at byte {}",
                 self.at.saturating_sub(1)
@@ -158,6 +201,23 @@ mod tests {
             0x0c, 0x28, 0x00, 0x00,
         ];
         assert_eq!(check_struct(&bytes), Ok(()));
+        assert_eq!(walk_struct(&bytes), Ok((bytes.len(), vec![(1, 150)])));
+    }
+
+    #[test]
+    fn a_page_header_gives_its_length_and_its_page_size() {
+        // {1: type 0, 2: uncompressed 100, 3: compressed -> 60, 5: {1: 7}} then page bytes.
+        let bytes = [
+            0x15, 0x00, 0x15, 0xc8, 0x01, 0x15, 0x78, 0x2c, 0x15, 0x0e, 0x00, 0x00, 9,
+        ];
+        assert_eq!(page_header(&bytes), Ok((12, 60)));
+        let negative = [0x35, 0x01, 0x00];
+        assert!(page_header(&negative)
+            .unwrap_err()
+            .contains("page size of -1"));
+        assert!(page_header(&[0x15, 0x00, 0x00])
+            .unwrap_err()
+            .contains("without"));
     }
 
     #[test]
