@@ -593,3 +593,29 @@ fn every_output_format_resumes_to_the_same_bytes() {
         );
     }
 }
+
+#[test]
+fn parquet_files_written_by_pyarrow_are_read_whole() {
+    // Written by scripts/make_pyarrow_fixtures.py with each of pyarrow's page and footer
+    // options; kroute walks their footers and page headers before decoding them.
+    let dir = fixture_path("pyarrow");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 7, "{files:?}");
+    for path in files {
+        let options = kroute::io::TextReaderOptions {
+            field: "query".into(),
+            id_field: Some("id".into()),
+            ..Default::default()
+        };
+        let texts: Vec<String> = kroute::io::TextReader::open(&path, options)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .map(|record| record.unwrap().text)
+            .collect();
+        let expected: Vec<String> = (0..40).map(|i| format!("question {i} é😀")).collect();
+        assert_eq!(texts, expected, "{}", path.display());
+    }
+}

@@ -342,7 +342,7 @@ fn arrow_ipc(path: &Path, mut file: File, options: &TextReaderOptions) -> Result
     }
 }
 
-/// Checks a plain Parquet footer's Thrift bytes with [`super::thrift::check_struct`] before
+/// Checks a plain Parquet footer's Thrift bytes with [`super::thrift::check_footer`] before
 /// the parquet crate decodes them (its Thrift skipper walks a declared list of booleans one by
 /// one, at no byte each). Encrypted footers (magic `PARE`) and files too short to
 /// have a footer are left to the crate, which names what is wrong with them.
@@ -373,7 +373,7 @@ fn check_parquet_footer(path: &Path, file: &mut File) -> Result<()> {
         .and_then(|_| file.read_exact(&mut footer))
         .and_then(|_| file.seek(SeekFrom::Start(0)))
         .map_err(|e| Error::io(path, e))?;
-    super::thrift::check_struct(&footer).map_err(|problem| {
+    super::thrift::check_footer(&footer).map_err(|problem| {
         InputError::new(path, format!("corrupted Parquet footer: {problem}")).into()
     })
 }
