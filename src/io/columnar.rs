@@ -129,10 +129,9 @@ impl FileRows {
                 format!("not a readable {kind} file: {e}"),
             ))
         };
-        let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let batches: Batches = match format {
             TextFormat::Parquet => {
-                check_parquet_footer(path, &mut file)?;
                 let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
                 // Small files are read whole: the decoder's many small reads of a page header
                 // are then memory reads, not system calls (a corrupted header listing a huge
@@ -224,6 +223,7 @@ fn parquet_batches<R: ChunkReader + 'static>(
     path: &Path,
     options: &TextReaderOptions,
 ) -> Result<Batches> {
+    check_parquet_footer(path, &reader)?;
     let invalid = |e: ArrowError| Error::Invalid(e.to_string());
     let metadata = guarded(|| {
         ArrowReaderMetadata::load(&reader, ArrowReaderOptions::default()).map_err(ArrowError::from)
@@ -346,21 +346,16 @@ fn arrow_ipc(path: &Path, mut file: File, options: &TextReaderOptions) -> Result
 /// the parquet crate decodes them (its Thrift skipper walks a declared list of booleans one by
 /// one, at no byte each). Encrypted footers (magic `PARE`) and files too short to
 /// have a footer are left to the crate, which names what is wrong with them.
-fn check_parquet_footer(path: &Path, file: &mut File) -> Result<()> {
-    let mut trailer = [0u8; 8];
-    if file
-        .seek(SeekFrom::End(-8))
-        .and_then(|_| file.read_exact(&mut trailer))
-        .is_err()
-        || &trailer[4..] != b"PAR1"
-    {
-        return file
-            .seek(SeekFrom::Start(0))
-            .map(drop)
-            .map_err(|e| Error::io(path, e));
-    }
+fn check_parquet_footer<R: ChunkReader>(path: &Path, reader: &R) -> Result<()> {
+    let file_len = reader.len();
+    let trailer = match file_len.checked_sub(8).map(|at| reader.get_bytes(at, 8)) {
+        Some(Ok(trailer)) if &trailer[4..] == b"PAR1" => trailer,
+        _ => return Ok(()),
+    };
     let footer_len = u64::from(u32::from_le_bytes(trailer[..4].try_into().unwrap()));
-    let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let corrupted = |problem: String| -> Error {
+        InputError::new(path, format!("corrupted Parquet footer: {problem}")).into()
+    };
     if footer_len + 8 > file_len {
         return Err(InputError::new(
             path,
@@ -368,14 +363,10 @@ fn check_parquet_footer(path: &Path, file: &mut File) -> Result<()> {
         )
         .into());
     }
-    let mut footer = vec![0u8; footer_len as usize];
-    file.seek(SeekFrom::End(-8 - footer_len as i64))
-        .and_then(|_| file.read_exact(&mut footer))
-        .and_then(|_| file.seek(SeekFrom::Start(0)))
-        .map_err(|e| Error::io(path, e))?;
-    super::thrift::check_footer(&footer).map_err(|problem| {
-        InputError::new(path, format!("corrupted Parquet footer: {problem}")).into()
-    })
+    let footer = reader
+        .get_bytes(file_len - 8 - footer_len, footer_len as usize)
+        .map_err(|e| corrupted(e.to_string()))?;
+    super::thrift::check_footer(&footer).map_err(corrupted)
 }
 
 /// Checks that every block an Arrow IPC file's footer lists lies inside the file: arrow-ipc

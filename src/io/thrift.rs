@@ -318,16 +318,21 @@ impl Cursor<'_> {
         Ok((header & 0x0f, self.elements(start, declared, 1)?))
     }
 
+    fn within_depth(&self, depth: u32) -> Result<(), String> {
+        match depth > MAX_DEPTH {
+            true => Err(format!(
+                "nested deeper than {MAX_DEPTH} levels at byte {}",
+                self.at
+            )),
+            false => Ok(()),
+        }
+    }
+
     /// The fields of a struct whose known fields are `known`, up to its stop. Field ids are
     /// computed as the crate computes them (a delta from the last in the header, or a
     /// zigzag varint taken as i16 after it).
     fn fields(&mut self, known: &[(i16, Shape)], depth: u32) -> Result<(), String> {
-        if depth > MAX_DEPTH {
-            return Err(format!(
-                "nested deeper than {MAX_DEPTH} levels at byte {}",
-                self.at
-            ));
-        }
+        self.within_depth(depth)?;
         let mut id = 0i16;
         loop {
             let start = self.at;
@@ -354,23 +359,15 @@ impl Cursor<'_> {
                     let value = zigzag(self.varint()?);
                     self.top_level.push((id, value));
                 }
-                Some(&(_, shape)) => self.known(shape, depth)?,
+                Some(&(_, shape)) => self.known(shape, kind, depth)?,
                 None => self.unknown(kind, depth + 1)?,
             }
         }
     }
 
-    /// A value of a field the crate knows, encoded as its shape says.
-    fn known(&mut self, shape: Shape, depth: u32) -> Result<(), String> {
+    /// A value of a field the crate knows, encoded (as `kind`) as its shape says.
+    fn known(&mut self, shape: Shape, kind: u8, depth: u32) -> Result<(), String> {
         match shape {
-            Bool => Ok(()),
-            I8 => self.skip(1),
-            I16 | I32 | I64 => self.varint().map(drop),
-            Double => self.skip(8),
-            Binary => {
-                let len = self.varint()?;
-                self.skip(len)
-            }
             List(element) => {
                 let start = self.at;
                 let (element_kind, declared) = self.list_header()?;
@@ -381,23 +378,20 @@ impl Cursor<'_> {
                     ));
                 }
                 for _ in 0..declared {
-                    self.known(*element, depth + 1)?;
+                    self.known(*element, element_kind, depth + 1)?;
                 }
                 Ok(())
             }
             Shape::Struct(fields) => self.fields(fields, depth + 1),
+            // A scalar encoded as the crate reads it takes the bytes its skipper skips.
+            _ => self.unknown(kind, depth),
         }
     }
 
     /// A value of a field the crate does not know, walked as its skipper walks it: booleans
     /// take no byte, so a non-empty container of them is refused.
     fn unknown(&mut self, kind: u8, depth: u32) -> Result<(), String> {
-        if depth > MAX_DEPTH {
-            return Err(format!(
-                "nested deeper than {MAX_DEPTH} levels at byte {}",
-                self.at
-            ));
-        }
+        self.within_depth(depth)?;
         let start = self.at;
         let no_booleans = |kinds: &[u8]| {
             if kinds.iter().any(|k| matches!(*k, BOOL_TRUE | BOOL_FALSE)) {
