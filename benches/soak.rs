@@ -417,18 +417,8 @@ impl Client {
             Ok(Err(_)) if self.killed.load(Ordering::SeqCst) => {}
             Ok(Err(e)) => {
                 // What reqwest says names only the URL; the cause is further down its chain.
-                let mut cause = e.to_string();
-                let mut source = std::error::Error::source(&e);
-                while let Some(inner) = source {
-                    cause = format!("{cause}: {inner}");
-                    source = inner.source();
-                }
-                tally.record(
-                    endpoint,
-                    &format!("transport error: {cause}"),
-                    latency,
-                    false,
-                )
+                let cause = format!("transport error: {:#}", anyhow::Error::new(e));
+                tally.record(endpoint, &cause, latency, false)
             }
             Ok(Ok((status, id, body))) => {
                 let ok = allowed(endpoint, status);
