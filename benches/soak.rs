@@ -560,7 +560,14 @@ async fn main() {
             .filter(|s| s.0 > end_s - window_s - 0.5 && s.0 <= end_s + 0.5)
             .map(|s| s.1)
             .collect();
-        inside.iter().sum::<f64>() / inside.len() as f64
+        match inside.len() {
+            // A run too short for a sample in the window: the sample nearest its end.
+            0 => samples
+                .iter()
+                .min_by(|a, b| (a.0 - end_s).abs().total_cmp(&(b.0 - end_s).abs()))
+                .map_or(f64::NAN, |s| s.1),
+            n => inside.iter().sum::<f64>() / n as f64,
+        }
     };
     let (rss_early, rss_late) = (
         rss_mean(early_minute * 60.0),
