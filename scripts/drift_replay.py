@@ -23,7 +23,9 @@ decides through the server. Accuracy is measured prequentially: each decision be
 outcome is posted. Reported: accuracy per window of 100 requests, the mean after the first
 1,000 outcomes, and the share of the static→true gap the learning router closes there. With
 no drift the stream uses half the test split and the frontier area (`kroute eval`'s
-definition) of the static and the learned router is compared on the other half.
+definition) of the static and the learned router is compared on the other half. The drifted
+model's share of traffic per window (learning and true routers) is reported too, and
+`--keep-state DIR` keeps each learning server's state directory for a closer look.
 
 Needs the kroute Python package (training on embeddings computed once) and numpy.
 """
@@ -34,6 +36,7 @@ import http.server
 import json
 import pathlib
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -200,6 +203,7 @@ def main() -> None:
     parser.add_argument("--kroute", default=str(ROOT / "target/release/kroute"))
     parser.add_argument("--out", help="write every number here (JSON)")
     parser.add_argument("--cache", help="keep the query embeddings in this .npy file")
+    parser.add_argument("--keep-state", help="copy each learning server's state directory here")
     args = parser.parse_args()
 
     records = load(args.data)
@@ -218,6 +222,7 @@ def main() -> None:
                "explore_max_share": args.explore_max_share, "runs": []}
     for scenario in args.scenarios.split(","):
         world = drift(records, scenario, strong, weak)
+        drifted = {"worse": strong, "better": weak}.get(scenario)
         for seed in map(int, args.seeds.split(",")):
             rng = random.Random(seed)
             rows = test[:]
@@ -242,7 +247,15 @@ def main() -> None:
                 chosen, explored = replay(server, world, stream, args.alpha)
                 seconds = time.time() - t0
                 server.stop()
+                if args.keep_state:
+                    shutil.copytree(tmp / "state", pathlib.Path(args.keep_state) / f"{scenario}-{seed}",
+                                    dirs_exist_ok=True)
                 run["learning"] = windows(scores(world, stream, chosen))
+                if drifted:
+                    run["drifted_share"] = {
+                        "learning": windows([float(m == drifted) for m in chosen]),
+                        "true": windows([float(m == drifted) for m in decide(true, stream)]),
+                    }
                 run["explored_share"] = explored / len(stream)
                 run["events_per_s"] = len(stream) / seconds
                 if held_out:
