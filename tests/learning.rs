@@ -8,7 +8,8 @@ use candle_core::Device;
 use common::serve::{fixture, load_router};
 use common::{files_in, run};
 use kroute::router::{
-    Exploration, Observation, RouteParams, Router, SHIFT_PRIOR, SHIFT_SIGNIFICANCE,
+    logit_shift, shift_accuracy, Exploration, Observation, RouteParams, Router, SHIFT_SIGNIFICANCE,
+    SHIFT_SPREAD, VARIANCE_PRIOR,
 };
 use kroute::state::wal::WalWriter;
 use kroute::state::{clusters_id, FeedbackRecord, ServerState, StateDir};
@@ -43,10 +44,11 @@ fn an_outcome_moves_each_voting_cell_by_its_vote_weight_and_the_model_by_its_shi
     let observation = outcome(&router, text, model, 0.0);
     let trained = router.clone();
     let check = |router: &Router, shift: f64, outcomes: f64| {
-        let shifted = |accuracy: Option<f64>| accuracy.map(|a| (a + shift).clamp(0.0, 1.0));
+        let shifted = |accuracy: Option<f64>| accuracy.map(|a| shift_accuracy(a, shift));
         for (cluster, stats) in router.clusters.iter().enumerate() {
-            // The paper's estimator (prior strength 0), bag 1:
-            // (n·(mean + δ) + Σw·score) / (n + Σw); a cluster that did not vote moves by δ alone.
+            // The paper's estimator (prior strength 0), bag 1, with the training mean's log-odds
+            // moved by the shift δ: (n·shifted(mean) + Σw·score) / (n + Σw); a cluster that did
+            // not vote moves by δ alone.
             let n = stats.count[model] as f64;
             let w = outcomes
                 * observation
@@ -78,8 +80,9 @@ fn an_outcome_moves_each_voting_cell_by_its_vote_weight_and_the_model_by_its_shi
     assert_eq!(router.learned().shift(model).0, 0.0);
     check(&router, 0.0, 1.0);
 
-    // Thirty more of the same: the shift is the residuals' shrunk mean, now that it stands
-    // SHIFT_SIGNIFICANCE standard errors out of the noise.
+    // Thirty more of the same: the shift is the residuals' posterior mean, now that it stands
+    // SHIFT_SIGNIFICANCE standard errors out of the noise. Identical residuals have no spread:
+    // their variance is the prior's pseudo-residuals' alone.
     for _ in 0..30 {
         router.observe(&observation, None).unwrap();
     }
@@ -93,10 +96,16 @@ fn an_outcome_moves_each_voting_cell_by_its_vote_weight_and_the_model_by_its_shi
             ))
         })
         .fold((0.0, 0.0), |(s, n), (x, w)| (s + x, n + w));
-    let residual = 0.0 - sum / weight;
-    let n = 31.0 + SHIFT_PRIOR;
-    let shift = 31.0 * residual / n;
-    assert!(shift < -SHIFT_SIGNIFICANCE * 0.5 / n.sqrt(), "{shift}");
+    let expected = sum / weight;
+    let variance = VARIANCE_PRIOR * 0.25 / (31.0 + VARIANCE_PRIOR);
+    let n = 31.0 + variance / (SHIFT_SPREAD * SHIFT_SPREAD);
+    let delta = 31.0 * (0.0 - expected) / n;
+    assert!(
+        delta < -SHIFT_SIGNIFICANCE * (variance / n).sqrt(),
+        "{delta}"
+    );
+    // Applied as the change of log-odds that moves the expected accuracy by δ.
+    let shift = logit_shift(expected, delta);
     assert!((router.learned().shift(model).0 - shift).abs() < 1e-12);
     check(&router, shift, 31.0);
 }

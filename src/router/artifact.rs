@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::online::{CellEvidence, Evidence, FeedbackSource, Learned, Residuals};
-use super::{ClusterStats, PoolChange, RouteParams, Router, TrainingInfo};
+use super::{ClusterStats, PoolChange, Priors, RouteParams, Router, TrainingInfo};
 use crate::embed::EmbeddingInfo;
 use crate::error::{Error, InputError, Result};
 use crate::io::StagedDir;
@@ -48,9 +48,11 @@ struct FeedbackFile {
     observations: u64,
     sources: Vec<FeedbackSource>,
     cells: Vec<CellFile>,
-    /// Per model, `[weight, sum]` of its outcomes' residuals (see `online::Learned::shift`).
+    /// Per model, `[weight, sum, sum of squares, expected]` of its outcomes' residuals and of
+    /// what training expected of them (see `online::Residuals`). Files with the first two alone
+    /// are read at the largest variance and at the model's training mean.
     #[serde(default)]
-    shifts: std::collections::BTreeMap<String, [f64; 2]>,
+    shifts: std::collections::BTreeMap<String, Vec<f64>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -85,7 +87,7 @@ impl FeedbackFile {
             .iter()
             .zip(models)
             .filter(|(r, _)| r.weight > 0.0)
-            .map(|(r, model)| (model.clone(), [r.weight, r.sum]))
+            .map(|(r, model)| (model.clone(), vec![r.weight, r.sum, r.squares, r.expected]))
             .collect();
         Some(Self {
             observations: learned.observations,
@@ -95,7 +97,13 @@ impl FeedbackFile {
         })
     }
 
-    fn learned(self, models: &[String], clusters: usize) -> std::result::Result<Learned, String> {
+    /// The evidence as routing keeps it; `trained` is each model's training mean accuracy.
+    fn learned(
+        self,
+        models: &[String],
+        clusters: usize,
+        trained: &[Option<f64>],
+    ) -> std::result::Result<Learned, String> {
         let mut cells = vec![CellEvidence::default(); clusters * models.len()];
         for (i, cell) in self.cells.into_iter().enumerate() {
             let model = models
@@ -129,17 +137,35 @@ impl FeedbackFile {
             };
         }
         let mut shifts = vec![Residuals::default(); models.len()];
-        for (model, [weight, sum]) in self.shifts {
+        for (model, residuals) in self.shifts {
             let i = models
                 .iter()
                 .position(|m| *m == model)
                 .ok_or_else(|| format!("feedback.shifts: model `{model}` is not in `models`"))?;
-            if !(weight.is_finite() && sum.is_finite() && weight >= 0.0) {
+            let stored = match residuals[..] {
+                [weight, sum, squares, expected] => [weight, sum, squares, expected],
+                [weight, sum] => {
+                    let spread = match weight > 0.0 {
+                        true => 0.25 * weight + sum * sum / weight,
+                        false => 0.0,
+                    };
+                    [weight, sum, spread, weight * trained[i].unwrap_or(0.5)]
+                }
+                _ => [f64::NAN; 4],
+            };
+            let [weight, sum, squares, expected] = stored;
+            if !(stored.iter().all(|x| x.is_finite()) && weight >= 0.0) {
                 return Err(format!(
-                    "feedback.shifts.{model}: expected [weight ≥ 0, sum], finite"
+                    "feedback.shifts.{model}: expected [weight ≥ 0, sum, sum of squares, \
+                     expected], finite"
                 ));
             }
-            shifts[i] = Residuals { weight, sum };
+            shifts[i] = Residuals {
+                weight,
+                sum,
+                squares,
+                expected,
+            };
         }
         Ok(Learned::from_cells(
             self.observations,
@@ -247,9 +273,13 @@ impl Router {
             .into());
         }
         let learned = match file.feedback {
-            Some(feedback) => feedback
-                .learned(&file.models, file.clusters.len())
-                .map_err(bad)?,
+            Some(feedback) => {
+                let member = &file.clusters[..file.clusters.len() / file.bag.max(1)];
+                let trained = Priors::of(member).accuracy;
+                feedback
+                    .learned(&file.models, file.clusters.len(), &trained)
+                    .map_err(bad)?
+            }
             None => Learned::default(),
         };
         Ok(Self {
@@ -264,5 +294,35 @@ impl Router {
             pool: file.pool,
             votes: Default::default(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shifts_stored_without_their_squares_read_at_the_largest_variance() {
+        let file: FeedbackFile = serde_json::from_str(
+            r#"{"observations": 12, "sources": [], "cells": [],
+                "shifts": {"a": [12.0, 3.6], "b": [12.0, 3.6, 1.08, 6.0]}}"#,
+        )
+        .unwrap();
+        let learned = file
+            .learned(&["a".into(), "b".into()], 1, &[Some(0.7), Some(0.4)])
+            .unwrap();
+        let [a, b] = [learned.shift_evidence()[0], learned.shift_evidence()[1]];
+        assert_eq!((a.weight, a.sum), (12.0, 3.6));
+        assert!((a.variance() - 0.25).abs() < 1e-12, "{}", a.variance());
+        assert!((a.level().unwrap() - 0.7).abs() < 1e-12);
+        // Twelve residuals of 0.3 where 0.5 was expected: no spread, the prior's variance alone.
+        assert!(b.variance() < 0.1, "{}", b.variance());
+        assert_eq!(b.level(), Some(0.5));
+        let bad: FeedbackFile = serde_json::from_str(
+            r#"{"observations": 1, "sources": [], "cells": [], "shifts": {"a": [1.0]}}"#,
+        )
+        .unwrap();
+        let error = bad.learned(&["a".into()], 1, &[None]).unwrap_err();
+        assert!(error.contains("feedback.shifts.a"), "{error}");
     }
 }

@@ -7,7 +7,9 @@ use std::str::FromStr;
 use rand::Rng;
 use rand_distr::{Beta, Distribution, Normal};
 
-use super::{Estimates, ModelMask, RouteParams, RoutedBatch, Router};
+use super::{
+    logit_shift, shift_accuracy, Estimates, ModelMask, Priors, RouteParams, RoutedBatch, Router,
+};
 use crate::error::{Error, Result};
 
 /// How a routed query may leave the greedy choice.
@@ -23,12 +25,13 @@ pub enum Exploration {
     /// With this probability a uniformly drawn other model goes first.
     Epsilon(f64),
     /// Optimism where it is uncertain: every model's shift is taken at the upper end of what
-    /// its outcomes allow (their shrunk mean residual plus [`OPTIMISM`] standard errors) and
-    /// the models are ranked by the totals that gives. A model with few outcomes since training
-    /// gets a large lift, one observed often a small one, and one whose first outcomes beat
-    /// its training estimates a larger one still; the decision explores when the lift changes
-    /// the choice. The exploring thus goes to the model whose possible improvement would matter
-    /// most, until its outcomes settle it (no draws: each query's ranking is deterministic).
+    /// its outcomes allow (their posterior mean plus [`OPTIMISM`] standard errors), applied as
+    /// the learned shift is (in log-odds), and the models are ranked by the totals that gives.
+    /// A model with few outcomes since training gets a large lift, one observed often a small
+    /// one, and one whose first outcomes beat its training means a larger one still; the
+    /// decision explores when the lift changes the choice. The exploring thus goes to the model
+    /// whose possible improvement would matter most, until its outcomes settle it (no draws:
+    /// each query's ranking is deterministic).
     Optimistic,
 }
 
@@ -108,13 +111,20 @@ impl Router {
         (ranking[0].0 != greedy[0]).then_some(ranking)
     }
 
+    /// A shift of model `m`'s accuracy by `delta` as a change of log-odds, at the level of
+    /// its outcomes so far (its training mean before any).
+    fn logit_of(&self, m: usize, delta: f64, priors: &Priors) -> f64 {
+        let level = self.learned.shift_evidence().get(m).and_then(|r| r.level());
+        logit_shift(level.or(priors.accuracy[m]).unwrap_or(0.5), delta)
+    }
+
     /// Query `i`'s totals with every model's shift at its optimistic bound.
     fn optimistic_totals(&self, routed: &RoutedBatch, i: usize, params: &RouteParams) -> Vec<f64> {
         let priors = self.priors();
         let lifts: Vec<f64> = (0..self.models.len())
             .map(|m| {
                 let (applied, mean, error) = self.learned.shift(m);
-                mean + OPTIMISM * error - applied
+                self.logit_of(m, mean + OPTIMISM * error, &priors) - applied
             })
             .collect();
         let mut totals = vec![0.0; self.models.len()];
@@ -123,8 +133,8 @@ impl Router {
             let priors = self.cluster_priors(cluster, &priors);
             let mut estimates =
                 self.clusters[cluster].estimates(&priors, params.prior_strength, learned);
-            for (accuracy, lift) in estimates.accuracy.iter_mut().zip(&lifts) {
-                *accuracy = accuracy.map(|a| (a + lift).clamp(0.0, 1.0));
+            for (accuracy, &lift) in estimates.accuracy.iter_mut().zip(&lifts) {
+                *accuracy = accuracy.map(|a| shift_accuracy(a, lift));
             }
             routed.allowed.restrict(&mut estimates);
             for (total, vote) in totals
@@ -151,7 +161,8 @@ impl Router {
         let shifts: Vec<f64> = (0..self.models.len())
             .map(|m| {
                 let (_, _, spread) = self.learned.shift(m);
-                Normal::new(0.0, spread).map_or(0.0, |normal| normal.sample(rng))
+                let delta = Normal::new(0.0, spread).map_or(0.0, |normal| normal.sample(rng));
+                self.logit_of(m, delta, &priors)
             })
             .collect();
         let mut totals = vec![0.0; self.models.len()];
@@ -167,7 +178,7 @@ impl Router {
                     .map(|(ab, shift)| {
                         ab.map(|(a, b)| {
                             let p = Beta::new(a, b).map_or(a / (a + b), |beta| beta.sample(rng));
-                            (p + shift).clamp(0.0, 1.0)
+                            shift_accuracy(p, *shift)
                         })
                     })
                     .collect(),

@@ -34,8 +34,9 @@ pub use crate::embed::EmbeddingInfo;
 pub use artifact::ROUTER_FILE;
 pub use explore::Exploration;
 pub use online::{
-    CellEvidence, ClusterEvidence, Evidence, FeedbackSource, Learned, Observation, Residuals,
-    SHIFT_HALF_LIFE_FACTOR, SHIFT_PRIOR, SHIFT_SIGNIFICANCE,
+    logit_shift, shift_accuracy, CellEvidence, ClusterEvidence, Evidence, FeedbackSource, Learned,
+    Observation, Residuals, SHIFT_HALF_LIFE_FACTOR, SHIFT_SIGNIFICANCE, SHIFT_SPREAD,
+    VARIANCE_PRIOR,
 };
 pub use pool::{read_prices, ModelPrior, PoolChange, Price, Repriced};
 pub use scoring::{ReferenceScoring, Scoring};
@@ -453,12 +454,10 @@ impl Router {
     /// half-life of `half_life` observations per cell when set. The next routing uses it.
     pub fn observe(&mut self, observation: &Observation, half_life: Option<f64>) -> Result<()> {
         self.check_observation(observation, half_life)?;
-        let residual = self
-            .trained_accuracy(&observation.votes, observation.model)
-            .map(|expected| observation.score - expected);
+        let expected = self.trained_accuracy(&observation.votes, observation.model);
         self.learned.add(
             observation,
-            residual,
+            expected,
             self.bag,
             self.clusters.len(),
             self.models.len(),
@@ -467,16 +466,26 @@ impl Router {
         Ok(())
     }
 
-    /// What the training statistics alone (shrunk with the router's prior strength) expect of
-    /// `model` on a query with these `votes`: their vote-weighted accuracy estimate.
+    /// What the training statistics alone expect of `model` on a query with these `votes`:
+    /// the vote-weighted mean of its training answers in each voting cluster (the shrunk
+    /// estimate where it has none). Not the shrunk estimates throughout: a model is chosen where
+    /// it is strong, where shrinkage toward its global mean sells it short, and its outcomes
+    /// would stand out of them with no change at all.
     fn trained_accuracy(&self, votes: &[(u32, f32)], model: usize) -> Option<f64> {
         let priors = self.priors();
         let (mut sum, mut weight) = (0.0, 0.0);
         for &(cluster, w) in votes {
             let stats = &self.clusters[cluster as usize];
-            let priors = self.cluster_priors(cluster as usize, &priors);
-            let estimates = stats.estimates(&priors, self.defaults.prior_strength, None);
-            if let Some(accuracy) = estimates.accuracy[model] {
+            let trained = match stats.count[model] > 0 {
+                true => stats.accuracy[model],
+                false => {
+                    let priors = self.cluster_priors(cluster as usize, &priors);
+                    stats
+                        .estimates(&priors, self.defaults.prior_strength, None)
+                        .accuracy[model]
+                }
+            };
+            if let Some(accuracy) = trained {
                 sum += w as f64 * accuracy;
                 weight += w as f64;
             }

@@ -10,13 +10,16 @@
 //! training answers included, so that a model whose quality changed is followed.
 //!
 //! A model that changes usually changes everywhere, but each cell sees only a share of its
-//! outcomes. So every outcome also feeds the model's shift `δ`: the shrunk mean of its
-//! residuals against the training estimates, `Σ(s − μ) / (n + SHIFT_PRIOR)`, once it stands
-//! `SHIFT_SIGNIFICANCE` standard errors out of the noise (0 before), which moves the training
-//! part of every cell of the model (observed outcomes enter a cell as they are). Under no change
-//! `δ` stays 0 but for rare false alarms; after a change of 0.3 it applies within a few tens of
-//! outcomes, in clusters that saw none of them too. Its half-life is `SHIFT_HALF_LIFE_FACTOR × H` outcomes
-//! of the model.
+//! outcomes. So every outcome also feeds the model's shift `δ`: the posterior mean of its
+//! residuals against the training means `μ` of the clusters that voted,
+//! `Σ(s − μ) / (n + v/SHIFT_SPREAD²)` with `v` their variance, once it stands
+//! `SHIFT_SIGNIFICANCE` standard errors out of the noise (0 before). It moves the training part
+//! of every cell of the model (observed outcomes enter a cell as they are) as a change of
+//! log-odds: the one that moves the mean accuracy expected of the outcomes, `μ̄`, by `δ`. A model
+//! that got better thus gains most where it was middling and little where it was nearly always
+//! right, as a stronger model does. Under no change `δ` stays 0 but for rare false alarms; after
+//! a change of 0.3 it applies within a few tens of outcomes, in clusters that saw none of them
+//! too. Its half-life is `SHIFT_HALF_LIFE_FACTOR × H` outcomes of the model.
 
 use serde::{Deserialize, Serialize};
 
@@ -70,30 +73,56 @@ impl Evidence {
     }
 }
 
-/// A model's outcomes measured against what training expected of them: their count and sum
-/// of residuals (both discounted alike under a half-life).
+/// A model's outcomes measured against what training expected of them: their count, the sum
+/// and sum of squares of their residuals, and the sum of what was expected (all discounted
+/// alike under a half-life).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Residuals {
     pub weight: f64,
     pub sum: f64,
+    pub squares: f64,
+    pub expected: f64,
 }
 
 impl Residuals {
-    fn add(&mut self, residual: f64, half_life: Option<f64>) {
+    /// Takes in an outcome `score` where training expected `expected`.
+    fn add(&mut self, expected: f64, score: f64, half_life: Option<f64>) {
         if let Some(h) = half_life {
             let keep = 0.5f64.powf(1.0 / h);
             self.weight *= keep;
             self.sum *= keep;
+            self.squares *= keep;
+            self.expected *= keep;
         }
+        let residual = score - expected;
         self.weight += 1.0;
         self.sum += residual;
+        self.squares += residual * residual;
+        self.expected += expected;
     }
 
-    /// Their mean shrunk toward no change, and its standard error (a score's spread is at most
-    /// 1/2).
+    /// The mean accuracy training expected of the outcomes, if there are any.
+    pub fn level(&self) -> Option<f64> {
+        (self.weight > 0.0).then(|| self.expected / self.weight)
+    }
+
+    /// The variance of one residual: their spread about their mean, taken with
+    /// `VARIANCE_PRIOR` pseudo-residuals at the largest a score can have (1/4).
+    pub(crate) fn variance(&self) -> f64 {
+        let spread = match self.weight > 0.0 {
+            true => (self.squares - self.sum * self.sum / self.weight).max(0.0),
+            false => 0.0,
+        };
+        (spread + VARIANCE_PRIOR * 0.25) / (self.weight + VARIANCE_PRIOR)
+    }
+
+    /// The posterior mean of the shift under a normal prior of spread `SHIFT_SPREAD` around no
+    /// change, and its standard error. Residuals that agree (a model that changed answers
+    /// alike) shrink less and settle sooner than scattered ones.
     pub fn mean(&self) -> (f64, f64) {
-        let n = self.weight + SHIFT_PRIOR;
-        (self.sum / n, 0.5 / n.sqrt())
+        let variance = self.variance();
+        let n = self.weight + variance / (SHIFT_SPREAD * SHIFT_SPREAD);
+        (self.sum / n, (variance / n).sqrt())
     }
 
     /// The shift they give: their mean shrunk toward no change, once it stands
@@ -105,6 +134,41 @@ impl Residuals {
             true => mean,
             false => 0.0,
         }
+    }
+
+    /// [`Residuals::shift`] as the change of log-odds it is at the outcomes' level.
+    pub fn logit_shift(&self) -> f64 {
+        match (self.shift(), self.level()) {
+            (shift, Some(level)) if shift != 0.0 => logit_shift(level, shift),
+            _ => 0.0,
+        }
+    }
+}
+
+/// Accuracies this close to 0 or 1 are taken as this far from them in log-odds.
+const LOGIT_MARGIN: f64 = 0.01;
+
+fn logit(p: f64) -> f64 {
+    let p = p.clamp(LOGIT_MARGIN, 1.0 - LOGIT_MARGIN);
+    (p / (1.0 - p)).ln()
+}
+
+/// The change of log-odds that moves accuracy `level` by `delta`.
+pub fn logit_shift(level: f64, delta: f64) -> f64 {
+    logit(level + delta) - logit(level)
+}
+
+/// Accuracy `accuracy` with its log-odds moved by `shift`: a model that got better gains most
+/// where it was middling and little where it was nearly always right or wrong, as a stronger
+/// model does (and one that got worse likewise). Never moves against the shift's sign.
+pub fn shift_accuracy(accuracy: f64, shift: f64) -> f64 {
+    let moved = 1.0 / (1.0 + (-(logit(accuracy) + shift)).exp());
+    if shift > 0.0 {
+        moved.max(accuracy)
+    } else if shift < 0.0 {
+        moved.min(accuracy)
+    } else {
+        accuracy
     }
 }
 
@@ -121,13 +185,18 @@ impl CellEvidence {
     }
 }
 
-/// Pseudo-outcomes at no change that a model's shift is shrunk with.
-pub const SHIFT_PRIOR: f64 = 10.0;
-/// Standard errors a model's mean residual must stand out by before it shifts the model. Not
-/// 2: a model is chosen where its shrunk estimates are high, and its outcomes there stand out
-/// of them with no change at all (+0.15 over 60 outcomes for one MMLU-Pro model, 2.5 standard
-/// errors), which a shift would wrongly carry to every cluster.
-pub const SHIFT_SIGNIFICANCE: f64 = 3.0;
+/// How far a model's accuracy is expected to move after training, a priori: the spread of
+/// the normal prior its shift is shrunk with. At the largest residual variance (1/4) it weighs
+/// as 10 outcomes at no change.
+pub const SHIFT_SPREAD: f64 = 0.158;
+/// Pseudo-residuals of variance 1/4 that a model's residual variance is estimated with, so that
+/// its first few outcomes, alike by chance, do not look certain.
+pub const VARIANCE_PRIOR: f64 = 5.0;
+/// Standard errors a model's mean residual must stand out by before it shifts the model. Its
+/// outcomes can stand out of its training means with no change at all (a model is chosen where
+/// its estimates are high): at 2, one MMLU-Pro model gathered a false shift of +0.15 from 60
+/// outcomes; at 2.5 a rare one remains (+0.08 for one RouterBench model over 190 outcomes).
+pub const SHIFT_SIGNIFICANCE: f64 = 2.5;
 /// A model's shift forgets with this many times the cells' half-life, in its own outcomes.
 pub const SHIFT_HALF_LIFE_FACTOR: f64 = 10.0;
 
@@ -136,7 +205,7 @@ pub const SHIFT_HALF_LIFE_FACTOR: f64 = 10.0;
 pub struct ClusterEvidence<'a> {
     /// One cell per model.
     pub cells: &'a [CellEvidence],
-    /// Each model's accuracy shift `δ`.
+    /// Each model's shift of log-odds.
     pub shifts: &'a [f64],
 }
 
@@ -213,7 +282,7 @@ impl Learned {
                 ..Self::default()
             };
         }
-        let shifts = shift_evidence.iter().map(Residuals::shift).collect();
+        let shifts = shift_evidence.iter().map(Residuals::logit_shift).collect();
         Self {
             observations,
             sources,
@@ -243,8 +312,8 @@ impl Learned {
         &self.shift_evidence
     }
 
-    /// Model `m`'s accuracy shift as applied, and the residuals' shrunk mean and standard
-    /// error it comes from.
+    /// Model `m`'s shift of log-odds as applied, and the residuals' shrunk mean and standard
+    /// error it comes from (in accuracy).
     pub fn shift(&self, m: usize) -> (f64, f64, f64) {
         let (mean, error) = self
             .shift_evidence
@@ -266,11 +335,11 @@ impl Learned {
 
     /// Records an outcome in the cells of `votes` (weights as in [`Observation::votes`]),
     /// scaling each weight by `bag` so that every k-means solution takes in one observation,
-    /// and its `residual` (score minus the training estimate) in the model's shift.
+    /// and its score against what training `expected` in the model's shift.
     pub(crate) fn add(
         &mut self,
         observation: &Observation,
-        residual: Option<f64>,
+        expected: Option<f64>,
         bag: usize,
         clusters: usize,
         models: usize,
@@ -292,10 +361,14 @@ impl Learned {
             }
             self.changed[cluster as usize] = self.version;
         }
-        if let Some(residual) = residual {
+        if let Some(expected) = expected {
             let residuals = &mut self.shift_evidence[observation.model];
-            residuals.add(residual, half_life.map(|h| h * SHIFT_HALF_LIFE_FACTOR));
-            self.shifts[observation.model] = residuals.shift();
+            residuals.add(
+                expected,
+                observation.score,
+                half_life.map(|h| h * SHIFT_HALF_LIFE_FACTOR),
+            );
+            self.shifts[observation.model] = residuals.logit_shift();
             // The shift moves the model's estimate in every cluster.
             self.changed.fill(self.version);
         }
@@ -404,6 +477,45 @@ mod tests {
         // The outcomes' own weight is discounted too: Σ 2^(−k/10), k = 0..9.
         let expected: f64 = (0..10).map(|k| 0.5f64.powf(k as f64 / 10.0)).sum();
         assert!((e.weight - expected).abs() < 1e-12);
+    }
+
+    #[test]
+    fn residuals_that_agree_settle_sooner_than_scattered_ones_with_the_same_mean() {
+        // Before any outcome: the largest variance, 10 pseudo-outcomes at no change.
+        let (mean, error) = Residuals::default().mean();
+        assert_eq!(mean, 0.0);
+        assert!((error - 0.5 / (0.25 / (SHIFT_SPREAD * SHIFT_SPREAD)).sqrt()).abs() < 1e-12);
+        let (mut agreeing, mut scattered) = (Residuals::default(), Residuals::default());
+        for i in 0..12 {
+            agreeing.add(0.5, 0.8, None);
+            scattered.add(0.2, if i % 2 == 0 { 1.0 } else { 0.0 }, None);
+        }
+        assert!((agreeing.sum - scattered.sum).abs() < 1e-12);
+        assert!(agreeing.variance() < 0.1, "{}", agreeing.variance());
+        assert!((scattered.variance() - 0.25).abs() < 1e-9);
+        assert!(agreeing.shift() > 0.2, "{}", agreeing.shift());
+        assert_eq!(scattered.shift(), 0.0);
+        // In log-odds at their level (0.5): the shift that moves 0.5 to 0.5 + shift.
+        assert_eq!(agreeing.level(), Some(0.5));
+        let moved = shift_accuracy(0.5, agreeing.logit_shift());
+        assert!((moved - 0.5 - agreeing.shift()).abs() < 1e-9, "{moved}");
+    }
+
+    #[test]
+    fn a_logit_shift_moves_middling_accuracies_most_and_never_against_its_sign() {
+        let up = logit_shift(0.58, 0.3);
+        assert!((shift_accuracy(0.58, up) - 0.88).abs() < 1e-9);
+        let (hard, easy) = (
+            shift_accuracy(0.3, up) - 0.3,
+            shift_accuracy(0.95, up) - 0.95,
+        );
+        assert!(hard > 0.35 && easy > 0.0 && easy < 0.05, "{hard} {easy}");
+        // Certain cells stay certain in the shift's direction.
+        assert_eq!(shift_accuracy(1.0, up), 1.0);
+        assert_eq!(shift_accuracy(0.0, -up), 0.0);
+        assert!(shift_accuracy(1.0, -up) < 0.96);
+        assert_eq!(shift_accuracy(0.7, 0.0), 0.7);
+        assert_eq!(shift_accuracy(0.0, 0.0), 0.0);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::online::{ClusterEvidence, Evidence};
+use super::online::{shift_accuracy, ClusterEvidence, Evidence};
 use crate::records::RoutingRecord;
 
 /// One cluster's training queries and, per model (in the router's model order), how many of
@@ -216,10 +216,10 @@ impl ClusterStats {
     }
 }
 
-/// An accuracy moved by model `i`'s learned shift, within [0, 1] (as it was without one).
+/// An accuracy moved by model `i`'s learned shift of log-odds (untouched without one).
 fn shifted(accuracy: Option<f64>, learned: Option<ClusterEvidence<'_>>, i: usize) -> Option<f64> {
     match learned.map(|l| l.shifts[i]) {
-        Some(shift) if shift != 0.0 => accuracy.map(|a| (a + shift).clamp(0.0, 1.0)),
+        Some(shift) if shift != 0.0 => accuracy.map(|a| shift_accuracy(a, shift)),
         _ => accuracy,
     }
 }
@@ -227,7 +227,7 @@ fn shifted(accuracy: Option<f64>, learned: Option<ClusterEvidence<'_>>, i: usize
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::router::online::CellEvidence;
+    use crate::router::online::{logit_shift, CellEvidence};
 
     fn cluster(count: &[usize], accuracy: &[Option<f64>], cost: &[Option<f64>]) -> ClusterStats {
         ClusterStats {
@@ -290,10 +290,13 @@ mod tests {
         );
         // No cost was observed: the costs are as before.
         assert_eq!(learned.cost, shrunk.cost);
-        // A shift of −0.25 for model 0 moves its training mean and its global mean alike:
-        // (2·0.75 + 2·(5/8 − 1/4)) / 4.
-        let shifted = a.estimates(&priors, 2.0, Some(evidence(&[-0.25, 0.0, 0.0])));
-        assert_eq!(shifted.accuracy[0], Some((2.0 * 0.75 + 2.0 * 0.375) / 4.0));
+        // A shift of log-odds for model 0 moves its training mean and its global mean alike;
+        // this one takes the global mean 5/8 to 3/8.
+        let shift = logit_shift(0.625, -0.25);
+        let shifted = a.estimates(&priors, 2.0, Some(evidence(&[shift, 0.0, 0.0])));
+        let expected = (2.0 * shift_accuracy(1.0, shift) + 2.0 * 0.375) / 4.0;
+        assert!((shifted.accuracy[0].unwrap() - expected).abs() < 1e-12);
+        assert!(shift_accuracy(1.0, shift) < 1.0);
         assert_eq!(shifted.accuracy[1], learned.accuracy[1]);
     }
 }
