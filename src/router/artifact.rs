@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::online::{CellEvidence, Evidence, FeedbackSource, Learned, Residuals};
-use super::{ClusterStats, PoolChange, Priors, RouteParams, Router, TrainingInfo};
+use super::{ClusterStats, PoolChange, RouteParams, Router, TrainingInfo};
 use crate::embed::EmbeddingInfo;
 use crate::error::{Error, InputError, Result};
 use crate::io::StagedDir;
@@ -272,17 +272,7 @@ impl Router {
             )
             .into());
         }
-        let learned = match file.feedback {
-            Some(feedback) => {
-                let member = &file.clusters[..file.clusters.len() / file.bag.max(1)];
-                let trained = Priors::of(member).accuracy;
-                feedback
-                    .learned(&file.models, file.clusters.len(), &trained)
-                    .map_err(bad)?
-            }
-            None => Learned::default(),
-        };
-        Ok(Self {
+        let mut router = Self {
             models: file.models,
             centroids: centroids.to_dtype(candle_core::DType::F32)?,
             clusters: file.clusters,
@@ -290,10 +280,19 @@ impl Router {
             embedding: file.embedding,
             defaults: file.routing,
             training: file.training,
-            learned,
+            learned: Learned::default(),
             pool: file.pool,
             votes: Default::default(),
-        })
+        };
+        if let Some(feedback) = file.feedback {
+            // Older files lack what training expected of a model's outcomes: its global mean
+            // stands in.
+            let trained = router.priors().accuracy;
+            router.learned = feedback
+                .learned(&router.models, router.clusters.len(), &trained)
+                .map_err(bad)?;
+        }
+        Ok(router)
     }
 }
 

@@ -472,14 +472,16 @@ impl Router {
     /// it is strong, where shrinkage toward its global mean sells it short, and its outcomes
     /// would stand out of them with no change at all.
     fn trained_accuracy(&self, votes: &[(u32, f32)], model: usize) -> Option<f64> {
-        let priors = self.priors();
+        // Needed only where the model has no training answers.
+        let mut global = None;
         let (mut sum, mut weight) = (0.0, 0.0);
         for &(cluster, w) in votes {
             let stats = &self.clusters[cluster as usize];
             let trained = match stats.count[model] > 0 {
                 true => stats.accuracy[model],
                 false => {
-                    let priors = self.cluster_priors(cluster as usize, &priors);
+                    let global = global.get_or_insert_with(|| self.priors());
+                    let priors = self.cluster_priors(cluster as usize, global);
                     stats
                         .estimates(&priors, self.defaults.prior_strength, None)
                         .accuracy[model]
