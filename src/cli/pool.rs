@@ -25,10 +25,13 @@ Examples:
 The chosen lines are copied from the records file as they are (with every field it has, such \
 as a reference answer to score against), in order of preference: the first M of the N are the \
 best M to evaluate. Evaluate the new model on them, put its scores (and costs) under \
-\"records\" and \"usages\", and give the file to `kroute add-model`. Queries are chosen so that \
-every cluster of every k-means solution gets evaluations in proportion to its share of the \
-training queries, the queries nearest its centroid first; a query counts toward its cluster in \
-every solution. Records with \"split\": \"test\" are never chosen.")]
+\"records\" and \"usages\", and give the file to `kroute add-model`. Each query is chosen, one \
+at a time, as the one whose answer would tell most about the new model's accuracy across the \
+clusters of every k-means solution (each weighted by its share of the training queries), \
+judged by how the trained models' accuracies vary together across clusters: a second query in \
+a cluster tells less than a first, and a cluster where the trained models differ tells more \
+than one where they agree. Among equals, the query nearest its centroids goes first. Records \
+with \"split\": \"test\" are never chosen.")]
 pub struct SuggestArgs {
     /// Router directory (or a `kroute serve --state` directory).
     pub router: PathBuf,

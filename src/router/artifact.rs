@@ -283,6 +283,7 @@ impl Router {
             learned: Learned::default(),
             pool: file.pool,
             votes: Default::default(),
+            profiles: Default::default(),
         };
         if let Some(feedback) = file.feedback {
             // Older files lack what training expected of a model's outcomes: its global mean

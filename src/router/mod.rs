@@ -22,6 +22,7 @@ mod decision;
 mod explore;
 mod online;
 mod pool;
+mod profile;
 mod scoring;
 mod stats;
 
@@ -177,6 +178,8 @@ pub struct Router {
     /// The `(clusters, models)` vote table of the last routing settings used; rebuilding it
     /// from the statistics was most of a lone query's routing time at bag > 1.
     votes: VoteCache,
+    /// Added models' accuracy profiles ([`pool`]), computed on first use.
+    profiles: ProfileCache,
 }
 
 /// A router's vote tables for the routing settings and model masks used last (a server's
@@ -196,6 +199,16 @@ struct VoteTable {
     /// The table on the host, whose changed rows are rebuilt after outcomes arrive.
     host: Vec<f32>,
     tensor: Tensor,
+}
+
+/// Per cluster, each added model's accuracy prior; a clone starts empty, like [`VoteCache`].
+#[derive(Debug, Default)]
+struct ProfileCache(std::sync::OnceLock<Vec<Vec<Option<f64>>>>);
+
+impl Clone for ProfileCache {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
 }
 
 impl Clone for VoteCache {
@@ -270,6 +283,7 @@ impl Router {
             learned: Learned::default(),
             pool: Vec::new(),
             votes: VoteCache::default(),
+            profiles: ProfileCache::default(),
             training: TrainingInfo {
                 data: data.path.display().to_string(),
                 train_queries: rows.len(),
@@ -309,6 +323,7 @@ impl Router {
             learned: Learned::default(),
             pool: Vec::new(),
             votes: VoteCache::default(),
+            profiles: ProfileCache::default(),
         }
     }
 
@@ -336,6 +351,7 @@ impl Router {
     /// Drops the vote table, which the statistics it was built from no longer match.
     fn statistics_changed(&mut self) {
         *self.votes.0.lock().expect("vote cache lock") = Vec::new();
+        self.profiles = ProfileCache::default();
     }
 
     /// Clusters per k-means solution.

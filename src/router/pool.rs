@@ -5,9 +5,10 @@
 //!
 //! An added model's answers are assigned to the existing centroids of every k-means solution,
 //! as the training queries were (nearest by Euclidean distance), and give its cells a count
-//! and means; shrinkage toward its own global mean (the router's prior strength) fills the
-//! clusters it was not evaluated in. Nothing is re-clustered and the other models' statistics
-//! stay as they were.
+//! and means. Each cell is shrunk (the router's prior strength) toward the model's accuracy
+//! profile, which its answers in all clusters estimate together, borrowing how the trained
+//! models' accuracies vary across clusters ([`profile`]). Nothing is re-clustered and the other
+//! models' statistics stay as they were.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -16,10 +17,14 @@ use std::path::Path;
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
+use super::profile::{Measurement, ProfilePrior};
 use super::{ClusterStats, Priors, Router};
 use crate::cluster::nearest_centroids;
 use crate::error::{Error, InputError, Result};
 use crate::records::RoutingData;
+
+/// The variance a declared mean accuracy is taken with: as exact.
+const DECLARED_NOISE: f64 = 1e-9;
 
 /// One value per query and k-means solution, `(queries, bag)`.
 type PerMember<T> = Vec<Vec<T>>;
@@ -161,98 +166,159 @@ impl Router {
 
     /// What shrinkage pulls cluster `cluster`'s estimates toward: each model's global means
     /// (`global`, from [`Router::priors`]), except for models added after training, whose few
-    /// answers say little about each cluster: their mean accuracy moved by the cluster's
-    /// difficulty and their mean cost scaled by its length ([`Router::difficulty`]).
+    /// answers say little about each cluster: their accuracy profile borrowed from the trained
+    /// models ([`Router::added_profiles`]) and their mean cost scaled by the cluster's length
+    /// ([`Router::cost_ratio`]).
     pub(super) fn cluster_priors<'a>(&self, cluster: usize, global: &'a Priors) -> Cow<'a, Priors> {
         let added = self.added_models();
         if !added.iter().any(|&a| a) {
             return Cow::Borrowed(global);
         }
-        let (offset, ratio) = self.difficulty(cluster, global, &added);
+        let ratio = self.cost_ratio(cluster, global, &added);
+        let profiles = self.added_profiles();
         let mut priors = global.clone();
         for m in (0..self.models.len()).filter(|&m| added[m]) {
-            priors.accuracy[m] = priors.accuracy[m].map(|a| (a + offset).clamp(0.0, 1.0));
+            priors.accuracy[m] = profiles[cluster][m].or(priors.accuracy[m]);
             priors.cost[m] = priors.cost[m].map(|c| c * ratio);
         }
         Cow::Owned(priors)
     }
 
-    /// How cluster `cluster` treats the trained models: how far their accuracy there lies
-    /// from their global means, on average (hard clusters are hard for every model), and the
-    /// mean ratio of their cost there to their global mean cost (long queries cost every model
-    /// more).
-    fn difficulty(&self, cluster: usize, global: &Priors, added: &[bool]) -> (f64, f64) {
+    /// The mean ratio of the trained models' cost in `cluster` to their global mean cost: long
+    /// queries cost every model more.
+    fn cost_ratio(&self, cluster: usize, global: &Priors, added: &[bool]) -> f64 {
         let stats = &self.clusters[cluster];
-        let (mut offsets, mut ratios) = (Vec::new(), Vec::new());
-        for m in (0..self.models.len()).filter(|&m| !added[m] && stats.count[m] > 0) {
-            if let (Some(accuracy), Some(mean)) = (stats.accuracy[m], global.accuracy[m]) {
-                offsets.push(accuracy - mean);
-            }
-            if let (Some(cost), Some(mean)) = (stats.cost[m], global.cost[m]) {
-                if mean > 0.0 {
-                    ratios.push(cost / mean);
-                }
-            }
+        let ratios: Vec<f64> = (0..self.models.len())
+            .filter(|&m| !added[m] && stats.count[m] > 0)
+            .filter_map(|m| match (stats.cost[m], global.cost[m]) {
+                (Some(cost), Some(mean)) if mean > 0.0 => Some(cost / mean),
+                _ => None,
+            })
+            .collect();
+        match ratios.is_empty() {
+            true => 1.0,
+            false => ratios.iter().sum::<f64>() / ratios.len() as f64,
         }
-        let average = |values: &[f64]| values.iter().sum::<f64>() / values.len() as f64;
-        (
-            if offsets.is_empty() {
-                0.0
-            } else {
-                average(&offsets)
-            },
-            if ratios.is_empty() {
-                1.0
-            } else {
-                average(&ratios)
-            },
-        )
     }
 
-    /// [`Priors::of`] the training statistics, with two corrections for models added after
-    /// training: one without answers takes its declared prior, and one evaluated on a few
-    /// queries has its means corrected for how hard and how long those queries were (a model
-    /// evaluated on easy queries alone is not taken for a strong one): its mean accuracy is
-    /// its answers' mean less their clusters' mean difficulty, and its mean cost its answers'
-    /// total over what the trained models' cost ratios there would predict.
+    /// Per cluster of every k-means solution, each added model's accuracy there before its
+    /// own answers in the cluster are counted (`None` for trained models): the posterior mean
+    /// of its profile over the solution's clusters ([`profile`]), the trained models' shrunk
+    /// estimates its prior, and its measurements each cluster's mean answer (seen with the
+    /// variance of a mean of that many answers plus the cell's own scatter, a share
+    /// `1/prior_strength` of one answer's) or, for a model on a declared prior, its declared
+    /// mean over the training queries. Cached until the statistics change.
+    fn added_profiles(&self) -> &[Vec<Option<f64>>] {
+        self.profiles.0.get_or_init(|| {
+            let added = self.added_models();
+            let declared = self.declared_priors();
+            let k = self.clusters_per_member();
+            let mut profiles = vec![vec![None; self.models.len()]; self.clusters.len()];
+            for (b, member) in self.clusters.chunks(k.max(1)).take(self.bag).enumerate() {
+                let Some(prior) = self.profile_prior(member, &added) else {
+                    continue;
+                };
+                let size: usize = member.iter().map(|stats| stats.size).sum();
+                for m in (0..self.models.len()).filter(|&m| added[m]) {
+                    let mut measurements: Vec<Measurement> = member
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(c, stats)| {
+                            Some(Measurement {
+                                weights: vec![(c, 1.0)],
+                                value: stats.accuracy[m]?,
+                                noise: prior.noise(c, stats.count[m] as f64),
+                            })
+                        })
+                        .collect();
+                    if let (true, Some(declared)) = (measurements.is_empty(), declared[m]) {
+                        measurements.push(Measurement {
+                            weights: member
+                                .iter()
+                                .enumerate()
+                                .map(|(c, stats)| (c, stats.size as f64 / size.max(1) as f64))
+                                .collect(),
+                            value: declared.accuracy,
+                            noise: DECLARED_NOISE,
+                        });
+                    }
+                    if measurements.is_empty() {
+                        continue;
+                    }
+                    for (c, accuracy) in prior.posterior(&measurements).into_iter().enumerate() {
+                        profiles[b * k + c][m] = Some(accuracy.clamp(0.0, 1.0));
+                    }
+                }
+            }
+            profiles
+        })
+    }
+
+    /// What a new model's accuracy profile over `member`'s clusters (one k-means solution) is
+    /// expected to be before it answers: the trained models' (those not `added`) shrunk
+    /// estimates there, their mean and their scatter ([`profile`]), with the model's overall
+    /// level as uncertain as a mean of `prior_strength` answers. `None` without trained models.
+    fn profile_prior(&self, member: &[ClusterStats], added: &[bool]) -> Option<ProfilePrior> {
+        let trained: Vec<usize> = (0..self.models.len()).filter(|&m| !added[m]).collect();
+        if trained.is_empty() {
+            return None;
+        }
+        let global = Priors::of(member);
+        let estimates: Vec<Vec<f64>> = member
+            .iter()
+            .map(|stats| {
+                let accuracy = stats
+                    .estimates(&global, self.defaults.prior_strength, None)
+                    .accuracy;
+                trained
+                    .iter()
+                    .map(|&m| accuracy[m].or(global.accuracy[m]).unwrap_or(0.5))
+                    .collect()
+            })
+            .collect();
+        // The paper's estimator (no shrinkage) still needs a prior where a model has no
+        // answers: one answer's worth.
+        Some(ProfilePrior::new(
+            &estimates,
+            self.defaults.prior_strength.max(1.0),
+        ))
+    }
+
+    /// [`Priors::of`] the training statistics, with the means of models added after training
+    /// taken from their profiles ([`Router::added_profiles`]) weighted by the clusters' sizes
+    /// (a model evaluated on easy queries alone is not taken for a strong one), and their
+    /// mean cost their answers' total over what the trained models' cost ratios there would
+    /// predict; one on a declared prior alone costs the declared cost.
     pub(super) fn priors_with_pool(&self) -> Priors {
         let member = &self.clusters[..self.clusters_per_member()];
         let mut priors = Priors::of(member);
         let added = self.added_models();
-        let difficulty: Vec<(f64, f64)> = match added.iter().any(|&a| a) {
-            true => (0..member.len())
-                .map(|c| self.difficulty(c, &priors, &added))
-                .collect(),
-            false => Vec::new(),
-        };
+        if !added.iter().any(|&a| a) {
+            return priors;
+        }
+        let profiles = &self.added_profiles()[..member.len()];
         let declared = self.declared_priors();
-        let trained: Vec<f64> = (0..self.models.len())
-            .filter(|&m| !added[m])
-            .filter_map(|m| priors.accuracy[m])
-            .collect();
-        let pool_accuracy = trained.iter().sum::<f64>() / trained.len().max(1) as f64;
+        let size: usize = member.iter().map(|stats| stats.size).sum();
         for m in (0..self.models.len()).filter(|&m| added[m]) {
-            let (mut n, mut offset, mut length, mut spent) = (0.0, 0.0, 0.0, 0.0);
-            for (stats, &(cluster_offset, ratio)) in member.iter().zip(&difficulty) {
+            let (mut length, mut spent) = (0.0, 0.0);
+            for (c, stats) in member.iter().enumerate() {
                 let count = stats.count[m] as f64;
-                n += count;
-                offset += count * cluster_offset;
-                length += count * ratio;
+                length += count * self.cost_ratio(c, &priors, &added);
                 spent += count * stats.cost[m].unwrap_or(0.0);
             }
-            if n > 0.0 {
-                // Shrunk toward the trained models' mean like a cell toward its model's: ten
-                // right answers on easy queries do not make the best model of the pool.
-                let m_prior = self.defaults.prior_strength;
-                priors.accuracy[m] = priors.accuracy[m].map(|a| {
-                    let corrected = (a - offset / n).clamp(0.0, 1.0);
-                    (n * corrected + m_prior * pool_accuracy) / (n + m_prior)
-                });
-                if length > 0.0 {
-                    priors.cost[m] = Some(spent / length);
-                }
+            if profiles.iter().all(|row| row[m].is_some()) {
+                let total: f64 = member
+                    .iter()
+                    .zip(profiles)
+                    .map(|(stats, row)| stats.size as f64 * row[m].unwrap_or(0.0))
+                    .sum();
+                priors.accuracy[m] = Some(total / size.max(1) as f64);
             } else if let Some(declared) = declared[m] {
                 priors.accuracy[m] = Some(declared.accuracy);
+            }
+            if length > 0.0 {
+                priors.cost[m] = Some(spent / length);
+            } else if let Some(declared) = declared[m] {
                 priors.cost[m] = Some(declared.cost);
             }
         }
@@ -507,56 +573,49 @@ impl Router {
     }
 
     /// The `n` queries (rows of `embeddings`) whose evaluation tells most about a new model's
-    /// per-cluster statistics, best first. Clusters of every k-means solution take turns in
-    /// proportion to their share of the training queries (the highest `share / (taken + 1)`
-    /// goes next, as seats are apportioned by D'Hondt's rule), each taking its nearest query
-    /// not yet chosen, and a query counts toward its cluster in every solution. The order does
-    /// not depend on `n`: the first `m` of `n` suggestions are the `m` suggestions.
+    /// per-cluster accuracy, best first: chosen one at a time, each the query whose answer
+    /// would most reduce the uncertainty of the model's profile ([`Router::profile_prior`])
+    /// summed over the clusters of every k-means solution, each cluster weighted by its share
+    /// of the training queries (ties: the query nearest its centroids). The order does not
+    /// depend on `n`: the first `m` of `n` suggestions are the `m` suggestions.
     pub fn suggest(&self, embeddings: &Tensor, n: usize) -> Result<Vec<usize>> {
         let (labels, centroid_distance) = self.assign_with_distances(embeddings)?;
         let k = self.clusters_per_member();
-        let total = self.clusters[..k]
-            .iter()
-            .map(|c| c.size)
-            .sum::<usize>()
-            .max(1) as f64;
-        let share: Vec<f64> = self
-            .clusters
-            .iter()
-            .map(|c| c.size as f64 / total)
-            .collect();
-        // Each cluster's queries, the one nearest its centroid last (popped first).
-        let mut queue = vec![Vec::new(); self.clusters.len()];
-        for (row, clusters) in labels.iter().enumerate() {
-            for (member, &c) in clusters.iter().enumerate() {
-                queue[c as usize].push((centroid_distance[row][member], row));
-            }
+        let added = self.added_models();
+        let mut designs = Vec::with_capacity(self.bag);
+        for member in self.clusters.chunks(k.max(1)).take(self.bag) {
+            let prior = self.profile_prior(member, &added).ok_or_else(|| {
+                Error::Invalid("the router has no trained model to compare a new one with".into())
+            })?;
+            designs.push(Design::new(prior, member));
         }
-        for members in &mut queue {
-            members.sort_by(|a, b| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)));
-        }
-        let mut taken_in = vec![0usize; self.clusters.len()];
+        let nearness: Vec<f32> = centroid_distance.iter().map(|d| d.iter().sum()).collect();
         let mut taken = vec![false; labels.len()];
         let mut chosen = Vec::with_capacity(n.min(labels.len()));
         while chosen.len() < n {
-            // Drop chosen queries from the heads so that a non-empty queue has a candidate.
-            for members in &mut queue {
-                while members.last().is_some_and(|&(_, row)| taken[row]) {
-                    members.pop();
-                }
-            }
-            let priority = |c: usize| share[c] / (taken_in[c] + 1) as f64;
-            let Some(c) = (0..self.clusters.len())
-                .filter(|&c| !queue[c].is_empty())
-                .max_by(|&a, &b| priority(a).total_cmp(&priority(b)).then(b.cmp(&a)))
+            let gains: Vec<Vec<f64>> = designs.iter().map(Design::gains).collect();
+            let gain = |row: usize| -> f64 {
+                labels[row]
+                    .iter()
+                    .enumerate()
+                    .map(|(b, &c)| gains[b][c as usize - b * k])
+                    .sum()
+            };
+            let Some(row) = (0..labels.len())
+                .filter(|&row| !taken[row])
+                .max_by(|&a, &b| {
+                    gain(a)
+                        .total_cmp(&gain(b))
+                        .then(nearness[b].total_cmp(&nearness[a]))
+                        .then(b.cmp(&a))
+                })
             else {
                 break;
             };
-            let (_, row) = queue[c].pop().expect("a non-empty queue");
             taken[row] = true;
             chosen.push(row);
-            for &cluster in &labels[row] {
-                taken_in[cluster as usize] += 1;
+            for (b, &c) in labels[row].iter().enumerate() {
+                designs[b].answer(c as usize - b * k);
             }
         }
         Ok(chosen)
@@ -617,5 +676,62 @@ impl ClusterStats {
         if !self.tokens.is_empty() {
             self.tokens.remove(m);
         }
+    }
+}
+
+/// One k-means solution's clusters while [`Router::suggest`] chooses queries: the covariance
+/// of a new model's profile after the answers chosen so far.
+struct Design {
+    prior: ProfilePrior,
+    covariance: Vec<f64>,
+    share: Vec<f64>,
+    answers: Vec<f64>,
+}
+
+impl Design {
+    fn new(prior: ProfilePrior, member: &[ClusterStats]) -> Self {
+        let total = member.iter().map(|c| c.size).sum::<usize>().max(1) as f64;
+        Self {
+            covariance: prior.covariance(),
+            share: member.iter().map(|c| c.size as f64 / total).collect(),
+            answers: vec![0.0; member.len()],
+            prior,
+        }
+    }
+
+    /// The precision one more answer in cluster `c` adds to the measurement of its profile
+    /// there (the mean of its answers: its noise shrinks, down to the cell's own scatter).
+    fn added_precision(&self, c: usize) -> f64 {
+        let before = match self.answers[c] > 0.0 {
+            true => 1.0 / self.prior.noise(c, self.answers[c]),
+            false => 0.0,
+        };
+        1.0 / self.prior.noise(c, self.answers[c] + 1.0) - before
+    }
+
+    /// Per cluster, how much one more answer there would reduce the share-weighted sum of the
+    /// profile's variances.
+    fn gains(&self) -> Vec<f64> {
+        let k = self.share.len();
+        (0..k)
+            .map(|c| {
+                let column = (0..k).map(|i| self.covariance[i * k + c]);
+                let explained: f64 = column.zip(&self.share).map(|(p, s)| s * p * p).sum();
+                explained / (1.0 / self.added_precision(c) + self.covariance[c * k + c])
+            })
+            .collect()
+    }
+
+    /// Takes one more answer in cluster `c`: a rank-one update of the covariance.
+    fn answer(&mut self, c: usize) {
+        let k = self.share.len();
+        let column: Vec<f64> = (0..k).map(|i| self.covariance[i * k + c]).collect();
+        let denominator = 1.0 / self.added_precision(c) + column[c];
+        for i in 0..k {
+            for j in 0..k {
+                self.covariance[i * k + j] -= column[i] * column[j] / denominator;
+            }
+        }
+        self.answers[c] += 1.0;
     }
 }
