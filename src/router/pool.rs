@@ -218,7 +218,7 @@ impl Router {
                 let Some(prior) = self.profile_prior(member, &added) else {
                     continue;
                 };
-                let size: usize = member.iter().map(|stats| stats.size).sum();
+                let share = shares(member);
                 for m in (0..self.models.len()).filter(|&m| added[m]) {
                     let mut measurements: Vec<Measurement> = member
                         .iter()
@@ -233,11 +233,7 @@ impl Router {
                         .collect();
                     if let (true, Some(declared)) = (measurements.is_empty(), declared[m]) {
                         measurements.push(Measurement {
-                            weights: member
-                                .iter()
-                                .enumerate()
-                                .map(|(c, stats)| (c, stats.size as f64 / size.max(1) as f64))
-                                .collect(),
+                            weights: share.iter().copied().enumerate().collect(),
                             value: declared.accuracy,
                             noise: DECLARED_NOISE,
                         });
@@ -298,21 +294,24 @@ impl Router {
         }
         let profiles = &self.added_profiles()[..member.len()];
         let declared = self.declared_priors();
-        let size: usize = member.iter().map(|stats| stats.size).sum();
+        let share = shares(member);
+        let ratios: Vec<f64> = (0..member.len())
+            .map(|c| self.cost_ratio(c, &priors, &added))
+            .collect();
         for m in (0..self.models.len()).filter(|&m| added[m]) {
             let (mut length, mut spent) = (0.0, 0.0);
-            for (c, stats) in member.iter().enumerate() {
+            for (stats, ratio) in member.iter().zip(&ratios) {
                 let count = stats.count[m] as f64;
-                length += count * self.cost_ratio(c, &priors, &added);
+                length += count * ratio;
                 spent += count * stats.cost[m].unwrap_or(0.0);
             }
             if profiles.iter().all(|row| row[m].is_some()) {
-                let total: f64 = member
+                let mean = share
                     .iter()
                     .zip(profiles)
-                    .map(|(stats, row)| stats.size as f64 * row[m].unwrap_or(0.0))
+                    .map(|(share, row)| share * row[m].unwrap_or(0.0))
                     .sum();
-                priors.accuracy[m] = Some(total / size.max(1) as f64);
+                priors.accuracy[m] = Some(mean);
             } else if let Some(declared) = declared[m] {
                 priors.accuracy[m] = Some(declared.accuracy);
             }
@@ -594,18 +593,21 @@ impl Router {
         let mut chosen = Vec::with_capacity(n.min(labels.len()));
         while chosen.len() < n {
             let gains: Vec<Vec<f64>> = designs.iter().map(Design::gains).collect();
-            let gain = |row: usize| -> f64 {
-                labels[row]
-                    .iter()
-                    .enumerate()
-                    .map(|(b, &c)| gains[b][c as usize - b * k])
-                    .sum()
-            };
+            let gain: Vec<f64> = labels
+                .iter()
+                .map(|clusters| {
+                    clusters
+                        .iter()
+                        .enumerate()
+                        .map(|(b, &c)| gains[b][c as usize - b * k])
+                        .sum()
+                })
+                .collect();
             let Some(row) = (0..labels.len())
                 .filter(|&row| !taken[row])
                 .max_by(|&a, &b| {
-                    gain(a)
-                        .total_cmp(&gain(b))
+                    gain[a]
+                        .total_cmp(&gain[b])
                         .then(nearness[b].total_cmp(&nearness[a]))
                         .then(b.cmp(&a))
                 })
@@ -679,6 +681,12 @@ impl ClusterStats {
     }
 }
 
+/// Each of one k-means solution's clusters' share of the training queries.
+fn shares(member: &[ClusterStats]) -> Vec<f64> {
+    let total = member.iter().map(|c| c.size).sum::<usize>().max(1) as f64;
+    member.iter().map(|c| c.size as f64 / total).collect()
+}
+
 /// One k-means solution's clusters while [`Router::suggest`] chooses queries: the covariance
 /// of a new model's profile after the answers chosen so far.
 struct Design {
@@ -690,10 +698,9 @@ struct Design {
 
 impl Design {
     fn new(prior: ProfilePrior, member: &[ClusterStats]) -> Self {
-        let total = member.iter().map(|c| c.size).sum::<usize>().max(1) as f64;
         Self {
             covariance: prior.covariance(),
-            share: member.iter().map(|c| c.size as f64 / total).collect(),
+            share: shares(member),
             answers: vec![0.0; member.len()],
             prior,
         }

@@ -23,8 +23,8 @@
 /// answers are.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct ProfilePrior {
-    pub mean: Vec<f64>,
-    pub directions: Vec<Vec<f64>>,
+    mean: Vec<f64>,
+    directions: Vec<Vec<f64>>,
     /// Prior strength, as answers: how far a cell's mean lies from the profile (its own
     /// scatter) and how uncertain the level is, each the variance of a mean of this many
     /// answers.
