@@ -73,7 +73,11 @@ fn chosen(router: &Router, embeddings: &Tensor, alpha: f64) -> Vec<String> {
 
 #[test]
 fn a_model_added_from_every_training_query_gets_the_statistics_training_with_it_gives() {
-    let data = routerbench(600);
+    let mut data = routerbench(600);
+    // Every model answered every query: the added model's evaluated queries are then all of
+    // each cluster's training queries, for every trained model too.
+    data.records
+        .retain(|record| record.scores.iter().all(Option::is_some));
     let embeddings = embed(&data);
     let full = fit(&data, &embeddings, 12, 2, 5.0);
     let mut without_data = data.clone();
@@ -205,6 +209,82 @@ fn a_model_added_from_a_few_queries_takes_the_profile_of_the_trained_model_it_an
     let json = std::fs::read_to_string(dir.path().join("router.json")).unwrap();
     assert!(json.contains("\"change\": \"added\""), "{json}");
     assert!(json.contains("\"evaluations\": 30"), "{json}");
+}
+
+#[test]
+fn the_trained_models_scores_on_the_evaluated_queries_take_out_their_ease() {
+    let data = routerbench(600);
+    let embeddings = embed(&data);
+    let mut without_data = data.clone();
+    without_data.exclude_models(&[ADDED.into()]).unwrap();
+    let router = fit(&without_data, &embeddings, 12, 1, 5.0);
+    let labels = router.assign(&embeddings).unwrap();
+    let columns: Vec<usize> = router
+        .models
+        .iter()
+        .map(|name| data.model_index(name).unwrap())
+        .collect();
+    // How much better the trained models did on a query than in its cluster on average.
+    let ease = |i: usize| {
+        let cluster = &router.clusters[labels[i][0] as usize];
+        columns
+            .iter()
+            .enumerate()
+            .filter_map(|(m, &j)| Some(data.records[i].scores[j]? - cluster.accuracy[m]?))
+            .sum::<f64>()
+    };
+    let first = |n: usize, keep: &dyn Fn(f64) -> bool| -> Vec<usize> {
+        (0..data.records.len())
+            .filter(|&i| keep(ease(i)))
+            .take(n)
+            .collect()
+    };
+    // Three quarters of the evaluated queries are easier than their cluster's mean.
+    let evaluated = [first(60, &|e| e > 0.0), first(20, &|e| e <= 0.0)].concat();
+    let rows = Tensor::new(
+        evaluated.iter().map(|&i| i as u32).collect::<Vec<u32>>(),
+        embeddings.device(),
+    )
+    .unwrap();
+    let probe_embeddings = embeddings.index_select(&rows, 0).unwrap();
+    let added_mean = |probe: &RoutingData| {
+        let mut router = router.clone();
+        router.add_models(&probe_embeddings, probe).unwrap();
+        let m = router.models.iter().position(|n| n == ADDED).unwrap();
+        router.priors().accuracy[m].unwrap()
+    };
+    // Each trained model in turn answers as the new model: evaluated on those queries alone
+    // it looks stronger than it is; with the trained models' scores on them beside its own,
+    // most of that is taken out.
+    let (mut alone_error, mut paired_error) = (0.0, 0.0);
+    for (twin, &column) in columns.iter().enumerate() {
+        let mut probe = data.clone();
+        probe.records = evaluated.iter().map(|&i| data.records[i].clone()).collect();
+        let added = probe.model_index(ADDED).unwrap();
+        for record in &mut probe.records {
+            record.scores[added] = record.scores[column];
+            record.costs[added] = record.costs[column];
+        }
+        let mut alone = probe.clone();
+        alone.exclude_models(&router.models).unwrap();
+        let truth = router.priors().accuracy[twin].unwrap();
+        let (from_alone, paired) = (added_mean(&alone), added_mean(&probe));
+        assert!(
+            from_alone > truth,
+            "{}: {from_alone} vs {truth}",
+            router.models[twin]
+        );
+        alone_error += from_alone - truth;
+        paired_error += (paired - truth).abs();
+    }
+    let models = columns.len() as f64;
+    assert!(alone_error / models > 0.03, "{alone_error}");
+    assert!(
+        paired_error < 0.6 * alone_error,
+        "mean error {} with the trained models' scores, {} without",
+        paired_error / models,
+        alone_error / models
+    );
 }
 
 #[test]

@@ -363,8 +363,9 @@ class Router:
         ``records`` (training-record format; each record may name only some models) that the
         router lacks, from their evaluated queries (embedded with the router's model, or given
         as ``embeddings``, one row per record). Every query is assigned to the existing
-        centroids; the new model's cells get counts and means, shrunk toward its own mean with
-        the router's prior strength. Or, with ``model``, ``prior_accuracy`` and ``prior_cost``
+        centroids; the new model's cells get counts and means, shrunk toward its accuracy
+        profile with the router's prior strength. Records that also carry the router's models'
+        scores (as ``suggest`` copies them) let it take out those queries' own ease. Or, with ``model``, ``prior_accuracy`` and ``prior_cost``
         and no records, a model enters on a declared prior alone. Returns the names added."""
         if model is not None:
             if records is not None or prior_accuracy is None or prior_cost is None:

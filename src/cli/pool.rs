@@ -24,8 +24,9 @@ Examples:
 
 The chosen lines are copied from the records file as they are (with every field it has, such \
 as a reference answer to score against), in order of preference: the first M of the N are the \
-best M to evaluate. Evaluate the new model on them, put its scores (and costs) under \
-\"records\" and \"usages\", and give the file to `kroute add-model`. Each query is chosen, one \
+best M to evaluate. Evaluate the new model on them, add its scores (and costs) under \
+\"records\" and \"usages\" beside the trained models' (keep those: `kroute add-model` uses them \
+to take out the queries' own ease), and give the file to `kroute add-model`. Each query is chosen, one \
 at a time, as the one whose answer would tell most about the new model's accuracy across the \
 clusters of every k-means solution (each weighted by its share of the training queries), \
 judged by how the trained models' accuracies vary together across clusters: a second query in \
@@ -119,8 +120,13 @@ The records file has the training-record format, but each line may name only som
 new ones, typically). The models it names that the router lacks are added: every evaluated query \
 is assigned to its nearest centroid in each k-means solution, the model's cells get counts, mean \
 scores and mean costs (and mean tokens, when the records have token counts), and routing shrinks \
-them toward the model's own mean over those queries with the router's prior strength, so that \
-clusters it was not evaluated in get its mean. Nothing is re-clustered; the other models' \
+them with the router's prior strength toward the model's accuracy profile: what all its answers \
+together say about it, read through how the trained models' accuracies vary across clusters \
+(README, \"Changing the model pool\"), so that clusters it was not evaluated in get what its \
+answers elsewhere imply. Where the lines carry the router's models' scores too (as `kroute \
+suggest` copies them), the new model's cells are lowered by how much better the trained models \
+did on those queries than in their clusters on average, times the slope of the new model's \
+scores on that: a probe of easy queries does not make it look strong. Nothing is re-clustered; the other models' \
 statistics stay as they were. Evaluated answers need a cost. --model with --prior-accuracy and \
 --prior-cost adds a model without evaluations: it gets the prior in every cluster (router.json \
 marks it, `kroute route --explain` lists it) until outcomes arrive. A running `kroute serve` \

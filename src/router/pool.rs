@@ -408,8 +408,19 @@ impl Router {
                 .map(|row| row[member] - (member * k) as u32)
                 .collect();
             let stats = ClusterStats::compute(&records, &member_labels, k, data.models.len());
+            let ease = self.evaluated_ease(data, &member_labels, member, &new);
             for (c, stats) in stats.into_iter().enumerate() {
-                added[member * k + c] = new.iter().map(|&i| stats.cell(i)).collect();
+                added[member * k + c] = new
+                    .iter()
+                    .zip(&ease)
+                    .map(|(&i, ease)| {
+                        let mut cell = stats.cell(i);
+                        if let (Some(accuracy), Some(ease)) = (cell.accuracy, ease) {
+                            cell.accuracy = Some((accuracy - ease).clamp(0.0, 1.0));
+                        }
+                        cell
+                    })
+                    .collect();
             }
         }
         let names: Vec<String> = new.iter().map(|&i| data.models[i].clone()).collect();
@@ -433,6 +444,90 @@ impl Router {
         }
         self.set_models([self.models.clone(), names.clone()].concat());
         Ok(names)
+    }
+
+    /// Per model of `new` (indices into `data.models`), how much higher its mean accuracy on
+    /// the queries `data` evaluates it on is expected to be than on the training queries, from
+    /// the scores `data` also holds for the router's models on those queries (a probe file that
+    /// `suggest --from` wrote carries them): a control variate. A query's ease is the mean
+    /// score of those models on it less their mean accuracy in its cluster of k-means solution
+    /// `member` (`labels`: each record's cluster there); the expected gain is the evaluated
+    /// queries' mean ease times the slope of the new model's scores on the ease. `None`
+    /// without such scores; exactly 0 where the evaluated queries are all the training queries.
+    fn evaluated_ease(
+        &self,
+        data: &RoutingData,
+        labels: &[u32],
+        member: usize,
+        new: &[usize],
+    ) -> Vec<Option<f64>> {
+        let k = self.clusters_per_member();
+        let scored: Vec<(usize, usize)> = self
+            .models
+            .iter()
+            .enumerate()
+            .filter_map(|(m, name)| Some((m, data.model_index(name)?)))
+            .collect();
+        let mean_accuracy =
+            |label: u32, m: usize| self.clusters[member * k + label as usize].accuracy[m];
+        // Each query's ease, for the slope.
+        let ease: Vec<Option<f64>> = data
+            .records
+            .iter()
+            .zip(labels)
+            .map(|(record, &label)| {
+                let offsets: Vec<f64> = scored
+                    .iter()
+                    .filter_map(|&(m, j)| Some(record.scores[j]? - mean_accuracy(label, m)?))
+                    .collect();
+                (!offsets.is_empty()).then(|| offsets.iter().sum::<f64>() / offsets.len() as f64)
+            })
+            .collect();
+        new.iter()
+            .map(|&i| {
+                let evaluated: Vec<(f64, f64)> = data
+                    .records
+                    .iter()
+                    .zip(&ease)
+                    .filter_map(|(record, &ease)| Some((ease?, record.scores[i]?)))
+                    .collect();
+                // The mean ease, taken per cluster and model as each mean's difference from
+                // the training mean, so that it is 0 exactly on all the training queries.
+                let mut sums = vec![(0usize, 0.0f64); k * scored.len()];
+                for (record, &label) in data.records.iter().zip(labels) {
+                    if record.scores[i].is_none() {
+                        continue;
+                    }
+                    for (s, &(_, j)) in scored.iter().enumerate() {
+                        if let Some(score) = record.scores[j] {
+                            let sum = &mut sums[label as usize * scored.len() + s];
+                            sum.0 += 1;
+                            sum.1 += score;
+                        }
+                    }
+                }
+                let (mut weight, mut total) = (0usize, 0.0);
+                for c in 0..k {
+                    let cell = &sums[c * scored.len()..(c + 1) * scored.len()];
+                    let offsets: Vec<f64> = cell
+                        .iter()
+                        .zip(&scored)
+                        .filter_map(|(&(answers, sum), &(m, _))| {
+                            let mean = mean_accuracy(c as u32, m)?;
+                            (answers > 0).then(|| sum / answers as f64 - mean)
+                        })
+                        .collect();
+                    if let Some(answers) = cell.iter().map(|&(a, _)| a).max().filter(|&a| a > 0) {
+                        if !offsets.is_empty() {
+                            weight += answers;
+                            total +=
+                                answers as f64 * offsets.iter().sum::<f64>() / offsets.len() as f64;
+                        }
+                    }
+                }
+                (weight > 0).then(|| slope(&evaluated) * total / weight as f64)
+            })
+            .collect()
     }
 
     /// Adds `model` with no evaluations, on a declared `prior` alone: it gets the prior's
@@ -740,5 +835,21 @@ impl Design {
             }
         }
         self.answers[c] += 1.0;
+    }
+}
+
+/// The least-squares slope of `y` on `x` over `(x, y)` pairs; 0 where `x` does not vary.
+fn slope(pairs: &[(f64, f64)]) -> f64 {
+    let n = pairs.len() as f64;
+    let (mx, my) = pairs
+        .iter()
+        .fold((0.0, 0.0), |(sx, sy), (x, y)| (sx + x / n, sy + y / n));
+    let (sxy, sxx) = pairs.iter().fold((0.0, 0.0), |(sxy, sxx), (x, y)| {
+        (sxy + (x - mx) * (y - my), sxx + (x - mx) * (x - mx))
+    });
+    if sxx > 0.0 {
+        sxy / sxx
+    } else {
+        0.0
     }
 }
