@@ -8,7 +8,9 @@ For each of the 3 most accurate models and the 2 cheapest (by their training mea
 and each seed: a router is trained without the model, and the model is added back with
 `Router.add_model` from N of its evaluated training queries, chosen by `Router.suggest` or
 uniformly at random (N = 0: on a declared prior, the model's mean accuracy and cost over the
-training queries, as a published benchmark score would give). Each router is judged on the
+training queries, as a published benchmark score would give). The evaluated records are the
+training lines as `suggest --from` copies them, the router's models' scores and costs beside the
+added model's (`--new-model-only`: its own alone). Each router is judged on the
 test split by `kroute eval`'s area under the accuracy–cost frontier (costs normalised by the
 most accurate single model's, α from 0 to 1 by 0.05) and its best accuracy, against the router
 trained with the model on all its training queries. Reported: the share of the full router's
@@ -74,8 +76,11 @@ class Judge:
         }
 
 
-def only(record, model):
-    """The record with `model`'s outcome alone, as a new model's evaluation would give it."""
+def probe(record, model, new_model_only):
+    """The record as a probe file gives it back once `model` has answered: as `suggest --from`
+    copied it, with the router's models' scores beside `model`'s, or with `model`'s alone."""
+    if not new_model_only:
+        return record
     usage = (record.get("usages") or {}).get(model)
     return {
         "query": record["query"],
@@ -89,13 +94,13 @@ def fit(embeddings, records, seed, **kwargs):
     return kroute.Router.fit(embeddings, records, use_all=True, seed=seed, missing_cost="zero", **kwargs)
 
 
-def add_back(without_dir, model, rows, records, embeddings, prior):
+def add_back(without_dir, model, rows, records, embeddings, prior, new_model_only):
     router = kroute.Router.load(without_dir)
     if not rows:
         router.add_model(model=model, prior_accuracy=prior[0], prior_cost=prior[1])
     else:
-        probe = [only(records[i], model) for i in rows]
-        router.add_model(probe, embeddings=embeddings[rows])
+        evaluated = [probe(records[i], model, new_model_only) for i in rows]
+        router.add_model(evaluated, embeddings=embeddings[rows])
     return router
 
 
@@ -106,7 +111,7 @@ def held_out_models(records, train, models):
     return strongest + cheapest, stats
 
 
-def add_model_runs(records, embeddings, models, seeds, work):
+def add_model_runs(records, embeddings, models, seeds, work, new_model_only):
     runs = []
     for seed in seeds:
         train, test = split(records, seed)
@@ -136,7 +141,8 @@ def add_model_runs(records, embeddings, models, seeds, work):
                     if n == 0 and rule == "random":
                         continue
                     rows = [i for i in order if train_records[i]["records"].get(model) is not None][:n]
-                    added = judge(add_back(without_dir, model, rows, train_records, train_embeddings, stats[model]))
+                    added = judge(add_back(without_dir, model, rows, train_records, train_embeddings, stats[model],
+                                           new_model_only))
                     gain = full["area"] - without["area"]
                     runs.append(
                         {
@@ -272,9 +278,14 @@ def main():
     parser.add_argument("dataset", choices=sorted(DATA))
     parser.add_argument("--out", required=True, help="results (JSON)")
     parser.add_argument("--cache", help="keep the query embeddings in this .npy file")
-    parser.add_argument("--seeds", default="0,1,2")
+    # k-means restart r of seed s starts from seed s + r (10 restarts): seeds closer than
+    # that share restarts and often give the same clustering.
+    parser.add_argument("--seeds", default="0,100,200")
     parser.add_argument("--plot", help="write an SVG of area against evaluated queries here")
     parser.add_argument("--table", action="store_true", help="print the table of an --out file again")
+    parser.add_argument("--new-model-only", action="store_true",
+                        help="probe records carry the added model's scores alone, not the router's "
+                             "models' on the same queries too")
     args = parser.parse_args()
     if args.table:
         result = json.loads(pathlib.Path(args.out).read_text())
@@ -287,7 +298,7 @@ def main():
     has_tokens = "prompt_tokens_est" in next(iter(records[0]["usages"].values()))
     with tempfile.TemporaryDirectory() as work:
         work = pathlib.Path(work)
-        runs = add_model_runs(records, embeddings, models, seeds, work)
+        runs = add_model_runs(records, embeddings, models, seeds, work, args.new_model_only)
         reprice = reprice_runs(records, embeddings, models, seeds[0], work) if has_tokens else []
     rows = summarise(runs)
     pathlib.Path(args.out).write_text(
