@@ -226,7 +226,9 @@ pub struct KMeansSettings {
     #[arg(long, default_value_t = KMeansConfig::default().k)]
     pub clusters: usize,
 
-    /// k-means restarts from fresh k-means++ seeds; the lowest inertia wins.
+    /// k-means restarts from fresh k-means++ seeds; the lowest inertia wins. Restart r starts
+    /// from seed `--seed + r`: runs whose seeds differ by less than this share restarts (and
+    /// often their clustering), so space seeds by at least this much to compare them.
     #[arg(long, default_value_t = KMeansConfig::default().n_init)]
     pub n_init: usize,
 
