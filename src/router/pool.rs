@@ -448,7 +448,7 @@ impl Router {
 
     /// Per model of `new` (indices into `data.models`), how much higher its mean accuracy on
     /// the queries `data` evaluates it on is expected to be than on the training queries, from
-    /// the scores `data` also holds for the router's models on those queries (a probe file that
+    /// the scores `data` also holds for the router's trained models on those queries (a probe file that
     /// `suggest --from` wrote carries them): a control variate. A query's ease is the mean
     /// score of those models on it less their mean accuracy in its cluster of k-means solution
     /// `member` (`labels`: each record's cluster there); the expected gain is the evaluated
@@ -462,10 +462,13 @@ impl Router {
         new: &[usize],
     ) -> Vec<Option<f64>> {
         let k = self.clusters_per_member();
+        // Models added after training have too few answers per cluster to measure ease by.
+        let added = self.added_models();
         let scored: Vec<(usize, usize)> = self
             .models
             .iter()
             .enumerate()
+            .filter(|&(m, _)| !added[m])
             .filter_map(|(m, name)| Some((m, data.model_index(name)?)))
             .collect();
         let mean_accuracy =
