@@ -365,8 +365,9 @@ class Router:
         as ``embeddings``, one row per record). Every query is assigned to the existing
         centroids; the new model's cells get counts and means, shrunk toward its accuracy
         profile with the router's prior strength. Records that also carry the router's models'
-        scores (as ``suggest`` copies them) let it take out those queries' own ease. Or, with ``model``, ``prior_accuracy`` and ``prior_cost``
-        and no records, a model enters on a declared prior alone. Returns the names added."""
+        scores (as ``suggest`` copies them) let it take out those queries' own ease. Or, with
+        ``model``, ``prior_accuracy`` and ``prior_cost`` and no records, a model enters on a
+        declared prior alone. Returns the names added."""
         if model is not None:
             if records is not None or prior_accuracy is None or prior_cost is None:
                 raise TypeError("add_model(model=...) takes prior_accuracy and prior_cost, not records")

@@ -25,9 +25,9 @@ Examples:
 The chosen lines are copied from the records file as they are (with every field it has, such \
 as a reference answer to score against), in order of preference: the first M of the N are the \
 best M to evaluate. Evaluate the new model on them, add its scores (and costs) under \
-\"records\" and \"usages\" beside the trained models' (keep those: `kroute add-model` uses them \
-to take out the queries' own ease), and give the file to `kroute add-model`. Each query is chosen, one \
-at a time, as the one whose answer would tell most about the new model's accuracy across the \
+\"records\" and \"usages\" beside the trained models' (keep those: `kroute add-model` uses \
+them to take out the queries' own ease), and give the file to `kroute add-model`. Each query is \
+chosen, one at a time, as the one whose answer would tell most about the new model's accuracy across the \
 clusters of every k-means solution (each weighted by its share of the training queries), \
 judged by how the trained models' accuracies vary together across clusters: a second query in \
 a cluster tells less than a first, and a cluster where the trained models differ tells more \
@@ -126,8 +126,8 @@ together say about it, read through how the trained models' accuracies vary acro
 answers elsewhere imply. Where the lines carry the router's models' scores too (as `kroute \
 suggest` copies them), the new model's cells are lowered by how much better the trained models \
 did on those queries than in their clusters on average, times the slope of the new model's \
-scores on that: a probe of easy queries does not make it look strong. Nothing is re-clustered; the other models' \
-statistics stay as they were. Evaluated answers need a cost. --model with --prior-accuracy and \
+scores on that: a probe of easy queries does not make it look strong. Nothing is \
+re-clustered; the other models' statistics stay as they were. Evaluated answers need a cost. --model with --prior-accuracy and \
 --prior-cost adds a model without evaluations: it gets the prior in every cluster (router.json \
 marks it, `kroute route --explain` lists it) until outcomes arrive. A running `kroute serve` \
 takes the new router on its reload (SIGHUP or POST /admin/reload) once kroute.toml names an \

@@ -448,8 +448,8 @@ impl Router {
 
     /// Per model of `new` (indices into `data.models`), how much higher its mean accuracy on
     /// the queries `data` evaluates it on is expected to be than on the training queries, from
-    /// the scores `data` also holds for the router's trained models on those queries (a probe file that
-    /// `suggest --from` wrote carries them): a control variate. A query's ease is the mean
+    /// the scores `data` also holds for the router's trained models on those queries (a probe
+    /// file that `suggest --from` wrote carries them): a control variate. A query's ease is the mean
     /// score of those models on it less their mean accuracy in its cluster of k-means solution
     /// `member` (`labels`: each record's cluster there); the expected gain is the evaluated
     /// queries' mean ease times the slope of the new model's scores on the ease. `None`
@@ -520,12 +520,11 @@ impl Router {
                             (answers > 0).then(|| sum / answers as f64 - mean)
                         })
                         .collect();
-                    if let Some(answers) = cell.iter().map(|&(a, _)| a).max().filter(|&a| a > 0) {
-                        if !offsets.is_empty() {
-                            weight += answers;
-                            total +=
-                                answers as f64 * offsets.iter().sum::<f64>() / offsets.len() as f64;
-                        }
+                    let answers = cell.iter().map(|&(a, _)| a).max().unwrap_or(0);
+                    if answers > 0 && !offsets.is_empty() {
+                        weight += answers;
+                        total +=
+                            answers as f64 * offsets.iter().sum::<f64>() / offsets.len() as f64;
                     }
                 }
                 (weight > 0).then(|| slope(&evaluated) * total / weight as f64)
