@@ -280,16 +280,20 @@ def main():
     parser.add_argument("--cache", help="keep the query embeddings in this .npy file")
     # k-means restart r of seed s starts from seed s + r (10 restarts): seeds closer than
     # that share restarts and often give the same clustering.
-    parser.add_argument("--seeds", default="0,100,200")
+    parser.add_argument("--seeds", default="0,100,200,300,400,500")
     parser.add_argument("--plot", help="write an SVG of area against evaluated queries here")
-    parser.add_argument("--table", action="store_true", help="print the table of an --out file again")
+    parser.add_argument("--table", action="store_true",
+                        help="print the table of an --out file again (and draw it with --plot)")
     parser.add_argument("--new-model-only", action="store_true",
                         help="probe records carry the added model's scores alone, not the router's "
                              "models' on the same queries too")
     args = parser.parse_args()
     if args.table:
         result = json.loads(pathlib.Path(args.out).read_text())
-        print_table(summarise(result["runs"]), result["reprice"])
+        rows = summarise(result["runs"])
+        print_table(rows, result["reprice"])
+        if args.plot:
+            plot(rows, args.plot, f"{result['dataset']}: a model added back to a router trained without it")
         return
     records = routing_data.load(args.dataset)
     models = list(records[0]["records"])
