@@ -43,12 +43,16 @@ fn an_outcome_moves_each_voting_cell_by_its_vote_weight_and_the_model_by_its_shi
     let model = 2;
     let observation = outcome(&router, text, model, 0.0);
     let trained = router.clone();
-    let check = |router: &Router, shift: f64, outcomes: f64| {
+    // Returns how many cells took the outcomes in.
+    let check = |router: &Router, shift: f64, outcomes: f64| -> usize {
         let shifted = |accuracy: Option<f64>| accuracy.map(|a| shift_accuracy(a, shift));
+        let mut moved = 0;
         for (cluster, stats) in router.clusters.iter().enumerate() {
             // The paper's estimator (prior strength 0), bag 1, with the training mean's log-odds
-            // moved by the shift δ: (n·shifted(mean) + Σw·score) / (n + Σw); a cluster that did
-            // not vote moves by δ alone.
+            // moved by the shift δ: (n·shifted(mean) + Σw·score) / (n + Σw) once the outcomes
+            // (all 0) stand SHIFT_SIGNIFICANCE standard errors out of shifted(mean), each seen
+            // with the variance of one answer there; a cluster that did not vote, or whose
+            // outcomes do not stand out, moves by δ alone.
             let n = stats.count[model] as f64;
             let w = outcomes
                 * observation
@@ -56,9 +60,18 @@ fn an_outcome_moves_each_voting_cell_by_its_vote_weight_and_the_model_by_its_shi
                     .iter()
                     .find(|v| v.0 as usize == cluster)
                     .map_or(0.0, |v| v.1 as f64);
-            let expected = match w > 0.0 {
-                true => Some(n * shifted(stats.accuracy[model]).unwrap_or(0.0) / (n + w)),
-                false => shifted(stats.accuracy[model]),
+            let mean = shifted(stats.accuracy[model]);
+            let stands_out = mean.is_some_and(|mean| {
+                let p = mean.clamp(0.05, 0.95);
+                let error = (p * (1.0 - p) * (1.0 / w + 1.0 / n.max(1.0))).sqrt();
+                w > 0.0 && mean >= SHIFT_SIGNIFICANCE * error
+            });
+            let expected = match stands_out {
+                true => {
+                    moved += 1;
+                    Some(n * mean.unwrap_or(0.0) / (n + w))
+                }
+                false => mean,
             };
             let estimates = router.estimates(cluster, 0.0);
             match (estimates.accuracy[model], expected) {
@@ -72,13 +85,14 @@ fn an_outcome_moves_each_voting_cell_by_its_vote_weight_and_the_model_by_its_shi
             assert_eq!(estimates.cost, stats.cost);
             assert_eq!(estimates.accuracy[model + 1], stats.accuracy[model + 1]);
         }
+        moved
     };
     router.observe(&observation, None).unwrap();
     assert_eq!(router.learned().observations, 1);
-    // One outcome moves the cells that voted, not yet the model: its residual does not stand
-    // out of the noise.
+    // One outcome moves neither the model nor, split over the voting cells, any cell: it does
+    // not stand out of the noise.
     assert_eq!(router.learned().shift(model).0, 0.0);
-    check(&router, 0.0, 1.0);
+    assert_eq!(check(&router, 0.0, 1.0), 0);
 
     // Thirty more of the same: the shift is the residuals' posterior mean, now that it stands
     // SHIFT_SIGNIFICANCE standard errors out of the noise. Identical residuals have no spread:
@@ -107,7 +121,87 @@ fn an_outcome_moves_each_voting_cell_by_its_vote_weight_and_the_model_by_its_shi
     // Applied as the change of log-odds that moves the expected accuracy by δ.
     let shift = logit_shift(expected, delta);
     assert!((router.learned().shift(model).0 - shift).abs() < 1e-12);
-    check(&router, shift, 31.0);
+    // The shift explains them: no cell's outcomes stand out of its shifted mean.
+    assert_eq!(check(&router, shift, 31.0), 0);
+}
+
+#[test]
+fn a_cell_takes_its_outcomes_in_once_they_stand_out_of_its_training_answers() {
+    let mut router = load_router();
+    let trained = router.clone();
+    // Per model, its best and worst cell among those with at least 5 answers; the model whose
+    // cells lie furthest apart.
+    let extremes = |m: usize| {
+        let mut answered: Vec<(f64, usize)> = (0..trained.clusters.len())
+            .filter(|&c| trained.clusters[c].count[m] >= 5)
+            .map(|c| (trained.clusters[c].accuracy[m].unwrap(), c))
+            .collect();
+        answered.sort_by(|a, b| a.0.total_cmp(&b.0));
+        (answered[answered.len() - 1], answered[0])
+    };
+    let model = (0..trained.models.len())
+        .max_by(|&a, &b| {
+            let spread = |m| {
+                let ((high, _), (low, _)) = extremes(m);
+                high - low
+            };
+            spread(a).total_cmp(&spread(b))
+        })
+        .unwrap();
+    let ((_, high), (_, low)) = extremes(model);
+    let mean = |c: usize| trained.clusters[c].accuracy[model].unwrap();
+    assert!(
+        mean(high) > 0.7 && mean(low) < 0.4,
+        "{} {}",
+        mean(high),
+        mean(low)
+    );
+    let observe = |router: &mut Router, cluster: usize, score: f64| {
+        let observation = Observation {
+            votes: vec![(cluster as u32, 1.0)],
+            model,
+            score,
+            cost: None,
+        };
+        router.observe(&observation, None).unwrap();
+    };
+    // Outcomes against each cell's training mean, 0 where it was high and 1 where it was low:
+    // their residuals cancel, so the model does not shift, and each cell moves on its own
+    // once its outcomes stand out of its answers (the paper's estimator, prior strength 0).
+    let estimate = |router: &Router, c: usize| router.estimates(c, 0.0).accuracy[model].unwrap();
+    let stands_out = |c: usize, outcomes: f64, score: f64| {
+        let (n, p) = (trained.clusters[c].count[model] as f64, mean(c));
+        let error =
+            (p.clamp(0.05, 0.95) * (1.0 - p.clamp(0.05, 0.95)) * (1.0 / outcomes + 1.0 / n)).sqrt();
+        (score - p).abs() >= SHIFT_SIGNIFICANCE * error
+    };
+    let (mut held, mut taken) = (0, 0);
+    for outcomes in 1..=10 {
+        observe(&mut router, high, 0.0);
+        observe(&mut router, low, 1.0);
+        assert_eq!(router.learned().shift(model).0, 0.0);
+        for (c, score) in [(high, 0.0), (low, 1.0)] {
+            let k = outcomes as f64;
+            let n = trained.clusters[c].count[model] as f64;
+            let expected = match stands_out(c, k, score) {
+                true => {
+                    taken += 1;
+                    (n * mean(c) + k * score) / (n + k)
+                }
+                false => {
+                    held += 1;
+                    mean(c)
+                }
+            };
+            assert!(
+                (estimate(&router, c) - expected).abs() < 1e-9,
+                "cluster {c} after {k}"
+            );
+        }
+    }
+    // Both branches were taken: the first outcomes held back, the later ones counted.
+    assert!(held > 0 && taken > 0, "held {held}, taken {taken}");
+    assert!(stands_out(high, 10.0, 0.0) && stands_out(low, 10.0, 1.0));
 }
 
 #[test]

@@ -4,8 +4,11 @@
 //! An outcome for model `m` on a query updates every cluster that voted for the query: cell
 //! `(c, m)` takes the outcome with weight `w_c`, the cluster's vote weight within its k-means
 //! solution (so each solution of a bagged router takes in one whole observation). A cell's
-//! estimate is then the weighted mean of its training answers and its outcomes, and the
-//! shrinkage toward the model's training-wide mean stays as it was trained. With a half-life
+//! accuracy is then the weighted mean of its training answers and its outcomes once the
+//! outcomes' mean stands `SHIFT_SIGNIFICANCE` standard errors out of the answers' (its training
+//! mean until then: only the chosen model gets outcomes, and its cells must not move by their
+//! noise alone), and the shrinkage toward the model's training-wide mean stays as it was
+//! trained. With a half-life
 //! of `H` observations, each outcome first discounts everything the cell knew by `2^(−w/H)`,
 //! training answers included, so that a model whose quality changed is followed.
 //!

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::online::{shift_accuracy, ClusterEvidence, Evidence};
+use super::online::{shift_accuracy, ClusterEvidence, Evidence, SHIFT_SIGNIFICANCE};
 use crate::records::RoutingRecord;
 
 /// One cluster's training queries and, per model (in the router's model order), how many of
@@ -188,14 +188,25 @@ impl ClusterStats {
             .collect()
     }
 
-    /// Model `i`'s accuracy answers (their mean shifted) and outcomes: (count, mean).
+    /// Model `i`'s accuracy answers (their mean shifted) and outcomes: (count, mean). The
+    /// outcomes count once their mean stands [`SHIFT_SIGNIFICANCE`] standard errors out of the
+    /// answers' (the same bar as a model's shift): outcomes reach only the model that was
+    /// chosen, and moving its cells by their sampling noise while the other models' stay as
+    /// trained tilts decisions toward whichever model's noise ran high (docs/EVALUATION.md, "A
+    /// router that learns").
     fn accuracy_evidence(
         &self,
         i: usize,
         learned: Option<ClusterEvidence<'_>>,
     ) -> (f64, Option<f64>) {
         let mean = shifted(self.accuracy[i], learned, i);
-        Self::with_learned(self.count[i], mean, learned.map(|l| &l.cells[i].accuracy))
+        let outcomes = learned.map(|l| &l.cells[i].accuracy);
+        match (outcomes, mean) {
+            (Some(outcomes), Some(trained)) if !stands_out(outcomes, self.count[i], trained) => {
+                (self.count[i] as f64, mean)
+            }
+            _ => Self::with_learned(self.count[i], mean, outcomes),
+        }
     }
 
     fn cost_evidence(&self, i: usize, learned: Option<ClusterEvidence<'_>>) -> (f64, Option<f64>) {
@@ -214,6 +225,17 @@ impl ClusterStats {
             _ => (n as f64, mean),
         }
     }
+}
+
+/// Whether the mean of `outcomes` stands [`SHIFT_SIGNIFICANCE`] standard errors out of the mean
+/// `trained` of `answers` training answers, each seen with the variance of one answer there.
+fn stands_out(outcomes: &Evidence, answers: usize, trained: f64) -> bool {
+    if outcomes.weight <= 0.0 {
+        return false;
+    }
+    let p = trained.clamp(0.05, 0.95);
+    let variance = p * (1.0 - p) * (1.0 / outcomes.weight + 1.0 / answers.max(1) as f64);
+    (outcomes.sum / outcomes.weight - trained).abs() >= SHIFT_SIGNIFICANCE * variance.sqrt()
 }
 
 /// An accuracy moved by model `i`'s learned shift of log-odds (untouched without one).
