@@ -36,6 +36,15 @@ fn outcome(router: &Router, text: &str, model: usize, score: f64) -> Observation
     Router::observation(&routed, 0, model, score, None)
 }
 
+/// Whether outcomes of mean `outcome`, of total weight `weight`, stand SHIFT_SIGNIFICANCE
+/// standard errors out of a cell's `answers` training answers at mean `trained`, each seen with
+/// the variance of one answer there (kept off zero).
+fn stands_out(outcome: f64, weight: f64, answers: f64, trained: f64) -> bool {
+    let p = trained.clamp(0.05, 0.95);
+    let error = (p * (1.0 - p) * (1.0 / weight + 1.0 / answers.max(1.0))).sqrt();
+    weight > 0.0 && (outcome - trained).abs() >= SHIFT_SIGNIFICANCE * error
+}
+
 #[test]
 fn an_outcome_moves_each_voting_cell_by_its_vote_weight_and_the_model_by_its_shift() {
     let mut router = load_router();
@@ -61,12 +70,7 @@ fn an_outcome_moves_each_voting_cell_by_its_vote_weight_and_the_model_by_its_shi
                     .find(|v| v.0 as usize == cluster)
                     .map_or(0.0, |v| v.1 as f64);
             let mean = shifted(stats.accuracy[model]);
-            let stands_out = mean.is_some_and(|mean| {
-                let p = mean.clamp(0.05, 0.95);
-                let error = (p * (1.0 - p) * (1.0 / w + 1.0 / n.max(1.0))).sqrt();
-                w > 0.0 && mean >= SHIFT_SIGNIFICANCE * error
-            });
-            let expected = match stands_out {
+            let expected = match mean.is_some_and(|mean| stands_out(0.0, w, n, mean)) {
                 true => {
                     moved += 1;
                     Some(n * mean.unwrap_or(0.0) / (n + w))
@@ -169,12 +173,7 @@ fn a_cell_takes_its_outcomes_in_once_they_stand_out_of_its_training_answers() {
     // their residuals cancel, so the model does not shift, and each cell moves on its own
     // once its outcomes stand out of its answers (the paper's estimator, prior strength 0).
     let estimate = |router: &Router, c: usize| router.estimates(c, 0.0).accuracy[model].unwrap();
-    let stands_out = |c: usize, outcomes: f64, score: f64| {
-        let (n, p) = (trained.clusters[c].count[model] as f64, mean(c));
-        let error =
-            (p.clamp(0.05, 0.95) * (1.0 - p.clamp(0.05, 0.95)) * (1.0 / outcomes + 1.0 / n)).sqrt();
-        (score - p).abs() >= SHIFT_SIGNIFICANCE * error
-    };
+    let count = |c: usize| trained.clusters[c].count[model] as f64;
     let (mut held, mut taken) = (0, 0);
     for outcomes in 1..=10 {
         observe(&mut router, high, 0.0);
@@ -182,8 +181,8 @@ fn a_cell_takes_its_outcomes_in_once_they_stand_out_of_its_training_answers() {
         assert_eq!(router.learned().shift(model).0, 0.0);
         for (c, score) in [(high, 0.0), (low, 1.0)] {
             let k = outcomes as f64;
-            let n = trained.clusters[c].count[model] as f64;
-            let expected = match stands_out(c, k, score) {
+            let n = count(c);
+            let expected = match stands_out(score, k, n, mean(c)) {
                 true => {
                     taken += 1;
                     (n * mean(c) + k * score) / (n + k)
@@ -201,7 +200,8 @@ fn a_cell_takes_its_outcomes_in_once_they_stand_out_of_its_training_answers() {
     }
     // Both branches were taken: the first outcomes held back, the later ones counted.
     assert!(held > 0 && taken > 0, "held {held}, taken {taken}");
-    assert!(stands_out(high, 10.0, 0.0) && stands_out(low, 10.0, 1.0));
+    assert!(stands_out(0.0, 10.0, count(high), mean(high)));
+    assert!(stands_out(1.0, 10.0, count(low), mean(low)));
 }
 
 #[test]

@@ -18,6 +18,8 @@
 //! a model that answers like the strong models on ten queries is taken for a strong model
 //! where those differ from the rest, not everywhere alike.
 
+use super::stats::answer_variance;
+
 /// A new model's accuracy profile over one k-means solution's clusters before it answers:
 /// the prior mean `mean` and covariance `Σ_j u_j·u_jᵀ` over `directions`, and how noisy its
 /// answers are.
@@ -87,13 +89,6 @@ impl ProfilePrior {
         }
         covariance
     }
-}
-
-/// The variance of one answer where the trained models average `mean`: a right/wrong
-/// answer's, kept off zero so that no cluster is taken as certain.
-fn answer_variance(mean: f64) -> f64 {
-    let p = mean.clamp(0.05, 0.95);
-    p * (1.0 - p)
 }
 
 /// `Σ weights·f = value`, seen with variance `noise`, for a profile `f` over clusters.

@@ -233,9 +233,15 @@ fn stands_out(outcomes: &Evidence, answers: usize, trained: f64) -> bool {
     if outcomes.weight <= 0.0 {
         return false;
     }
-    let p = trained.clamp(0.05, 0.95);
-    let variance = p * (1.0 - p) * (1.0 / outcomes.weight + 1.0 / answers.max(1) as f64);
+    let variance = answer_variance(trained) * (1.0 / outcomes.weight + 1.0 / answers.max(1) as f64);
     (outcomes.sum / outcomes.weight - trained).abs() >= SHIFT_SIGNIFICANCE * variance.sqrt()
+}
+
+/// The variance of one right/wrong answer where the mean is `mean`, kept off zero so that no
+/// cluster is taken as certain.
+pub(super) fn answer_variance(mean: f64) -> f64 {
+    let p = mean.clamp(0.05, 0.95);
+    p * (1.0 - p)
 }
 
 /// An accuracy moved by model `i`'s learned shift of log-odds (untouched without one).
