@@ -8,8 +8,8 @@ use candle_core::Device;
 use common::serve::{fixture, load_router};
 use common::{files_in, run};
 use kroute::router::{
-    logit_shift, shift_accuracy, Exploration, Observation, RouteParams, Router, SHIFT_SIGNIFICANCE,
-    SHIFT_SPREAD, VARIANCE_PRIOR,
+    logit_shift, shift_accuracy, Exploration, Observation, RouteParams, Router,
+    CHANGE_WORTH_FINDING, OPTIMISM, SHIFT_SIGNIFICANCE, SHIFT_SPREAD, VARIANCE_PRIOR,
 };
 use kroute::state::wal::WalWriter;
 use kroute::state::{clusters_id, FeedbackRecord, ServerState, StateDir};
@@ -385,8 +385,88 @@ fn exploration_leaves_the_greedy_choice_as_the_policy_says() {
     assert!(optimistic.iter().any(|r| r[0].0 != observed));
     let policy = |s: &str| s.parse::<Exploration>().map_err(|e| e.to_string());
     assert_eq!(policy("optimistic"), Ok(Exploration::Optimistic));
+    assert_eq!(policy("screen"), Ok(Exploration::Screen));
     assert_eq!(policy("epsilon:0.05"), Ok(Exploration::Epsilon(0.05)));
     assert!(policy("epsilon:2").unwrap_err().contains("epsilon:E"));
+}
+
+#[test]
+fn screening_looks_at_each_model_until_its_outcomes_rule_out_a_change_worth_finding() {
+    let mut router = load_router();
+    let texts = &fixture().queries;
+    let embeddings = fixture().embedder.embed(texts).unwrap();
+    let mut rng = StdRng::seed_from_u64(7);
+    // What an unchanged model's outcomes on query `i` average: the vote-weighted mean of its
+    // training answers in each voting cluster (the shrunk training estimate where it has none).
+    let untouched = load_router();
+    let trained = |router: &Router, i: usize, model: usize| -> f64 {
+        outcome(router, &texts[i], model, 0.0)
+            .votes
+            .iter()
+            .map(|&(c, w)| {
+                let stats = &untouched.clusters[c as usize];
+                let accuracy = match stats.count[model] > 0 {
+                    true => stats.accuracy[model],
+                    false => {
+                        let prior_strength = params().prior_strength;
+                        untouched.estimates(c as usize, prior_strength).accuracy[model]
+                    }
+                };
+                w as f64 * accuracy.unwrap()
+            })
+            .sum()
+    };
+    let explorations = |router: &Router, rng: &mut StdRng| -> Vec<(usize, usize)> {
+        let routed = router.route(&embeddings, &params()).unwrap();
+        (0..texts.len())
+            .filter_map(|i| {
+                let ranking = router.explore(&routed, i, &params(), Exploration::Screen, rng);
+                ranking.map(|r| (i, r[0].0))
+            })
+            .collect()
+    };
+    // Every model may have improved: each is explored, and its outcomes at its training level
+    // settle it in a few outcomes, after which no decision explores.
+    let mut explored = vec![0; router.models.len()];
+    for _pass in 0..200 {
+        let Some(&(i, model)) = explorations(&router, &mut rng).first() else {
+            break;
+        };
+        explored[model] += 1;
+        let expected = trained(&router, i, model);
+        router
+            .observe(&outcome(&router, &texts[i], model, expected), None)
+            .unwrap();
+    }
+    assert!(explorations(&router, &mut rng).is_empty(), "{explored:?}");
+    assert!(
+        explored.iter().filter(|&&n| n > 0).count() >= 2,
+        "{explored:?}"
+    );
+    assert!(explored.iter().all(|&n| n <= 3), "{explored:?}");
+    for (model, &n) in explored.iter().enumerate().filter(|(_, &n)| n > 0) {
+        let (_, mean, error) = router.learned().shift(model);
+        assert!(
+            mean + OPTIMISM * error < CHANGE_WORTH_FINDING,
+            "model {model} after {n}"
+        );
+    }
+    // A settled model whose outcomes then beat its training level is explored again.
+    let model = explored.iter().position(|&n| n > 0).unwrap();
+    let i = (0..texts.len())
+        .find(|&i| trained(&router, i, model) < 0.7)
+        .unwrap();
+    for _ in 0..3 {
+        router
+            .observe(&outcome(&router, &texts[i], model, 1.0), None)
+            .unwrap();
+    }
+    let (applied, mean, error) = router.learned().shift(model);
+    assert_eq!(applied, 0.0, "not yet a shift: only worth a look");
+    assert!(mean + OPTIMISM * error >= CHANGE_WORTH_FINDING);
+    assert!(explorations(&router, &mut rng)
+        .iter()
+        .any(|&(_, m)| m == model));
 }
 
 #[test]

@@ -33,10 +33,21 @@ pub enum Exploration {
     /// whose possible improvement would matter most, until its outcomes settle it (no draws:
     /// each query's ranking is deterministic).
     Optimistic,
+    /// Optimism that gives up: only a model whose outcomes still allow it to have improved
+    /// by [`CHANGE_WORTH_FINDING`] (its optimistic bound reaches it, as it does before any
+    /// outcome) is lifted, and a decision explores only when a lifted model goes first. One
+    /// outcome no better than a model's training level rules such a change out (a run of good
+    /// ones keeps it in), so exploring screens each model in a few outcomes and stops once all
+    /// are screened, instead of returning to those nearly as good as the greedy choice while
+    /// their bounds shrink.
+    Screen,
 }
 
 /// Standard errors of a model's shift that [`Exploration::Optimistic`] lifts it by.
 pub const OPTIMISM: f64 = 2.0;
+/// The smallest change of a model's accuracy that [`Exploration::Screen`] looks for: just within
+/// the optimistic bound of a model with no outcomes (2 × [`super::SHIFT_SPREAD`]).
+pub const CHANGE_WORTH_FINDING: f64 = 0.3;
 
 impl FromStr for Exploration {
     type Err = Error;
@@ -46,11 +57,12 @@ impl FromStr for Exploration {
             "off" => Ok(Exploration::Off),
             "thompson" => Ok(Exploration::Thompson),
             "optimistic" => Ok(Exploration::Optimistic),
+            "screen" => Ok(Exploration::Screen),
             _ => match s.strip_prefix("epsilon:").map(str::parse::<f64>) {
                 Some(Ok(e)) if (0.0..=1.0).contains(&e) => Ok(Exploration::Epsilon(e)),
                 _ => Err(Error::Invalid(format!(
-                    "exploration `{s}`: expected off, thompson, optimistic or epsilon:E with E in \
-                     [0, 1]"
+                    "exploration `{s}`: expected off, thompson, optimistic, screen or epsilon:E \
+                     with E in [0, 1]"
                 ))),
             },
         }
@@ -63,6 +75,7 @@ impl fmt::Display for Exploration {
             Exploration::Off => f.write_str("off"),
             Exploration::Thompson => f.write_str("thompson"),
             Exploration::Optimistic => f.write_str("optimistic"),
+            Exploration::Screen => f.write_str("screen"),
             Exploration::Epsilon(e) => write!(f, "epsilon:{e}"),
         }
     }
@@ -105,7 +118,19 @@ impl Router {
                 ranked(self.sampled_totals(routed, i, params, rng), routed.allowed)
             }
             Exploration::Optimistic => {
-                ranked(self.optimistic_totals(routed, i, params), routed.allowed)
+                let (totals, _) = self.optimistic_totals(routed, i, params, f64::NEG_INFINITY);
+                ranked(totals, routed.allowed)
+            }
+            Exploration::Screen => {
+                let (totals, lifted) =
+                    self.optimistic_totals(routed, i, params, CHANGE_WORTH_FINDING);
+                let ranking = ranked(totals, routed.allowed);
+                // Lifting one model renormalises the others' scores too: only a lifted model
+                // going first is a look at a possible change.
+                if !lifted[ranking[0].0] {
+                    return None;
+                }
+                ranking
             }
         };
         (ranking[0].0 != greedy[0]).then_some(ranking)
@@ -118,13 +143,26 @@ impl Router {
         logit_shift(level.or(priors.accuracy[m]).unwrap_or(0.5), delta)
     }
 
-    /// Query `i`'s totals with every model's shift at its optimistic bound.
-    fn optimistic_totals(&self, routed: &RoutedBatch, i: usize, params: &RouteParams) -> Vec<f64> {
+    /// Query `i`'s totals with the shift of every model whose optimistic bound reaches
+    /// `worth_finding` taken at that bound, and which models those are.
+    fn optimistic_totals(
+        &self,
+        routed: &RoutedBatch,
+        i: usize,
+        params: &RouteParams,
+        worth_finding: f64,
+    ) -> (Vec<f64>, Vec<bool>) {
         let priors = self.priors();
+        let mut lifted = vec![false; self.models.len()];
         let lifts: Vec<f64> = (0..self.models.len())
             .map(|m| {
                 let (applied, mean, error) = self.learned.shift(m);
-                self.logit_of(m, mean + OPTIMISM * error, &priors) - applied
+                let bound = mean + OPTIMISM * error;
+                lifted[m] = bound >= worth_finding;
+                match lifted[m] {
+                    true => self.logit_of(m, bound, &priors) - applied,
+                    false => 0.0,
+                }
             })
             .collect();
         let mut totals = vec![0.0; self.models.len()];
@@ -144,7 +182,7 @@ impl Router {
                 *total += weight as f64 * vote;
             }
         }
-        totals
+        (totals, lifted)
     }
 
     /// Query `i`'s totals with each voting cluster's accuracies drawn from their posteriors

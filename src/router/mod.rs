@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::embed::EmbeddingInfo;
 pub use artifact::ROUTER_FILE;
-pub use explore::Exploration;
+pub use explore::{Exploration, CHANGE_WORTH_FINDING, OPTIMISM};
 pub use online::{
     logit_shift, shift_accuracy, CellEvidence, ClusterEvidence, Evidence, FeedbackSource, Learned,
     Observation, Residuals, SHIFT_HALF_LIFE_FACTOR, SHIFT_SIGNIFICANCE, SHIFT_SPREAD,
