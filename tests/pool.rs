@@ -552,6 +552,33 @@ fn the_cli_suggests_adds_removes_and_reprices() {
     let loaded = Router::load(&added, &candle_core::Device::Cpu).unwrap();
     assert!(loaded.models.contains(&ADDED.to_string()));
 
+    // A router whose models all came in after training has none to compare a new one with:
+    // refused, naming the router, and nothing written.
+    let mut only_added = loaded.clone();
+    for model in loaded.models.iter().filter(|m| *m != ADDED) {
+        only_added.remove_model(model).unwrap();
+    }
+    let lonely = dir.path().join("only-added");
+    only_added.save(&lonely).unwrap();
+    let lonely_probe = dir.path().join("lonely-probe.jsonl");
+    let (ok, log) = common::run(&[
+        "suggest",
+        lonely.to_str().unwrap(),
+        "--n",
+        "5",
+        "--from",
+        sample.to_str().unwrap(),
+        "-o",
+        lonely_probe.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(!ok);
+    assert!(
+        log.contains(&format!("{}: ", lonely.display())) && log.contains("no trained model"),
+        "{log}"
+    );
+    assert!(!lonely_probe.exists());
+
     let removed = dir.path().join("removed");
     let (ok, log) = common::run(&[
         "remove-model",

@@ -85,7 +85,11 @@ pub fn suggest(args: SuggestArgs) -> Result<()> {
         .collect();
     let embeddings = embed_with_progress(&embedder, &texts, args.quiet)?;
     let chosen: Vec<usize> = router
-        .suggest(&embeddings, args.n)?
+        .suggest(&embeddings, args.n)
+        .map_err(|e| match e {
+            Error::Invalid(why) => Error::Invalid(format!("{}: {why}", args.router.display())),
+            other => other,
+        })?
         .into_iter()
         .map(|i| candidates[i])
         .collect();
