@@ -30,8 +30,8 @@ pub enum Exploration {
     /// A model with few outcomes since training gets a large lift, one observed often a small
     /// one, and one whose first outcomes beat its training means a larger one still; the
     /// decision explores when the lift changes the choice. The exploring thus goes to the model
-    /// whose possible improvement would matter most, until its outcomes settle it (no draws:
-    /// each query's ranking is deterministic).
+    /// whose possible improvement would matter most, less and less as its outcomes settle it
+    /// (no draws: each query's ranking is deterministic).
     Optimistic,
     /// Optimism that gives up: only a model whose outcomes still allow it to have improved
     /// by [`CHANGE_WORTH_FINDING`] (its optimistic bound reaches it, as it does before any
