@@ -168,3 +168,22 @@ pub struct FeedbackArgs {
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e} (e.g. 30s, 5m, 7d)"))
 }
+
+/// Where a long command's one-line JSON summary goes, and whether it shows progress.
+#[derive(Args, Debug, Clone)]
+pub struct ReportArgs {
+    /// Write the one-line JSON summary to this file instead of stderr.
+    #[arg(long)]
+    pub summary: Option<PathBuf>,
+
+    /// No progress bar.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+impl ReportArgs {
+    /// Writes `summary` where `--summary` says (atomically), else on stderr.
+    pub fn emit(&self, summary: &serde_json::Value) -> Result<()> {
+        super::emit_summary(summary, self.summary.as_deref())
+    }
+}

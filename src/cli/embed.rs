@@ -8,7 +8,8 @@ use kroute::settings::EmbedderSettings;
 use kroute::{Error, Result};
 use serde_json::json;
 
-use super::{emit_summary, interrupt_flag, progress_bar};
+use super::args::ReportArgs;
+use super::{interrupt_flag, progress_bar};
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
@@ -70,13 +71,8 @@ pub struct EmbedArgs {
     #[arg(long)]
     pub no_normalize: bool,
 
-    /// Write the one-line JSON summary to this file instead of stderr.
-    #[arg(long)]
-    pub summary: Option<PathBuf>,
-
-    /// No progress bar.
-    #[arg(short, long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub report: ReportArgs,
 
     #[command(flatten)]
     pub embedder: EmbedderSettings,
@@ -116,7 +112,7 @@ fn embed(args: EmbedArgs, input: &Path) -> Result<()> {
         .load_with_chunk_size(!args.no_normalize, args.chunk_rows)?;
 
     let interrupted = interrupt_flag();
-    let bar = progress_bar(0, "texts", args.quiet);
+    let bar = progress_bar(0, "texts", args.report.quiet);
     let mut metadata = kroute::io::OutputMetadata::new();
     metadata.insert("kroute_version".into(), env!("CARGO_PKG_VERSION").into());
     let summary = job.run(
@@ -165,7 +161,7 @@ fn embed(args: EmbedArgs, input: &Path) -> Result<()> {
         "model": embedder.model().id,
         "output": args.output,
     });
-    emit_summary(&summary, args.summary.as_deref())
+    args.report.emit(&summary)
 }
 
 fn round3(x: f64) -> f64 {

@@ -14,6 +14,7 @@ use kroute::settings::EmbedderSettings;
 use kroute::{Error, Result};
 use serde_json::json;
 
+use super::args::ReportArgs;
 use super::{embed_with_progress, emit_summary};
 
 #[derive(Args, Debug)]
@@ -50,13 +51,8 @@ pub struct SuggestArgs {
     #[arg(short, long)]
     pub output: PathBuf,
 
-    /// Write the one-line JSON summary to this file instead of stderr.
-    #[arg(long)]
-    pub summary: Option<PathBuf>,
-
-    /// No progress bar.
-    #[arg(short, long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub report: ReportArgs,
 
     #[command(flatten)]
     pub embedder: EmbedderSettings,
@@ -83,7 +79,7 @@ pub fn suggest(args: SuggestArgs) -> Result<()> {
         .iter()
         .map(|&i| data.records[i].query.as_str())
         .collect();
-    let embeddings = embed_with_progress(&embedder, &texts, args.quiet)?;
+    let embeddings = embed_with_progress(&embedder, &texts, args.report.quiet)?;
     let chosen: Vec<usize> = router
         .suggest(&embeddings, args.n)
         .map_err(|e| match e {
@@ -102,7 +98,7 @@ pub fn suggest(args: SuggestArgs) -> Result<()> {
         "output": args.output.display().to_string(),
         "seconds": start.elapsed().as_secs_f64(),
     });
-    emit_summary(&summary, args.summary.as_deref())
+    args.report.emit(&summary)
 }
 
 /// Copies the source lines of `data.records[rows]`, in that order, to `output`.
@@ -160,13 +156,8 @@ pub struct AddModelArgs {
     #[arg(short, long)]
     pub output: PathBuf,
 
-    /// Write the one-line JSON summary to this file instead of stderr.
-    #[arg(long)]
-    pub summary: Option<PathBuf>,
-
-    /// No progress bar.
-    #[arg(short, long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub report: ReportArgs,
 
     #[command(flatten)]
     pub embedder: EmbedderSettings,
@@ -181,7 +172,7 @@ pub fn add_model(args: AddModelArgs) -> Result<()> {
             let mut router = kroute::state::open_router(&args.router, &device)?;
             let embedder = args.embedder.load_for(&router)?;
             let texts: Vec<&str> = data.records.iter().map(|r| r.query.as_str()).collect();
-            let embeddings = embed_with_progress(&embedder, &texts, args.quiet)?;
+            let embeddings = embed_with_progress(&embedder, &texts, args.report.quiet)?;
             let added = router.add_models(&embeddings, &data)?;
             (router, added, data.records.len())
         }
@@ -204,7 +195,7 @@ pub fn add_model(args: AddModelArgs) -> Result<()> {
         "output": args.output.display().to_string(),
         "seconds": start.elapsed().as_secs_f64(),
     });
-    emit_summary(&summary, args.summary.as_deref())
+    args.report.emit(&summary)
 }
 
 #[derive(Args, Debug)]

@@ -8,7 +8,7 @@ use kroute::settings::{EmbedderSettings, KMeansSettings, RoutingSettings};
 use kroute::{Error, Result};
 use serde_json::json;
 
-use super::args::{RecordsArgs, TargetArgs, TuneArgs};
+use super::args::{RecordsArgs, ReportArgs, TargetArgs, TuneArgs};
 use super::{embed_with_progress, progress_bar};
 
 #[derive(Args, Debug)]
@@ -61,13 +61,8 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub tune: TuneArgs,
 
-    /// Write the one-line JSON summary to this file instead of stderr.
-    #[arg(long)]
-    pub summary: Option<PathBuf>,
-
-    /// No progress bar.
-    #[arg(short, long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub report: ReportArgs,
 
     #[command(flatten)]
     pub embedder: EmbedderSettings,
@@ -105,7 +100,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         embedder.model().id
     );
     let embed_start = Instant::now();
-    let embeddings = embed_with_progress(&embedder, &texts, args.quiet)?;
+    let embeddings = embed_with_progress(&embedder, &texts, args.report.quiet)?;
     let embed_seconds = embed_start.elapsed().as_secs_f64();
     let embedding = EmbeddingInfo::of(&embedder);
 
@@ -114,7 +109,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         let config = args
             .tune
             .config(args.seed, alpha_grid(&[]), defaults.scoring);
-        let bar = progress_bar(config.folds as u64, "tuning folds", args.quiet);
+        let bar = progress_bar(config.folds as u64, "tuning folds", args.report.quiet);
         let tuned = tune(&data, &rows, &embeddings, &embedding, &config, |_| {
             bar.inc(1)
         })?;
@@ -202,5 +197,5 @@ pub fn run(args: TrainArgs) -> Result<()> {
         "device": args.embedder.device.to_string(),
         "model": router.embedding.model,
     });
-    super::emit_summary(&summary, args.summary.as_deref())
+    args.report.emit(&summary)
 }

@@ -7,8 +7,8 @@ use kroute::settings::EmbedderSettings;
 use kroute::{Error, Result};
 use serde_json::{json, Map, Value};
 
-use super::args::FeedbackArgs;
-use super::{embed_with_progress, emit_summary};
+use super::args::{FeedbackArgs, ReportArgs};
+use super::embed_with_progress;
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
@@ -40,13 +40,8 @@ pub struct UpdateArgs {
     #[command(flatten)]
     pub learning: FeedbackArgs,
 
-    /// Write the one-line JSON summary to this file instead of stderr.
-    #[arg(long)]
-    pub summary: Option<PathBuf>,
-
-    /// No progress bar.
-    #[arg(short, long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub report: ReportArgs,
 
     #[command(flatten)]
     pub embedder: EmbedderSettings,
@@ -72,7 +67,7 @@ pub fn run(args: UpdateArgs) -> Result<()> {
         .collect::<Result<_>>()?;
     let embedder = args.embedder.load_for(&router)?;
     let texts: Vec<&str> = data.records.iter().map(|r| r.query.as_str()).collect();
-    let embeddings = embed_with_progress(&embedder, &texts, args.quiet)?;
+    let embeddings = embed_with_progress(&embedder, &texts, args.report.quiet)?;
     let outcomes: Vec<Vec<(usize, f64, Option<f64>)>> = data
         .records
         .iter()
@@ -112,5 +107,5 @@ pub fn run(args: UpdateArgs) -> Result<()> {
         "output": args.output.display().to_string(),
         "seconds": start.elapsed().as_secs_f64(),
     });
-    emit_summary(&summary, args.summary.as_deref())
+    args.report.emit(&summary)
 }
