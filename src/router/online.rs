@@ -8,9 +8,9 @@
 //! outcomes' mean stands `SHIFT_SIGNIFICANCE` standard errors out of the answers' (its training
 //! mean until then: only the chosen model gets outcomes, and its cells must not move by their
 //! noise alone), and the shrinkage toward the model's training-wide mean stays as it was
-//! trained. With a half-life
-//! of `H` observations, each outcome first discounts everything the cell knew by `2^(−w/H)`,
-//! training answers included, so that a model whose quality changed is followed.
+//! trained. With a half-life of `H` observations, each outcome first discounts everything the
+//! cell knew by `2^(−w/H)`, training answers included, so that a model whose quality changed is
+//! followed.
 //!
 //! A model that changes usually changes everywhere, but each cell sees only a share of its
 //! outcomes. So every outcome also feeds the model's shift `δ`: the posterior mean of its
