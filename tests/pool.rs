@@ -519,18 +519,22 @@ fn the_cli_suggests_adds_removes_and_reprices() {
     ]);
     assert!(ok, "{log}");
 
+    // `kroute suggest ROUTER --n N --from SAMPLE -o OUTPUT`: (succeeded, its output).
+    let suggest = |router: &std::path::Path, n: usize, output: &std::path::Path| {
+        common::run(&[
+            "suggest",
+            router.to_str().unwrap(),
+            "--n",
+            &n.to_string(),
+            "--from",
+            sample.to_str().unwrap(),
+            "-o",
+            output.to_str().unwrap(),
+            "--quiet",
+        ])
+    };
     let probe = dir.path().join("probe.jsonl");
-    let (ok, log) = common::run(&[
-        "suggest",
-        router.to_str().unwrap(),
-        "--n",
-        "20",
-        "--from",
-        sample.to_str().unwrap(),
-        "-o",
-        probe.to_str().unwrap(),
-        "--quiet",
-    ]);
+    let (ok, log) = suggest(&router, 20, &probe);
     assert!(ok, "{log}");
     let probe_text = std::fs::read_to_string(&probe).unwrap();
     let sample_text = std::fs::read_to_string(&sample).unwrap();
@@ -561,17 +565,7 @@ fn the_cli_suggests_adds_removes_and_reprices() {
     let lonely = dir.path().join("only-added");
     only_added.save(&lonely).unwrap();
     let lonely_probe = dir.path().join("lonely-probe.jsonl");
-    let (ok, log) = common::run(&[
-        "suggest",
-        lonely.to_str().unwrap(),
-        "--n",
-        "5",
-        "--from",
-        sample.to_str().unwrap(),
-        "-o",
-        lonely_probe.to_str().unwrap(),
-        "--quiet",
-    ]);
+    let (ok, log) = suggest(&lonely, 5, &lonely_probe);
     assert!(!ok);
     assert!(
         log.contains(&format!("{}: ", lonely.display())) && log.contains("no trained model"),
