@@ -24,8 +24,10 @@ outcome is posted. Reported: accuracy per window of 100 requests, the mean after
 1,000 outcomes, and the share of the static→true gap the learning router closes there. With
 no drift the stream uses half the test split and the frontier area (`kroute eval`'s
 definition) of the static and the learned router is compared on the other half. The drifted
-model's share of traffic per window (learning and true routers) is reported too, and
-`--keep-state DIR` keeps each learning server's state directory for a closer look.
+model's share of traffic per window (learning and true routers) is reported too, as are the
+learning server's explored decisions per model after 1,000 requests and at the end
+(`/admin/state`) and each model's outcomes and the distinct queries among them; `--keep-state
+DIR` keeps each learning server's state directory for a closer look.
 
 Needs the kroute Python package (training on embeddings computed once) and numpy.
 """
@@ -36,6 +38,7 @@ import http.server
 import json
 import pathlib
 import random
+import secrets
 import shutil
 import signal
 import subprocess
@@ -127,9 +130,10 @@ class Server:
                  flags: list):
         config = state.parent / "kroute.toml"
         config.write_text(f'[upstream.default]\nbase_url = "{mock_url}"\n')
+        self.admin_key = secrets.token_hex(16)
         self.process = subprocess.Popen(
             [kroute_bin, "serve", "--router", str(router), "--config", str(config), "--port", "0",
-             "--state", str(state), *flags],
+             "--state", str(state), "--admin-key", self.admin_key, *flags],
             stderr=subprocess.PIPE, text=True)
         for line in self.process.stderr:
             if "listening on " in line:
@@ -143,9 +147,12 @@ class Server:
             time.sleep(0.05)
 
     def request(self, method: str, path: str, body=None) -> tuple:
+        headers = {"Content-Type": "application/json"}
+        if path.startswith("/admin/"):
+            headers["Authorization"] = f"Bearer {self.admin_key}"
         try:
             self.connection.request(method, path, None if body is None else json.dumps(body),
-                                    {"Content-Type": "application/json"})
+                                    headers)
             response = self.connection.getresponse()
             return response.status, dict(response.getheaders()), response.read()
         except (ConnectionError, http.client.HTTPException):
@@ -157,11 +164,19 @@ class Server:
         self.process.wait(timeout=60)
 
 
+def explored_per_model(server: Server) -> dict:
+    """Decisions that explored, per model, since the server started (`/admin/state`)."""
+    status, _, body = server.request("GET", "/admin/state")
+    assert status == 200, body
+    return {m: c["explored"] for m, c in json.loads(body)["per_model"].items() if c["explored"]}
+
+
 def replay(server: Server, world: list, stream: list, alpha: float) -> tuple:
-    """Routes each request through the server, posts its outcome; returns the models chosen
-    and how many decisions explored."""
-    chosen, explored = [], 0
-    for i in stream:
+    """Routes each request through the server, posts its outcome; returns the models chosen,
+    how many decisions explored, and the explored decisions per model after 1,000 requests and
+    at the end."""
+    chosen, explored, looks = [], 0, {}
+    for k, i in enumerate(stream, 1):
         r = world[i]
         body = {"model": f"kroute:alpha={alpha}", "messages": [{"role": "user", "content": r["query"]}]}
         status, headers, _ = server.request("POST", "/v1/chat/completions", body)
@@ -175,7 +190,18 @@ def replay(server: Server, world: list, stream: list, alpha: float) -> tuple:
                        "cost": routing_data.cost_of(r, model)}
             status, _, text = server.request("POST", "/v1/feedback", outcome)
             assert status == 200, text
-    return chosen, explored
+        if k in (1000, len(stream)):
+            looks[k] = explored_per_model(server)
+    return chosen, explored, looks
+
+
+def outcomes_per_model(world: list, stream: list, chosen: list) -> dict:
+    """Per model, the outcomes it got and on how many distinct queries."""
+    rows = {}
+    for i, model in zip(stream, chosen):
+        if world[i]["records"].get(model) is not None:
+            rows.setdefault(model, []).append(i)
+    return {m: {"outcomes": len(r), "distinct_queries": len(set(r))} for m, r in rows.items()}
 
 
 def scores(world: list, stream: list, chosen: list) -> list:
@@ -245,7 +271,7 @@ def main() -> None:
                 server = Server(args.kroute, tmp / "router", mock_url, tmp / "state",
                                 flags + ["--explore-seed", str(seed)])
                 t0 = time.time()
-                chosen, explored = replay(server, world, stream, args.alpha)
+                chosen, explored, looks = replay(server, world, stream, args.alpha)
                 seconds = time.time() - t0
                 server.stop()
                 if args.keep_state:
@@ -258,6 +284,8 @@ def main() -> None:
                         "true": windows([float(m == drifted) for m in decide(true, stream)]),
                     }
                 run["explored_share"] = explored / len(stream)
+                run["explored_per_model"] = looks
+                run["outcomes_per_model"] = outcomes_per_model(world, stream, chosen)
                 run["events_per_s"] = len(stream) / seconds
                 if held_out:
                     learned = kroute.Router.load(tmp / "state")
