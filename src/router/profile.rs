@@ -109,41 +109,32 @@ fn posterior_profile(
     directions: &[Vec<f64>],
     measurements: &[Measurement],
 ) -> Vec<f64> {
-    // g[i][j] = measurement i's weights applied to direction j.
-    let g: Vec<Vec<f64>> = measurements
-        .iter()
-        .map(|measure| {
-            directions
-                .iter()
-                .map(|u| measure.weights.iter().map(|&(c, w)| w * u[c]).sum())
-                .collect()
-        })
-        .collect();
-    let n = measurements.len();
-    let mut gram = vec![0.0; n * n];
-    for i in 0..n {
-        for j in 0..=i {
-            let dot: f64 = g[i].iter().zip(&g[j]).map(|(a, b)| a * b).sum();
-            gram[i * n + j] = dot;
-            gram[j * n + i] = dot;
-        }
-        gram[i * n + i] += measurements[i].noise;
+    // In the directions' space, w = (Gᵀ·S⁻¹·G + I)⁻¹·Gᵀ·S⁻¹·(y − A·μ) (the same w by Woodbury's
+    // identity): a system as large as the directions, however many the measurements, since a
+    // server learns a changed model again after each of its outcomes.
+    let d = directions.len();
+    let mut precision = vec![0.0; d * d];
+    for j in 0..d {
+        precision[j * d + j] = 1.0;
     }
-    let mut residual: Vec<f64> = measurements
-        .iter()
-        .map(|measure| {
-            measure.value
-                - measure
-                    .weights
-                    .iter()
-                    .map(|&(c, w)| w * mean[c])
-                    .sum::<f64>()
-        })
-        .collect();
-    cholesky_solve(&mut gram, n, &mut residual);
-    let weights: Vec<f64> = (0..directions.len())
-        .map(|j| g.iter().zip(&residual).map(|(row, r)| row[j] * r).sum())
-        .collect();
+    let mut weights = vec![0.0; d];
+    for measure in measurements {
+        let g: Vec<f64> = directions
+            .iter()
+            .map(|u| measure.weights.iter().map(|&(c, w)| w * u[c]).sum())
+            .collect();
+        let predicted: f64 = measure.weights.iter().map(|&(c, w)| w * mean[c]).sum();
+        let residual = (measure.value - predicted) / measure.noise;
+        for j in 0..d {
+            weights[j] += g[j] * residual;
+            for l in 0..d {
+                precision[j * d + l] += g[j] * g[l] / measure.noise;
+            }
+        }
+    }
+    if d > 0 {
+        cholesky_solve(&mut precision, d, &mut weights);
+    }
     mean.iter()
         .enumerate()
         .map(|(c, mu)| {
