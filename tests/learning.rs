@@ -53,15 +53,13 @@ fn an_outcome_moves_each_voting_cell_by_its_vote_weight_and_the_model_by_its_shi
     let observation = outcome(&router, text, model, 0.0);
     let trained = router.clone();
     // Returns how many cells took the outcomes in.
-    let check = |router: &Router, shift: f64, outcomes: f64| -> usize {
-        let shifted = |accuracy: Option<f64>| accuracy.map(|a| shift_accuracy(a, shift));
+    let check = |router: &Router, outcomes: f64| -> usize {
         let mut moved = 0;
         for (cluster, stats) in router.clusters.iter().enumerate() {
-            // The paper's estimator (prior strength 0), bag 1, with the training mean's log-odds
-            // moved by the shift δ: (n·shifted(mean) + Σw·score) / (n + Σw) once the outcomes
-            // (all 0) stand SHIFT_SIGNIFICANCE standard errors out of shifted(mean), each seen
-            // with the variance of one answer there; a cluster that did not vote, or whose
-            // outcomes do not stand out, moves by δ alone.
+            // The paper's estimator (prior strength 0), bag 1: (n·mean + Σw·score) / (n + Σw)
+            // once the outcomes (all 0) stand SHIFT_SIGNIFICANCE standard errors out of the
+            // training mean, each seen with the variance of one answer there; a cluster that
+            // did not vote, or whose outcomes do not stand out, stays as trained.
             let n = stats.count[model] as f64;
             let w = outcomes
                 * observation
@@ -69,7 +67,7 @@ fn an_outcome_moves_each_voting_cell_by_its_vote_weight_and_the_model_by_its_shi
                     .iter()
                     .find(|v| v.0 as usize == cluster)
                     .map_or(0.0, |v| v.1 as f64);
-            let mean = shifted(stats.accuracy[model]);
+            let mean = stats.accuracy[model];
             let expected = match mean.is_some_and(|mean| stands_out(0.0, w, n, mean)) {
                 true => {
                     moved += 1;
@@ -96,7 +94,7 @@ fn an_outcome_moves_each_voting_cell_by_its_vote_weight_and_the_model_by_its_shi
     // One outcome moves neither the model nor, split over the voting cells, any cell: it does
     // not stand out of the noise.
     assert_eq!(router.learned().shift(model).0, 0.0);
-    assert_eq!(check(&router, 0.0, 1.0), 0);
+    assert_eq!(check(&router, 1.0), 0);
 
     // Thirty more of the same: the shift is the residuals' posterior mean, now that it stands
     // SHIFT_SIGNIFICANCE standard errors out of the noise. Identical residuals have no spread:
@@ -125,8 +123,14 @@ fn an_outcome_moves_each_voting_cell_by_its_vote_weight_and_the_model_by_its_shi
     // Applied as the change of log-odds that moves the expected accuracy by δ.
     let shift = logit_shift(expected, delta);
     assert!((router.learned().shift(model).0 - shift).abs() < 1e-12);
-    // The shift explains them: no cell's outcomes stand out of its shifted mean.
-    assert_eq!(check(&router, shift, 31.0), 0);
+    // From then on the model is learned again from its outcomes (the next tests say where that
+    // puts it): at prior strength 0 a voting cell is its outcomes' mean.
+    for &(cluster, _) in &observation.votes {
+        assert_eq!(
+            router.estimates(cluster as usize, 0.0).accuracy[model],
+            Some(0.0)
+        );
+    }
 }
 
 #[test]
@@ -261,6 +265,83 @@ fn a_half_life_follows_a_model_that_got_worse() {
     let mean = |e: kroute::router::Evidence| e.combine(n, Some(trained)).1.unwrap();
     assert!(mean(remembered) > 0.02, "{}", mean(remembered));
     assert!(mean(forgotten) < mean(remembered) / 4.0);
+}
+
+#[test]
+fn a_model_that_changed_into_another_is_learned_again_from_its_outcomes() {
+    // The weakest model starts answering every training query as the strongest does. A shift
+    // would move its old profile's log-odds; learned again, its accuracy per cluster follows the
+    // strongest model's profile, which its outcomes resemble, in every cluster.
+    let dir = tempfile::tempdir().unwrap();
+    let data = kroute::records::RoutingData::read(
+        &common::bundled_sample(dir.path(), 300, true),
+        kroute::records::MissingCost::Error,
+    )
+    .unwrap();
+    let trained = load_router();
+    let priors = trained.priors();
+    let by_accuracy = |m: &usize| priors.accuracy[*m].unwrap_or(0.0);
+    let models = 0..trained.models.len();
+    let weak = models
+        .clone()
+        .min_by(|a, b| by_accuracy(a).total_cmp(&by_accuracy(b)))
+        .unwrap();
+    let strong = models
+        .max_by(|a, b| by_accuracy(a).total_cmp(&by_accuracy(b)))
+        .unwrap();
+    let column = |name: &str| data.models.iter().position(|m| m == name).unwrap();
+    let (weak_column, strong_column) = (
+        column(&trained.models[weak]),
+        column(&trained.models[strong]),
+    );
+    let answered: Vec<usize> = (0..data.records.len())
+        .filter(|&i| data.records[i].scores[weak_column].is_some())
+        .collect();
+    let texts: Vec<&str> = answered
+        .iter()
+        .map(|&i| data.records[i].query.as_str())
+        .collect();
+    let outcomes: Vec<Vec<(usize, f64, Option<f64>)>> = answered
+        .iter()
+        .map(|&i| {
+            vec![(
+                weak,
+                data.records[i].scores[strong_column].unwrap_or(0.0),
+                None,
+            )]
+        })
+        .collect();
+    let mut router = trained.clone();
+    let embeddings = fixture().embedder.embed(&texts).unwrap();
+    router
+        .observe_queries(&embeddings, &outcomes, &params(), None, "test")
+        .unwrap();
+    let shift = router.learned().shift(weak).0;
+    assert!(shift > 0.0, "the weak model got better: {shift}");
+
+    let strength = params().prior_strength;
+    let mut distance = (0.0, 0.0, 0.0); // before, shifted, learned again
+    for cluster in 0..trained.clusters.len() {
+        let before = trained.estimates(cluster, strength).accuracy;
+        let target = before[strong].unwrap();
+        let old = before[weak].unwrap();
+        let relearned = router.estimates(cluster, strength).accuracy[weak].unwrap();
+        distance.0 += (old - target).abs();
+        distance.1 += (shift_accuracy(old, shift) - target).abs();
+        distance.2 += (relearned - target).abs();
+        // The other models are as trained.
+        assert_eq!(
+            router.estimates(cluster, strength).accuracy[strong],
+            Some(target)
+        );
+    }
+    assert!(
+        distance.2 < 0.8 * distance.1 && distance.1 < distance.0,
+        "summed distance to the strong model's profile: before {:.3}, shifted {:.3}, learned again {:.3}",
+        distance.0,
+        distance.1,
+        distance.2
+    );
 }
 
 #[test]

@@ -284,6 +284,7 @@ impl Router {
             pool: file.pool,
             votes: Default::default(),
             profiles: Default::default(),
+            relearned: Default::default(),
         };
         if let Some(feedback) = file.feedback {
             // Older files lack what training expected of a model's outcomes: its global mean

@@ -167,7 +167,7 @@ impl Router {
             .collect();
         let mut totals = vec![0.0; self.models.len()];
         for (cluster, _, weight) in routed.nearest(i) {
-            let learned = self.learned.cluster(cluster, self.models.len());
+            let learned = self.evidence(cluster);
             let priors = self.cluster_priors(cluster, &priors);
             let mut estimates =
                 self.clusters[cluster].estimates(&priors, params.prior_strength, learned);
@@ -205,7 +205,7 @@ impl Router {
             .collect();
         let mut totals = vec![0.0; self.models.len()];
         for (cluster, _, weight) in routed.nearest(i) {
-            let learned = self.learned.cluster(cluster, self.models.len());
+            let learned = self.evidence(cluster);
             let stats = &self.clusters[cluster];
             let priors = self.cluster_priors(cluster, &priors);
             let posterior = stats.accuracy_posterior(&priors, params.prior_strength, learned);

@@ -180,6 +180,9 @@ pub struct Router {
     votes: VoteCache,
     /// Added models' accuracy profiles ([`pool`]), computed on first use.
     profiles: ProfileCache,
+    /// Changed models' accuracy profiles learned again from their outcomes, computed on first
+    /// use after an outcome.
+    relearned: ProfileCache,
 }
 
 /// A router's vote tables for the routing settings and model masks used last (a server's
@@ -284,6 +287,7 @@ impl Router {
             pool: Vec::new(),
             votes: VoteCache::default(),
             profiles: ProfileCache::default(),
+            relearned: ProfileCache::default(),
             training: TrainingInfo {
                 data: data.path.display().to_string(),
                 train_queries: rows.len(),
@@ -324,6 +328,7 @@ impl Router {
             pool: Vec::new(),
             votes: VoteCache::default(),
             profiles: ProfileCache::default(),
+            relearned: ProfileCache::default(),
         }
     }
 
@@ -352,6 +357,7 @@ impl Router {
     fn statistics_changed(&mut self) {
         *self.votes.0.lock().expect("vote cache lock") = Vec::new();
         self.profiles = ProfileCache::default();
+        self.relearned = ProfileCache::default();
     }
 
     /// Clusters per k-means solution.
@@ -376,7 +382,7 @@ impl Router {
         self.clusters[cluster].estimates(
             &self.cluster_priors(cluster, priors),
             prior_strength,
-            self.learned.cluster(cluster, self.models.len()),
+            self.evidence(cluster),
         )
     }
 
@@ -479,6 +485,7 @@ impl Router {
             self.models.len(),
             half_life,
         );
+        self.relearned = ProfileCache::default();
         Ok(())
     }
 

@@ -23,6 +23,12 @@
 //! right, as a stronger model does. Under no change `δ` stays 0 but for rare false alarms; after
 //! a change of 0.3 it applies within a few tens of outcomes, in clusters that saw none of them
 //! too. Its half-life is `SHIFT_HALF_LIFE_FACTOR × H` outcomes of the model.
+//!
+//! A model that changed may have become another model, whose strengths lie elsewhere. Once its
+//! shift applies it is learned again from its outcomes as a model added to the pool is (the
+//! router's `relearned_profiles`): its training answers set aside, its profile over each k-means
+//! solution's clusters is the posterior mean given its outcomes, with the other models' profiles
+//! as the prior; its cells are its outcomes shrunk toward that profile.
 
 use serde::{Deserialize, Serialize};
 
@@ -210,6 +216,9 @@ pub struct ClusterEvidence<'a> {
     pub cells: &'a [CellEvidence],
     /// Each model's shift of log-odds.
     pub shifts: &'a [f64],
+    /// Per model, its accuracy here as learned again from its outcomes after it changed
+    /// (`None`, or an empty slice, where it did not).
+    pub relearned: &'a [Option<f64>],
 }
 
 /// One outcome: how well `model` answered a query, and what it cost.
@@ -302,6 +311,7 @@ impl Learned {
         (!self.cells.is_empty()).then(|| ClusterEvidence {
             cells: &self.cells[c * models..(c + 1) * models],
             shifts: &self.shifts,
+            relearned: &[],
         })
     }
 

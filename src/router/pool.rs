@@ -17,6 +17,7 @@ use std::path::Path;
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
+use super::online::ClusterEvidence;
 use super::profile::{Measurement, ProfilePrior};
 use super::{ClusterStats, Priors, Router};
 use crate::cluster::nearest_centroids;
@@ -238,6 +239,70 @@ impl Router {
                             noise: DECLARED_NOISE,
                         });
                     }
+                    if measurements.is_empty() {
+                        continue;
+                    }
+                    for (c, accuracy) in prior.posterior(&measurements).into_iter().enumerate() {
+                        profiles[b * k + c][m] = Some(accuracy.clamp(0.0, 1.0));
+                    }
+                }
+            }
+            profiles
+        })
+    }
+
+    /// What routing reads of the learned evidence for `cluster`, with the profiles of models
+    /// that changed learned again ([`Router::relearned_profiles`]).
+    pub(super) fn evidence(&self, cluster: usize) -> Option<ClusterEvidence<'_>> {
+        let evidence = self.learned.cluster(cluster, self.models.len())?;
+        Some(ClusterEvidence {
+            relearned: self
+                .relearned_profiles()
+                .get(cluster)
+                .map_or(&[], Vec::as_slice),
+            ..evidence
+        })
+    }
+
+    /// Per cluster of every k-means solution, each changed model's accuracy there learned again
+    /// from its outcomes, as an added model's is (empty when no model changed): a model whose
+    /// outcomes moved it (a shift, [`super::online`]) may have become another model, and its
+    /// training answers no longer say where it is strong. Its profile's prior is the other
+    /// models' ([`Router::profile_prior`]), its measurements its outcomes' mean per cluster.
+    fn relearned_profiles(&self) -> &[Vec<Option<f64>>] {
+        self.relearned.0.get_or_init(|| {
+            let models = self.models.len();
+            let changed: Vec<bool> = (0..models)
+                .map(|m| self.learned.shift(m).0 != 0.0)
+                .collect();
+            if !changed.iter().any(|&c| c) {
+                return Vec::new();
+            }
+            let cells = self.learned.cells();
+            // Its own training answers describe the model it was: left out of its prior.
+            let excluded: Vec<bool> = self
+                .added_models()
+                .iter()
+                .zip(&changed)
+                .map(|(&added, &changed)| added || changed)
+                .collect();
+            let k = self.clusters_per_member();
+            let mut profiles = vec![vec![None; models]; self.clusters.len()];
+            for (b, member) in self.clusters.chunks(k.max(1)).take(self.bag).enumerate() {
+                let Some(prior) = self.profile_prior(member, &excluded) else {
+                    continue;
+                };
+                for m in (0..models).filter(|&m| changed[m]) {
+                    let measurements: Vec<Measurement> = (0..member.len())
+                        .filter_map(|c| {
+                            let outcomes = cells[(b * k + c) * models + m].accuracy;
+                            (outcomes.weight > 0.0).then(|| Measurement {
+                                weights: vec![(c, 1.0)],
+                                value: outcomes.sum / outcomes.weight,
+                                noise: prior.noise(c, outcomes.weight),
+                            })
+                        })
+                        .collect();
                     if measurements.is_empty() {
                         continue;
                     }

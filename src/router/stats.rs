@@ -147,9 +147,14 @@ impl ClusterStats {
         let models = self.count.len();
         Estimates {
             accuracy: (0..models)
-                .map(|i| {
-                    let global = shifted(priors.accuracy[i], learned, i);
-                    shrink(self.accuracy_evidence(i, learned), global)
+                .map(|i| match relearned(learned, i) {
+                    Some(profile) => {
+                        shrink(Self::outcomes(i, learned), Some(profile)).or(Some(profile))
+                    }
+                    None => {
+                        let global = shifted(priors.accuracy[i], learned, i);
+                        shrink(self.accuracy_evidence(i, learned), global)
+                    }
                 })
                 .collect(),
             cost: (0..models)
@@ -171,8 +176,12 @@ impl ClusterStats {
     ) -> Vec<Option<(f64, f64)>> {
         (0..self.count.len())
             .map(|i| {
-                let (n, mean) = self.accuracy_evidence(i, learned);
-                let (prior_n, global) = match shifted(priors.accuracy[i], learned, i) {
+                let (n, mean) = match relearned(learned, i) {
+                    Some(_) => Self::outcomes(i, learned),
+                    None => self.accuracy_evidence(i, learned),
+                };
+                let global = relearned(learned, i).or(shifted(priors.accuracy[i], learned, i));
+                let (prior_n, global) = match global {
                     Some(global) if m > 0.0 => (m, global),
                     _ => (0.0, 0.0),
                 };
@@ -209,6 +218,11 @@ impl ClusterStats {
         }
     }
 
+    /// Model `i`'s outcomes alone: (weight, mean).
+    fn outcomes(i: usize, learned: Option<ClusterEvidence<'_>>) -> (f64, Option<f64>) {
+        Self::with_learned(0, None, learned.map(|l| &l.cells[i].accuracy))
+    }
+
     fn cost_evidence(&self, i: usize, learned: Option<ClusterEvidence<'_>>) -> (f64, Option<f64>) {
         Self::with_learned(
             self.count[i],
@@ -242,6 +256,11 @@ fn stands_out(outcomes: &Evidence, answers: usize, trained: f64) -> bool {
 pub(super) fn answer_variance(mean: f64) -> f64 {
     let p = mean.clamp(0.05, 0.95);
     p * (1.0 - p)
+}
+
+/// Model `i`'s accuracy here learned again from its outcomes, if it changed.
+fn relearned(learned: Option<ClusterEvidence<'_>>, i: usize) -> Option<f64> {
+    learned.and_then(|l| l.relearned.get(i).copied().flatten())
 }
 
 /// An accuracy moved by model `i`'s learned shift of log-odds (untouched without one).
@@ -309,6 +328,7 @@ mod tests {
         let evidence = |shifts| ClusterEvidence {
             cells: &cells,
             shifts,
+            relearned: &[],
         };
         let learned = a.estimates(&priors, 2.0, Some(evidence(&no_shift)));
         // (2·1 + 2·1/4) / (2 + 2); model 2 has no global mean to shrink toward.
