@@ -30,6 +30,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import drift_replay  # noqa: E402
 import kroute  # noqa: E402
+import pool_changes  # noqa: E402
 import routing_data  # noqa: E402
 
 
@@ -41,17 +42,6 @@ def judge(router, world, rows, embeddings, alpha, model):
         "accuracy": float(np.mean([float(s) for s in scores if s is not None])),
         "dollars_per_query": float(np.mean([routing_data.cost_of(world[i], m) for i, m in zip(rows, chosen)])),
         "share": float(np.mean([m == model for m in chosen])),
-    }
-
-
-def own_answers(record, model):
-    """The record as the model's outcome gives it: its score (and usage) alone."""
-    usage = (record.get("usages") or {}).get(model)
-    return {
-        "query": record["query"],
-        "dataset": record.get("dataset", "default"),
-        "records": {model: record["records"].get(model)},
-        "usages": {model: usage} if usage else {},
     }
 
 
@@ -96,7 +86,8 @@ def main() -> None:
                 picks += [(f"uniform {d + 1}", shuffled[d * n: (d + 1) * n]) for d in range(args.draws)]
                 for name, rows in picks:
                     router = kroute.Router.load(saved)
-                    router.add_model([own_answers(world[i], weak) for i in rows], embeddings=embeddings[rows])
+                    answers = [pool_changes.probe(world[i], weak, new_model_only=True) for i in rows]
+                    router.add_model(answers, embeddings=embeddings[rows])
                     point = measure(router)
                     point.update(n=n, queries=name, gap_closed=(point["accuracy"] - static["accuracy"]) / gap)
                     run["relearned"].append(point)
