@@ -75,9 +75,7 @@ def main() -> None:
         shuffled = train[:]
         rng.shuffle(shuffled)
         train_world = [world[i] for i in train]
-        position = {json.dumps(r, sort_keys=True): i for i, r in zip(train, train_world)}
-        suggested = [position[json.dumps(r, sort_keys=True)]
-                     for r in without.suggest(max(sizes), train_world, embeddings=embeddings[train])]
+        suggested = [train[i] for i in pool_changes.suggested_rows(without, train_world, embeddings[train], max(sizes))]
         with tempfile.TemporaryDirectory() as tmp:
             saved = pathlib.Path(tmp) / "without"
             without.save(saved)

@@ -111,6 +111,19 @@ def held_out_models(records, train, models):
     return strongest + cheapest, stats
 
 
+def suggested_rows(router, records, embeddings, n):
+    """The rows of `records` that `router.suggest` picks, best first."""
+    # Suggestions come back as records: find each one's row.
+    position = {json.dumps(r, sort_keys=True): i for i, r in enumerate(records)}
+    return [position[json.dumps(r, sort_keys=True)] for r in router.suggest(n, records, embeddings=embeddings)]
+
+
+def uniform_rows(records, model, seed, n):
+    """`n` rows of `records` that `model` answered, drawn uniformly with the seed."""
+    evaluated = [i for i, r in enumerate(records) if r["records"].get(model) is not None]
+    return random.Random(seed * 7919 + 1).sample(evaluated, n)
+
+
 def add_model_runs(records, embeddings, models, seeds, work, new_model_only):
     runs = []
     for seed in seeds:
@@ -126,16 +139,8 @@ def add_model_runs(records, embeddings, models, seeds, work, new_model_only):
             without = judge(without_router)
             without_dir = work / f"without-{seed}-{models.index(model)}"
             without_router.save(without_dir)
-            # Suggestions are indices into the training rows: suggest from those rows'
-            # dicts, then find each suggestion's row.
-            position = {json.dumps(r, sort_keys=True): i for i, r in enumerate(train_records)}
-            suggested = [
-                position[json.dumps(r, sort_keys=True)]
-                for r in without_router.suggest(max(SIZES), train_records, embeddings=train_embeddings)
-            ]
-            evaluated = [i for i, r in enumerate(train_records) if r["records"].get(model) is not None]
-            rng = random.Random(seed * 7919 + 1)
-            uniform = rng.sample(evaluated, max(SIZES))
+            suggested = suggested_rows(without_router, train_records, train_embeddings, max(SIZES))
+            uniform = uniform_rows(train_records, model, seed, max(SIZES))
             for n in SIZES:
                 for rule, order in (("suggest", suggested), ("random", uniform)):
                     if n == 0 and rule == "random":
