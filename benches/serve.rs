@@ -22,7 +22,9 @@
 //! throughput of both.
 //! `--feedback` runs the server with a state directory (every outcome fsynced before its
 //! answer) and measures, at concurrency 16: chat alone; chat while 8 clients post an outcome
-//! for every answer's decision id; and outcomes alone at concurrency 64 (events/s, p50, p99).
+//! for every answer's decision id; and outcomes alone at concurrency 64 (events/s, p50, p99);
+//! with the server's CPU time per chat request and per outcome, and the cores the server and
+//! this client kept busy.
 //! Options: `--seconds S` per level (default 20), `--words N` (queries cut to N words, default
 //! 12: one short question), `--concurrency 1,16,64`, `--dtype f32|int8` (the server's, default
 //! f32). Prints a table, the encoder's batched
@@ -37,7 +39,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{bundled_queries, percentile, rss_mib, start_server, Server};
+use common::{bundled_queries, cpu_seconds, percentile, rss_mib, start_server, Server};
 use serde_json::{json, Value};
 use upstream::MockUpstream;
 
@@ -280,10 +282,21 @@ async fn post_outcomes(
     all
 }
 
+/// CPU seconds used so far by the server and by this client (whose load shares the cores).
+fn cpu_use(server: &Server) -> [f64; 2] {
+    [
+        cpu_seconds(&server.child.id().to_string()),
+        cpu_seconds("self"),
+    ]
+}
+
 /// Routing throughput without and with a concurrent stream of outcomes, and outcomes alone.
 async fn feedback_levels(server: &Server, queries: &[String], seconds: f64) -> Value {
     let chat = format!("{}/v1/chat/completions", server.base);
-    let alone = measure(&chat, queries, 16, seconds).await;
+    load(&chat, queries, 16, seconds.min(2.0), None).await; // warm connections and caches
+    let before = cpu_use(server);
+    let alone = Level::of(load(&chat, queries, 16, seconds, None).await, seconds);
+    let after_alone = cpu_use(server);
     let (ids, decisions) = tokio::sync::mpsc::unbounded_channel();
     let posting = tokio::spawn({
         let base = server.base.clone();
@@ -293,6 +306,21 @@ async fn feedback_levels(server: &Server, queries: &[String], seconds: f64) -> V
     let started = Instant::now();
     let outcomes = posting.await.unwrap();
     let stream = Level::of(outcomes, seconds + started.elapsed().as_secs_f64());
+    let after_both = cpu_use(server);
+    // Server CPU per chat request alone, and what each outcome added to it alongside chat
+    // (the chat requests of that stretch counted at their cost alone); cores busy per process.
+    let chat_cpu_us = (after_alone[0] - before[0]) / alone.requests as f64 * 1e6;
+    let outcome_cpu_us = ((after_both[0] - after_alone[0])
+        - with_feedback.requests as f64 * chat_cpu_us / 1e6)
+        / stream.requests as f64
+        * 1e6;
+    let cores = |from: [f64; 2], to: [f64; 2], wall: f64| json!({"server": (to[0] - from[0]) / wall, "client": (to[1] - from[1]) / wall});
+    let cpu = json!({
+        "server_us_per_chat": chat_cpu_us,
+        "server_us_per_outcome": outcome_cpu_us,
+        "cores_chat_alone": cores(before, after_alone, seconds),
+        "cores_with_outcomes": cores(after_alone, after_both, seconds),
+    });
     // Outcomes alone: decisions made up front, then posted by 64 clients.
     let route = format!("{}/v1/route", server.base);
     let http = reqwest::Client::new();
@@ -334,9 +362,17 @@ async fn feedback_levels(server: &Server, queries: &[String], seconds: f64) -> V
         burst.p50_ms,
         burst.p99_ms
     );
+    println!(
+        "server CPU: {chat_cpu_us:.0} µs per chat request, {outcome_cpu_us:.0} µs more per \
+         outcome; cores busy (server, client): chat alone {:.2}, {:.2}; with outcomes {:.2}, {:.2}",
+        cpu["cores_chat_alone"]["server"],
+        cpu["cores_chat_alone"]["client"],
+        cpu["cores_with_outcomes"]["server"],
+        cpu["cores_with_outcomes"]["client"]
+    );
     json!({"chat_alone": alone.json(), "chat_with_feedback": with_feedback.json(),
            "feedback_stream": stream.json(), "feedback_alone_64": burst.json(),
-           "routing_throughput_ratio": with_feedback.per_s / alone.per_s})
+           "routing_throughput_ratio": with_feedback.per_s / alone.per_s, "cpu": cpu})
 }
 
 #[tokio::main]

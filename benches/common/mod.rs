@@ -40,6 +40,23 @@ pub fn proc_status(process: &str, key: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// CPU seconds (user + system, all threads) that `process` (a pid or `self`) has used so far.
+pub fn cpu_seconds(process: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{process}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces: utime and
+    // stime are the 12th and 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+    // SAFETY: sysconf only reads a system constant.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    match (ticks(11), ticks(12)) {
+        (Some(user), Some(system)) => (user + system) / per_second,
+        _ => f64::NAN,
+    }
+}
+
 /// Resident memory of process `pid` in MiB.
 pub fn rss_mib(pid: u32) -> f64 {
     proc_status(&pid.to_string(), "VmRSS:") / 1024.0
