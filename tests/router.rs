@@ -183,6 +183,50 @@ fn train_then_route_from_the_command_line() {
         assert_eq!(clusters.len(), 3 * 3);
         let weights: f64 = clusters.iter().map(|c| c["weight"].as_f64().unwrap()).sum();
         assert!((weights - 1.0).abs() < 1e-5);
+        // Each score is the router's α = 0.8 of its accuracy and cost estimates, min-max
+        // normalised over the models in the cluster.
+        for cluster in clusters {
+            let of = |key: &str| -> Vec<f64> {
+                models
+                    .iter()
+                    .map(|m| cluster[key][m].as_f64().unwrap())
+                    .collect()
+            };
+            let (accuracy, cost, scores) = (of("accuracy"), of("cost"), of("scores"));
+            let span = |v: &[f64]| {
+                let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+                (
+                    min,
+                    v.iter().copied().fold(f64::NEG_INFINITY, f64::max) - min,
+                )
+            };
+            let ((a0, a_span), (c0, c_span)) = (span(&accuracy), span(&cost));
+            for m in 0..models.len() {
+                let expected =
+                    0.8 * (accuracy[m] - a0) / a_span + 0.2 * (1.0 - (cost[m] - c0) / c_span);
+                assert!((scores[m] - expected).abs() < 1e-9, "{cluster}");
+            }
+        }
+    }
+    // Without shrinkage the estimates are the clusters' training means, as router.json has them.
+    let line = run_json(&[
+        "route",
+        router.to_str().unwrap(),
+        "Which planet is largest?",
+        "--explain",
+        "--prior-strength",
+        "0",
+    ]);
+    for cluster in line["clusters"].as_array().unwrap() {
+        let stats = &stored["clusters"][cluster["cluster"].as_u64().unwrap() as usize];
+        for (m, model) in models.iter().enumerate() {
+            for key in ["accuracy", "cost"] {
+                match stats["count"][m].as_u64().unwrap() {
+                    0 => assert!(cluster[key][model].is_null()),
+                    _ => assert_eq!(cluster[key][model], stats[key][m], "{key} of {model}"),
+                }
+            }
+        }
     }
     // A positional query with a flag override lists every model when --max-models is absent.
     let line = run_json(&[

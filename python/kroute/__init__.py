@@ -308,7 +308,9 @@ class Router:
         """Routes texts (embedded with the router's model) or L2-normalised embeddings
         ``(n, dim)``. Returns one dict per query, as ``kroute route`` prints: ``model`` (the
         choice), ``ranked`` (every model with its score, best first) and, with
-        ``explain=True``, the ``clusters`` that voted. Unset settings are the router's."""
+        ``explain=True``, the ``clusters`` that voted (each with every model's ``scores``
+        there and the ``accuracy`` and ``cost`` estimates they are made of). Unset settings are
+        the router's."""
         routing = json.dumps(
             {"alpha": alpha, "top_p": top_p, "beta": beta, "prior_strength": prior_strength}
         )

@@ -8,8 +8,9 @@ use super::{RouteParams, RoutedBatch, Router, Scoring};
 impl Router {
     /// Query `i` of `routed` as `{"model", "ranked": [{"model", "score"}…]}` (the `max_models`
     /// best, all when `None`), plus with `explain` the nearest clusters that voted: distance,
-    /// weight, size and each model's (shrunk) score there, with reference scoring its votes,
-    /// and the models whose scores come from a declared prior alone (`prior_only`).
+    /// weight, size and each model's (shrunk) score there with the accuracy and cost estimates
+    /// it is made of, with reference scoring its votes, and the models whose scores come from
+    /// a declared prior alone (`prior_only`).
     pub fn decision_json(
         &self,
         routed: &RoutedBatch,
@@ -60,22 +61,27 @@ impl Router {
                 .zip(values.into_iter().map(|v| json!(v)))
                 .collect()
         };
+        let estimates = self.estimates(cluster, params.prior_strength);
         let mut entry = json!({
             "cluster": cluster,
             "distance": distance,
             "weight": weight,
             "size": stats.size,
-            "scores": per_model(self.cluster_scores(cluster, params)),
+            "scores": per_model(params.scoring.cluster_scores(&estimates)),
         });
         if let Scoring::Reference(_) = params.scoring {
             let votes = params
                 .scoring
-                .cluster_votes(&self.estimates(cluster, params.prior_strength))
+                .cluster_votes(&estimates)
                 .into_iter()
                 .map(Some)
                 .collect();
             entry["votes"] = Value::Object(per_model(votes));
         }
+        // What the scores are made of: the accuracy and dollars per query each model is
+        // expected to have here (shrunk, with what was learned since training).
+        entry["accuracy"] = Value::Object(per_model(estimates.accuracy));
+        entry["cost"] = Value::Object(per_model(estimates.cost));
         entry
     }
 }
