@@ -472,7 +472,7 @@ fn exploration_leaves_the_greedy_choice_as_the_policy_says() {
 }
 
 #[test]
-fn screening_looks_at_each_model_until_its_outcomes_rule_out_a_change_worth_finding() {
+fn screening_looks_at_each_model_until_its_outcomes_rule_out_or_find_a_change_worth_finding() {
     let mut router = load_router();
     let texts = &fixture().queries;
     let embeddings = fixture().embedder.embed(texts).unwrap();
@@ -548,6 +548,27 @@ fn screening_looks_at_each_model_until_its_outcomes_rule_out_a_change_worth_find
     assert!(explorations(&router, &mut rng)
         .iter()
         .any(|&(_, m)| m == model));
+    // Once its outcomes (0.2 above its training level everywhere) make the change a shift,
+    // the change is found: the model is learned from them and not looked at again, though its
+    // bound stays above the bar and it is now the greedy choice for some queries, not all.
+    let mut outcomes = 3;
+    while router.learned().shift(model).0 == 0.0 {
+        let j = outcomes % texts.len();
+        let better = (trained(&untouched, j, model) + 0.2).min(1.0);
+        router
+            .observe(&outcome(&router, &texts[j], model, better), None)
+            .unwrap();
+        outcomes += 1;
+        assert!(outcomes < 100, "no shift after {outcomes} outcomes");
+    }
+    let (_, mean, error) = router.learned().shift(model);
+    assert!(mean + OPTIMISM * error >= CHANGE_WORTH_FINDING);
+    let routed = router.route(&embeddings, &params()).unwrap();
+    let greedy = (0..texts.len())
+        .filter(|&i| routed.best(i) == model)
+        .count();
+    assert!(0 < greedy && greedy < texts.len(), "greedy for {greedy}");
+    assert_eq!(explorations(&router, &mut rng), vec![], "after {outcomes}");
 }
 
 #[test]

@@ -39,7 +39,8 @@ pub enum Exploration {
     /// outcome no better than a model's training level rules such a change out (a run of good
     /// ones keeps it in), so exploring screens each model in a few outcomes and stops once all
     /// are screened, instead of returning to those nearly as good as the greedy choice while
-    /// their bounds shrink.
+    /// their bounds shrink. A change found (the model's shift applies) is not looked at again:
+    /// the model is learned from the outcomes it gets as the greedy choice.
     Screen,
 }
 
@@ -118,12 +119,11 @@ impl Router {
                 ranked(self.sampled_totals(routed, i, params, rng), routed.allowed)
             }
             Exploration::Optimistic => {
-                let (totals, _) = self.optimistic_totals(routed, i, params, f64::NEG_INFINITY);
+                let (totals, _) = self.optimistic_totals(routed, i, params, false);
                 ranked(totals, routed.allowed)
             }
             Exploration::Screen => {
-                let (totals, lifted) =
-                    self.optimistic_totals(routed, i, params, CHANGE_WORTH_FINDING);
+                let (totals, lifted) = self.optimistic_totals(routed, i, params, true);
                 let ranking = ranked(totals, routed.allowed);
                 // Lifting one model renormalises the others' scores too: only a lifted model
                 // going first is a look at a possible change.
@@ -143,14 +143,15 @@ impl Router {
         logit_shift(level.or(priors.accuracy[m]).unwrap_or(0.5), delta)
     }
 
-    /// Query `i`'s totals with the shift of every model whose optimistic bound reaches
-    /// `worth_finding` taken at that bound, and which models those are.
+    /// Query `i`'s totals with the shift of every lifted model taken at its optimistic bound,
+    /// and which models those are: every model, or when `screening`, those whose bound still
+    /// reaches [`CHANGE_WORTH_FINDING`] and whose change is not found yet.
     fn optimistic_totals(
         &self,
         routed: &RoutedBatch,
         i: usize,
         params: &RouteParams,
-        worth_finding: f64,
+        screening: bool,
     ) -> (Vec<f64>, Vec<bool>) {
         let priors = self.priors();
         let mut lifted = vec![false; self.models.len()];
@@ -158,7 +159,10 @@ impl Router {
             .map(|m| {
                 let (applied, mean, error) = self.learned.shift(m);
                 let bound = mean + OPTIMISM * error;
-                lifted[m] = bound >= worth_finding;
+                // A change already found (its shift applies) is learned from the outcomes the
+                // model gets where it is now the greedy choice: looking on would only spend
+                // requests on its near-ties.
+                lifted[m] = !screening || (bound >= CHANGE_WORTH_FINDING && applied == 0.0);
                 match lifted[m] {
                     true => self.logit_of(m, bound, &priors) - applied,
                     false => 0.0,
