@@ -176,10 +176,11 @@ pub struct ServeArgs {
     /// outcomes seen: `optimistic` ranks with every model's shift at the upper end of what its
     /// outcomes allow (exploring goes to the model whose improvement would matter most), `screen`
     /// lifts only the models whose outcomes still allow an improvement of 0.3 and so looks at each
-    /// model a few times and then stops (a change once found is learned from the outcomes the
-    /// model gets as the greedy choice, not looked at again), `thompson` draws each voting cluster's accuracies and each
-    /// model's shift from their posteriors, `epsilon:E` sends a share E to a random other model,
-    /// `off` never explores. Explored answers carry `x-kroute-explored: true`.
+    /// model a few times and then stops (a change once found is not looked at again: the model is
+    /// learned from the outcomes it gets as the greedy choice), `thompson` draws each voting
+    /// cluster's accuracies and each model's shift from their posteriors, `epsilon:E` sends a
+    /// share E to a random other model, `off` never explores. Explored answers carry
+    /// `x-kroute-explored: true`.
     #[arg(
         long,
         default_value = "off",
