@@ -314,7 +314,10 @@ async fn feedback_levels(server: &Server, queries: &[String], seconds: f64) -> V
         - with_feedback.requests as f64 * chat_cpu_us / 1e6)
         / stream.requests as f64
         * 1e6;
-    let cores = |from: [f64; 2], to: [f64; 2], wall: f64| json!({"server": (to[0] - from[0]) / wall, "client": (to[1] - from[1]) / wall});
+    let cores = |from: [f64; 2], to: [f64; 2], wall: f64| {
+        let [server, client] = [0, 1].map(|p| (to[p] - from[p]) / wall);
+        json!({"server": server, "client": client})
+    };
     let cpu = json!({
         "server_us_per_chat": chat_cpu_us,
         "server_us_per_outcome": outcome_cpu_us,
