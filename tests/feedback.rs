@@ -153,6 +153,25 @@ async fn an_outcome_for_a_decision_changes_the_next_one_and_counts_once() {
     assert_eq!(state["decisions_since_start"], 3);
     assert_eq!(state["per_model"][&models[chosen]]["feedback"], 1);
     assert_eq!(state["per_model"][&models[chosen]]["mean_feedback"], 0.0);
+    // How far each model's outcomes stand from its training answers: only the models with
+    // outcomes, none changed on one outcome, the bad outcome below its training level.
+    let changes = state["changes"].as_object().unwrap();
+    let mut with_outcomes = vec![&models[chosen], other, &models[0]];
+    with_outcomes.sort();
+    with_outcomes.dedup();
+    assert_eq!(
+        changes.keys().collect::<Vec<_>>(),
+        with_outcomes,
+        "{changes:?}"
+    );
+    for change in changes.values() {
+        assert!(change["outcomes"].as_f64().unwrap() > 0.0, "{change}");
+        assert!(change["standard_error"].as_f64().unwrap() > 0.0, "{change}");
+        assert_eq!(change["applies"], false, "{change}");
+    }
+    if models[0] != models[chosen] {
+        assert!(changes[&models[chosen]]["shift"].as_f64().unwrap() < 0.0);
+    }
     let metrics = h.metrics().await;
     assert!(
         metrics.contains(&format!(

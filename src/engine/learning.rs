@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -15,7 +14,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use super::decisions::{Decisions, KeyRecord, Keys, LookupError};
-use super::model::{Control, Explorer, ModelLearning, ReloadReport};
+use super::model::{Control, Explorer, LearnedSummary, ModelChange, ModelLearning, ReloadReport};
 use super::{Decision, EngineError, EngineInfo};
 use crate::error::{Error, Result};
 use crate::router::{Exploration, RouteParams, Router};
@@ -170,6 +169,8 @@ pub struct LearningState {
     pub state_dir: Option<String>,
     pub last_snapshot: Option<SnapshotInfo>,
     pub per_model: BTreeMap<String, ModelCounts>,
+    /// Per model with outcomes since training: how far they stand from its training answers.
+    pub changes: BTreeMap<String, ModelChange>,
 }
 
 /// What recovery found, for starting the learning threads.
@@ -252,7 +253,7 @@ pub(super) struct Learning {
     control: crossbeam_channel::Sender<Control>,
     info: Arc<ArcSwap<EngineInfo>>,
     counts: Mutex<Counts>,
-    observations: Arc<AtomicU64>,
+    learned: Arc<ArcSwap<LearnedSummary>>,
     replayed: u64,
     snapshots: Option<Arc<Snapshots>>,
     /// Dropped with the engine, which stops the snapshot thread.
@@ -324,7 +325,7 @@ impl Learning {
             }
             None => (None, None),
         };
-        let observations = Arc::new(AtomicU64::new(0));
+        let learned = Arc::new(ArcSwap::from_pointee(LearnedSummary::default()));
         let model = ModelLearning {
             half_life: options.half_life,
             explorer: Explorer::new(
@@ -333,7 +334,7 @@ impl Learning {
                 options.explore_seed,
             ),
             applied: recovery.sequence,
-            observations: observations.clone(),
+            learned: learned.clone(),
         };
         let learning = Learning {
             options: options.clone(),
@@ -347,7 +348,7 @@ impl Learning {
             control,
             info,
             counts: Mutex::new(Counts::default()),
-            observations,
+            learned,
             replayed: recovery.replayed,
             snapshots,
             _stop: stop,
@@ -535,6 +536,7 @@ impl Learning {
     }
 
     pub fn state(&self, info: &EngineInfo) -> LearningState {
+        let learned = self.learned.load_full();
         let counts = self.counts.lock().expect("counts lock");
         let mut per_model = counts.per_model.clone();
         for model in per_model.values_mut() {
@@ -545,7 +547,7 @@ impl Learning {
             generation: info.generation,
             clusters: info.clusters.clone(),
             models: info.models.clone(),
-            observations: self.observations.load(Ordering::Acquire),
+            observations: learned.observations,
             observations_since_start: counts.observations,
             replayed_at_start: self.replayed,
             decisions_since_start: counts.decisions,
@@ -566,6 +568,7 @@ impl Learning {
                 .and_then(|s| s.last.lock().expect("snapshot lock").clone())
                 .map(|(info, _)| info),
             per_model,
+            changes: learned.changes.clone(),
         }
     }
 }

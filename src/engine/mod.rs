@@ -40,7 +40,7 @@ pub use learning::{
     FeedbackError, FeedbackReceipt, FeedbackRequest, FeedbackTarget, LearningOptions,
     LearningState, ModelCounts, SnapshotInfo,
 };
-pub use model::ReloadReport;
+pub use model::{LearnedSummary, ModelChange, ReloadReport};
 
 use crate::embed::{EmbeddingInfo, Tokens};
 use crate::router::{RouteParams, Router};

@@ -2,7 +2,8 @@
 //! prepared batch, routes its requests (exploring when asked), and between batches takes in
 //! outcomes, hands out snapshots and swaps routers.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -56,14 +57,62 @@ pub(super) struct SnapshotCopy {
     pub swaps: u64,
 }
 
+/// How far a model's outcomes stand from its training answers: the shift of its accuracy they
+/// give (shrunk toward no change) and its standard error, and whether it applies (the model
+/// is then learned from its outcomes).
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelChange {
+    pub outcomes: f64,
+    pub shift: f64,
+    pub standard_error: f64,
+    pub applies: bool,
+}
+
+/// What the router has learned, as the model thread last published it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LearnedSummary {
+    /// Outcomes taken in since training.
+    pub observations: u64,
+    /// Per model with outcomes.
+    pub changes: BTreeMap<String, ModelChange>,
+}
+
+impl LearnedSummary {
+    pub fn of(router: &Router) -> Self {
+        let learned = router.learned();
+        let changes = router
+            .models
+            .iter()
+            .enumerate()
+            .filter_map(|(m, model)| {
+                let outcomes = learned.shift_evidence().get(m)?.weight;
+                let (applied, shift, standard_error) = learned.shift(m);
+                (outcomes > 0.0).then(|| {
+                    let change = ModelChange {
+                        outcomes,
+                        shift,
+                        standard_error,
+                        applies: applied != 0.0,
+                    };
+                    (model.clone(), change)
+                })
+            })
+            .collect();
+        Self {
+            observations: learned.observations,
+            changes,
+        }
+    }
+}
+
 /// What the model thread keeps of learning.
 pub(super) struct ModelLearning {
     pub half_life: Option<f64>,
     pub explorer: Explorer,
     /// The last outcome's sequence taken in.
     pub applied: u64,
-    /// The router's learned total, published for the state endpoint.
-    pub observations: Arc<AtomicU64>,
+    /// What the router has learned, published for the state endpoint.
+    pub learned: Arc<ArcSwap<LearnedSummary>>,
 }
 
 /// Leaves the greedy choice as the exploration policy says, within a share of decisions.
@@ -137,8 +186,8 @@ impl ModelThread {
             .clusters_fingerprint()
             .expect("the router's centroids read back");
         learning
-            .observations
-            .store(router.learned().observations, Ordering::Release);
+            .learned
+            .store(Arc::new(LearnedSummary::of(&router)));
         Self {
             embedder,
             router,
@@ -253,9 +302,7 @@ impl ModelThread {
         }
         self.router
             .note_feedback_source(FEEDBACK_SOURCE, taken, half_life);
-        self.learning
-            .observations
-            .store(self.router.learned().observations, Ordering::Release);
+        self.publish_learned();
     }
 
     fn swap(
@@ -299,10 +346,13 @@ impl ModelThread {
         self.current = Arc::new(info);
         self.info.store(self.current.clone());
         self.swaps += 1;
-        self.learning
-            .observations
-            .store(self.router.learned().observations, Ordering::Release);
+        self.publish_learned();
         Ok(report)
+    }
+
+    fn publish_learned(&self) {
+        let summary = LearnedSummary::of(&self.router);
+        self.learning.learned.store(Arc::new(summary));
     }
 
     fn run_batch(&mut self, jobs: Vec<Job>, prepared: Prepared) {

@@ -49,6 +49,7 @@ pub async fn reload(
 
 /// `GET /admin/state`: the router served (generation, clusters, models), outcomes learned,
 /// the latest snapshot, per model since start: decisions, explored, outcomes and their mean;
+/// per model with outcomes since training, how far they stand from its training answers;
 /// each model's provider latency over the recent answers; and each tenant's policy and budget.
 pub async fn state(State(state): State<Arc<AppState>>) -> Json<Value> {
     let learning = state.engine.learning_state();
