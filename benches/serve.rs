@@ -236,8 +236,13 @@ impl Level {
     }
 }
 
+/// Load for up to 2 s, unmeasured: warms connections and caches.
+async fn warm_up(url: &str, queries: &[String], concurrency: usize, seconds: f64) {
+    load(url, queries, concurrency, seconds.min(2.0), None).await;
+}
+
 async fn measure(url: &str, queries: &[String], concurrency: usize, seconds: f64) -> Level {
-    load(url, queries, concurrency, seconds.min(2.0), None).await; // warm connections and caches
+    warm_up(url, queries, concurrency, seconds).await;
     Level::of(
         load(url, queries, concurrency, seconds, None).await,
         seconds,
@@ -293,7 +298,7 @@ fn cpu_use(server: &Server) -> [f64; 2] {
 /// Routing throughput without and with a concurrent stream of outcomes, and outcomes alone.
 async fn feedback_levels(server: &Server, queries: &[String], seconds: f64) -> Value {
     let chat = format!("{}/v1/chat/completions", server.base);
-    load(&chat, queries, 16, seconds.min(2.0), None).await; // warm connections and caches
+    warm_up(&chat, queries, 16, seconds).await;
     let before = cpu_use(server);
     let alone = Level::of(load(&chat, queries, 16, seconds, None).await, seconds);
     let after_alone = cpu_use(server);

@@ -185,10 +185,7 @@ impl ModelThread {
         let fingerprint = router
             .clusters_fingerprint()
             .expect("the router's centroids read back");
-        learning
-            .learned
-            .store(Arc::new(LearnedSummary::of(&router)));
-        Self {
+        let thread = Self {
             embedder,
             router,
             fingerprint,
@@ -198,7 +195,9 @@ impl ModelThread {
             swaps: 0,
             latency,
             observer,
-        }
+        };
+        thread.publish_learned();
+        thread
     }
 
     pub fn run(
