@@ -402,6 +402,24 @@ fn learned_statistics_survive_the_router_directory() {
         incremental.route(&test, &params()).unwrap().totals,
         fresh.route(&test, &params()).unwrap().totals
     );
+    // And on through a model's shift applying and its profile learned again after it, with
+    // another model's outcomes between (a clone starts without tables).
+    for step in 0..40 {
+        let (model, score) = match step % 4 {
+            3 => (2, 1.0),
+            _ => (0, 0.0),
+        };
+        let query = &fixture().queries[60 + step % 30];
+        incremental
+            .observe(&outcome(&incremental, query, model, score), None)
+            .unwrap();
+        assert_eq!(
+            incremental.route(&test, &params()).unwrap().totals,
+            incremental.clone().route(&test, &params()).unwrap().totals,
+            "after outcome {step}"
+        );
+    }
+    assert!(incremental.learned().shift(0).0 < 0.0);
 }
 
 #[test]

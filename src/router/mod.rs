@@ -477,7 +477,7 @@ impl Router {
     pub fn observe(&mut self, observation: &Observation, half_life: Option<f64>) -> Result<()> {
         self.check_observation(observation, half_life)?;
         let expected = self.trained_accuracy(&observation.votes, observation.model);
-        self.learned.add(
+        let everywhere = self.learned.add(
             observation,
             expected,
             self.bag,
@@ -485,7 +485,10 @@ impl Router {
             self.models.len(),
             half_life,
         );
-        self.relearned = ProfileCache::default();
+        // Profiles learned again depend on the shifted models' outcomes alone.
+        if everywhere {
+            self.relearned = ProfileCache::default();
+        }
         Ok(())
     }
 

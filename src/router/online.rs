@@ -348,7 +348,9 @@ impl Learned {
 
     /// Records an outcome in the cells of `votes` (weights as in [`Observation::votes`]),
     /// scaling each weight by `bag` so that every k-means solution takes in one observation,
-    /// and its score against what training `expected` in the model's shift.
+    /// and its score against what training `expected` in the model's shift. Returns whether it
+    /// moved the model beyond the voting cells: its shift applies, or did before (a shifted
+    /// model is learned again from all its outcomes, in every cluster).
     pub(crate) fn add(
         &mut self,
         observation: &Observation,
@@ -357,7 +359,7 @@ impl Learned {
         clusters: usize,
         models: usize,
         half_life: Option<f64>,
-    ) {
+    ) -> bool {
         if self.cells.is_empty() {
             self.cells = vec![CellEvidence::default(); clusters * models];
             self.shift_evidence = vec![Residuals::default(); models];
@@ -374,6 +376,7 @@ impl Learned {
             }
             self.changed[cluster as usize] = self.version;
         }
+        let shifted_before = self.shifts[observation.model] != 0.0;
         if let Some(expected) = expected {
             let residuals = &mut self.shift_evidence[observation.model];
             residuals.add(
@@ -382,10 +385,15 @@ impl Learned {
                 half_life.map(|h| h * SHIFT_HALF_LIFE_FACTOR),
             );
             self.shifts[observation.model] = residuals.logit_shift();
-            // The shift moves the model's estimate in every cluster.
-            self.changed.fill(self.version);
         }
         self.observations += 1;
+        // Until a shift applies, an outcome moves the voting cells alone: routing rebuilds only
+        // their clusters' votes.
+        let everywhere = shifted_before || self.shifts[observation.model] != 0.0;
+        if everywhere {
+            self.changed.fill(self.version);
+        }
+        everywhere
     }
 
     /// The evidence of the first `clusters` clusters (a router narrowed to its first k-means
