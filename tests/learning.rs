@@ -484,7 +484,11 @@ fn exploration_leaves_the_greedy_choice_as_the_policy_says() {
     assert!(optimistic.iter().any(|r| r[0].0 != observed));
     let policy = |s: &str| s.parse::<Exploration>().map_err(|e| e.to_string());
     assert_eq!(policy("optimistic"), Ok(Exploration::Optimistic));
-    assert_eq!(policy("screen"), Ok(Exploration::Screen));
+    assert_eq!(policy("screen"), Ok(Exploration::Screen(None)));
+    assert_eq!(policy("screen:4"), Ok(Exploration::Screen(Some(4.0))));
+    assert_eq!(Exploration::Screen(Some(4.0)).to_string(), "screen:4");
+    assert_eq!(Exploration::Screen(None).to_string(), "screen");
+    assert!(policy("screen:1").unwrap_err().contains("screen:R"));
     assert_eq!(policy("epsilon:0.05"), Ok(Exploration::Epsilon(0.05)));
     assert!(policy("epsilon:2").unwrap_err().contains("epsilon:E"));
 }
@@ -515,15 +519,16 @@ fn screening_looks_at_each_model_until_its_outcomes_rule_out_or_find_a_change_wo
             })
             .sum()
     };
-    let explorations = |router: &Router, rng: &mut StdRng| -> Vec<(usize, usize)> {
+    let screened = |router: &Router, rng: &mut StdRng, odds: Option<f64>| {
         let routed = router.route(&embeddings, &params()).unwrap();
         (0..texts.len())
             .filter_map(|i| {
-                let ranking = router.explore(&routed, i, &params(), Exploration::Screen, rng);
+                let ranking = router.explore(&routed, i, &params(), Exploration::Screen(odds), rng);
                 ranking.map(|r| (i, r[0].0))
             })
-            .collect()
+            .collect::<Vec<(usize, usize)>>()
     };
+    let explorations = |router: &Router, rng: &mut StdRng| screened(router, rng, None);
     // Every model may have improved: each is explored, and its outcomes at its training level
     // settle it in a few outcomes, after which no decision explores.
     let mut explored = vec![0; router.models.len()];
@@ -543,6 +548,9 @@ fn screening_looks_at_each_model_until_its_outcomes_rule_out_or_find_a_change_wo
         "{explored:?}"
     );
     assert!(explored.iter().all(|&n| n <= 3), "{explored:?}");
+    // Outcomes at the training level are weak evidence against a change, one by one: at odds
+    // of 4 against it, as many do not rule out every model.
+    assert!(!screened(&router, &mut rng, Some(4.0)).is_empty());
     for (model, &n) in explored.iter().enumerate().filter(|(_, &n)| n > 0) {
         let (_, mean, error) = router.learned().shift(model);
         assert!(

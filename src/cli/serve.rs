@@ -175,16 +175,18 @@ pub struct ServeArgs {
     /// Leave the greedy choice now and then, so that a model that improved is chosen and its
     /// outcomes seen: `optimistic` ranks with every model's shift at the upper end of what its
     /// outcomes allow (exploring goes to the model whose improvement would matter most), `screen`
-    /// lifts only the models whose outcomes still allow an improvement of 0.3 and so looks at each
-    /// model a few times and then stops (a change once found is not looked at again: the model is
-    /// learned from the outcomes it gets as the greedy choice), `thompson` draws each voting
+    /// lifts only the models whose outcomes still allow an improvement of 0.3 (one outcome no
+    /// better than the model's training level rules it out; with `screen:R`, outcomes R times
+    /// likelier without it than with it: larger odds miss fewer changes and cost more looks)
+    /// and so looks at each model a few times and then stops (a change once found is not looked
+    /// at again: the model is learned from the outcomes it gets as the greedy choice), `thompson` draws each voting
     /// cluster's accuracies and each model's shift from their posteriors, `epsilon:E` sends a
     /// share E to a random other model, `off` never explores. Explored answers carry
     /// `x-kroute-explored: true`.
     #[arg(
         long,
         default_value = "off",
-        value_name = "off|optimistic|screen|thompson|epsilon:E",
+        value_name = "off|optimistic|screen[:R]|thompson|epsilon:E",
         env = "KROUTE_EXPLORE"
     )]
     pub explore: Exploration,

@@ -48,9 +48,11 @@ struct FeedbackFile {
     observations: u64,
     sources: Vec<FeedbackSource>,
     cells: Vec<CellFile>,
-    /// Per model, `[weight, sum, sum of squares, expected]` of its outcomes' residuals and of
-    /// what training expected of them (see `online::Residuals`). Files with the first two alone
-    /// are read at the largest variance and at the model's training mean.
+    /// Per model, `[weight, sum, sum of squares, expected, worth finding]` of its outcomes'
+    /// residuals, of what training expected of them and the log-likelihood ratio of a change
+    /// worth finding (see `online::Residuals`). Files with the first two alone are read at the
+    /// largest variance and at the model's training mean, and files without the last as no
+    /// evidence either way about such a change.
     #[serde(default)]
     shifts: std::collections::BTreeMap<String, Vec<f64>>,
 }
@@ -87,7 +89,10 @@ impl FeedbackFile {
             .iter()
             .zip(models)
             .filter(|(r, _)| r.weight > 0.0)
-            .map(|(r, model)| (model.clone(), vec![r.weight, r.sum, r.squares, r.expected]))
+            .map(|(r, model)| {
+                let stored = vec![r.weight, r.sum, r.squares, r.expected, r.worth_finding];
+                (model.clone(), stored)
+            })
             .collect();
         Some(Self {
             observations: learned.observations,
@@ -143,21 +148,22 @@ impl FeedbackFile {
                 .position(|m| *m == model)
                 .ok_or_else(|| format!("feedback.shifts: model `{model}` is not in `models`"))?;
             let stored = match residuals[..] {
-                [weight, sum, squares, expected] => [weight, sum, squares, expected],
+                [weight, sum, squares, expected, worth] => [weight, sum, squares, expected, worth],
+                [weight, sum, squares, expected] => [weight, sum, squares, expected, 0.0],
                 [weight, sum] => {
                     let spread = match weight > 0.0 {
                         true => 0.25 * weight + sum * sum / weight,
                         false => 0.0,
                     };
-                    [weight, sum, spread, weight * trained[i].unwrap_or(0.5)]
+                    [weight, sum, spread, weight * trained[i].unwrap_or(0.5), 0.0]
                 }
-                _ => [f64::NAN; 4],
+                _ => [f64::NAN; 5],
             };
-            let [weight, sum, squares, expected] = stored;
+            let [weight, sum, squares, expected, worth_finding] = stored;
             if !(stored.iter().all(|x| x.is_finite()) && weight >= 0.0) {
                 return Err(format!(
                     "feedback.shifts.{model}: expected [weight ≥ 0, sum, sum of squares, \
-                     expected], finite"
+                     expected, worth finding], finite"
                 ));
             }
             shifts[i] = Residuals {
@@ -165,6 +171,7 @@ impl FeedbackFile {
                 sum,
                 squares,
                 expected,
+                worth_finding,
             };
         }
         Ok(Learned::from_cells(
@@ -319,6 +326,8 @@ mod tests {
         // Twelve residuals of 0.3 where 0.5 was expected: no spread, the prior's variance alone.
         assert!(b.variance() < 0.1, "{}", b.variance());
         assert_eq!(b.level(), Some(0.5));
+        // Stored before the likelihood ratio was: no evidence either way about a change.
+        assert_eq!((a.worth_finding, b.worth_finding), (0.0, 0.0));
         let bad: FeedbackFile = serde_json::from_str(
             r#"{"observations": 1, "sources": [], "cells": [], "shifts": {"a": [1.0]}}"#,
         )

@@ -33,15 +33,18 @@ pub enum Exploration {
     /// whose possible improvement would matter most, less and less as its outcomes settle it
     /// (no draws: each query's ranking is deterministic).
     Optimistic,
-    /// Optimism that gives up: only a model whose outcomes still allow it to have improved
-    /// by [`CHANGE_WORTH_FINDING`] (its optimistic bound reaches it, as it does before any
-    /// outcome) is lifted, and a decision explores only when a lifted model goes first. One
-    /// outcome no better than a model's training level rules such a change out (a run of good
-    /// ones keeps it in), so exploring screens each model in a few outcomes and stops once all
-    /// are screened, instead of returning to those nearly as good as the greedy choice while
-    /// their bounds shrink. A change found (the model's shift applies) is not looked at again:
-    /// the model is learned from the outcomes it gets as the greedy choice.
-    Screen,
+    /// Optimism that gives up: only a model whose outcomes do not yet rule out that it improved
+    /// by [`CHANGE_WORTH_FINDING`] is lifted (by its optimistic bound), and a decision explores
+    /// only when a lifted model goes first. Such a change is ruled out (`None`) once the
+    /// model's optimistic bound falls below it, which one outcome no better than its training
+    /// level does (a run of good ones keeps it in), or (`Some(R)`) once its outcomes, each
+    /// score a Bernoulli outcome, are R times likelier without it than with it: at R = 4, one
+    /// failure where the model was strong, two where it was middling. Exploring thus screens
+    /// each model in a few outcomes and stops once all are screened, instead of returning to
+    /// those nearly as good as the greedy choice while their bounds shrink; larger odds miss
+    /// fewer changes and cost more looks. A change found (the model's shift applies) is not
+    /// looked at again: the model is learned from the outcomes it gets as the greedy choice.
+    Screen(Option<f64>),
 }
 
 /// Standard errors of a model's shift that [`Exploration::Optimistic`] lifts it by.
@@ -58,14 +61,26 @@ impl FromStr for Exploration {
             "off" => Ok(Exploration::Off),
             "thompson" => Ok(Exploration::Thompson),
             "optimistic" => Ok(Exploration::Optimistic),
-            "screen" => Ok(Exploration::Screen),
-            _ => match s.strip_prefix("epsilon:").map(str::parse::<f64>) {
-                Some(Ok(e)) if (0.0..=1.0).contains(&e) => Ok(Exploration::Epsilon(e)),
-                _ => Err(Error::Invalid(format!(
-                    "exploration `{s}`: expected off, thompson, optimistic, screen or epsilon:E \
-                     with E in [0, 1]"
-                ))),
-            },
+            "screen" => Ok(Exploration::Screen(None)),
+            _ => {
+                let invalid = || {
+                    Error::Invalid(format!(
+                        "exploration `{s}`: expected off, thompson, optimistic, screen, screen:R \
+                         with odds R > 1 or epsilon:E with E in [0, 1]"
+                    ))
+                };
+                if let Some(odds) = s.strip_prefix("screen:") {
+                    match odds.parse::<f64>() {
+                        Ok(r) if r > 1.0 && r.is_finite() => Ok(Exploration::Screen(Some(r))),
+                        _ => Err(invalid()),
+                    }
+                } else {
+                    match s.strip_prefix("epsilon:").map(str::parse::<f64>) {
+                        Some(Ok(e)) if (0.0..=1.0).contains(&e) => Ok(Exploration::Epsilon(e)),
+                        _ => Err(invalid()),
+                    }
+                }
+            }
         }
     }
 }
@@ -76,7 +91,8 @@ impl fmt::Display for Exploration {
             Exploration::Off => f.write_str("off"),
             Exploration::Thompson => f.write_str("thompson"),
             Exploration::Optimistic => f.write_str("optimistic"),
-            Exploration::Screen => f.write_str("screen"),
+            Exploration::Screen(None) => f.write_str("screen"),
+            Exploration::Screen(Some(odds)) => write!(f, "screen:{odds}"),
             Exploration::Epsilon(e) => write!(f, "epsilon:{e}"),
         }
     }
@@ -119,11 +135,11 @@ impl Router {
                 ranked(self.sampled_totals(routed, i, params, rng), routed.allowed)
             }
             Exploration::Optimistic => {
-                let (totals, _) = self.optimistic_totals(routed, i, params, false);
+                let (totals, _) = self.optimistic_totals(routed, i, params, exploration);
                 ranked(totals, routed.allowed)
             }
-            Exploration::Screen => {
-                let (totals, lifted) = self.optimistic_totals(routed, i, params, true);
+            Exploration::Screen(_) => {
+                let (totals, lifted) = self.optimistic_totals(routed, i, params, exploration);
                 let ranking = ranked(totals, routed.allowed);
                 // Lifting one model renormalises the others' scores too: only a lifted model
                 // going first is a look at a possible change.
@@ -144,14 +160,15 @@ impl Router {
     }
 
     /// Query `i`'s totals with the shift of every lifted model taken at its optimistic bound,
-    /// and which models those are: every model, or when `screening`, those whose bound still
-    /// reaches [`CHANGE_WORTH_FINDING`] and whose change is not found yet.
+    /// and which models those are: every model under [`Exploration::Optimistic`]; under
+    /// [`Exploration::Screen`], those whose outcomes do not rule out a change of
+    /// [`CHANGE_WORTH_FINDING`] and whose change is not found yet.
     fn optimistic_totals(
         &self,
         routed: &RoutedBatch,
         i: usize,
         params: &RouteParams,
-        screening: bool,
+        exploration: Exploration,
     ) -> (Vec<f64>, Vec<bool>) {
         let priors = self.priors();
         let mut lifted = vec![false; self.models.len()];
@@ -162,7 +179,20 @@ impl Router {
                 // A change already found (its shift applies) is learned from the outcomes the
                 // model gets where it is now the greedy choice: looking on would only spend
                 // requests on its near-ties.
-                lifted[m] = !screening || (bound >= CHANGE_WORTH_FINDING && applied == 0.0);
+                lifted[m] = match exploration {
+                    Exploration::Screen(odds) => {
+                        let ruled_out = match odds {
+                            None => bound < CHANGE_WORTH_FINDING,
+                            Some(odds) => self
+                                .learned
+                                .shift_evidence()
+                                .get(m)
+                                .is_some_and(|residuals| residuals.worth_finding < -odds.ln()),
+                        };
+                        applied == 0.0 && !ruled_out
+                    }
+                    _ => true,
+                };
                 match lifted[m] {
                     true => self.logit_of(m, bound, &priors) - applied,
                     false => 0.0,

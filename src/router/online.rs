@@ -32,6 +32,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::CHANGE_WORTH_FINDING;
+
 /// Evidence about one quantity (accuracy or cost) of a cluster × model cell gathered after
 /// training.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -83,14 +85,21 @@ impl Evidence {
 }
 
 /// A model's outcomes measured against what training expected of them: their count, the sum
-/// and sum of squares of their residuals, and the sum of what was expected (all discounted
-/// alike under a half-life).
+/// and sum of squares of their residuals, the sum of what was expected, and how much likelier
+/// they are under a change worth finding than under none (all discounted alike under a
+/// half-life).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Residuals {
     pub weight: f64,
     pub sum: f64,
     pub squares: f64,
     pub expected: f64,
+    /// The log-likelihood ratio of the outcomes under an improvement of the model by
+    /// [`CHANGE_WORTH_FINDING`] (applied as a shift is, in log-odds at its outcomes' level)
+    /// against no change, each outcome's score taken as a Bernoulli outcome's: a failure where
+    /// the model was middling weighs a little, one where it was strong weighs much, since an
+    /// improved model would rarely fail there.
+    pub worth_finding: f64,
 }
 
 impl Residuals {
@@ -102,12 +111,16 @@ impl Residuals {
             self.sum *= keep;
             self.squares *= keep;
             self.expected *= keep;
+            self.worth_finding *= keep;
         }
         let residual = score - expected;
         self.weight += 1.0;
         self.sum += residual;
         self.squares += residual * residual;
         self.expected += expected;
+        let level = self.expected / self.weight;
+        let improved = shift_accuracy(expected, logit_shift(level, CHANGE_WORTH_FINDING));
+        self.worth_finding += log_likelihood(score, improved) - log_likelihood(score, expected);
     }
 
     /// The mean accuracy training expected of the outcomes, if there are any.
@@ -160,6 +173,13 @@ const LOGIT_MARGIN: f64 = 0.01;
 fn logit(p: f64) -> f64 {
     let p = p.clamp(LOGIT_MARGIN, 1.0 - LOGIT_MARGIN);
     (p / (1.0 - p)).ln()
+}
+
+/// The log-likelihood of `score` as a Bernoulli outcome of probability `p` (a fractional score
+/// as that share of a success).
+fn log_likelihood(score: f64, p: f64) -> f64 {
+    let p = p.clamp(LOGIT_MARGIN, 1.0 - LOGIT_MARGIN);
+    score * p.ln() + (1.0 - score) * (1.0 - p).ln()
 }
 
 /// The change of log-odds that moves accuracy `level` by `delta`.
@@ -520,6 +540,40 @@ mod tests {
         assert_eq!(agreeing.level(), Some(0.5));
         let moved = shift_accuracy(0.5, agreeing.logit_shift());
         assert!((moved - 0.5 - agreeing.shift()).abs() < 1e-9, "{moved}");
+    }
+
+    #[test]
+    fn one_failure_where_a_model_was_middling_leaves_a_change_worth_finding_possible() {
+        // Odds of 4 against the change.
+        let ruled_out = |r: &Residuals| r.worth_finding < -4f64.ln();
+        let mut failures = Residuals::default();
+        failures.add(0.5, 0.0, None);
+        assert!(!ruled_out(&failures));
+        let mut mixed = failures;
+        failures.add(0.5, 0.0, None);
+        assert!(ruled_out(&failures));
+        // A success between them keeps the change possible; a run of them makes it likelier
+        // than none.
+        mixed.add(0.5, 1.0, None);
+        mixed.add(0.5, 0.0, None);
+        assert!(!ruled_out(&mixed));
+        for _ in 0..3 {
+            mixed.add(0.5, 1.0, None);
+        }
+        assert!(mixed.worth_finding > 0.0);
+        // At odds of 2, one failure rules the change out where the model was middling, not
+        // where it was weak.
+        let one_failure = |expected: f64| {
+            let mut r = Residuals::default();
+            r.add(expected, 0.0, None);
+            r.worth_finding < -2f64.ln()
+        };
+        assert!(one_failure(0.5));
+        assert!(!one_failure(0.3));
+        // Where the model was strong, an improved one would hardly fail: one failure settles it.
+        let mut strong = Residuals::default();
+        strong.add(0.8, 0.0, None);
+        assert!(ruled_out(&strong));
     }
 
     #[test]
