@@ -127,6 +127,9 @@ pub struct RouteCase {
     pub queries_per_s: f64,
     /// One query routed on its own, median of 200.
     pub single_query_p50_ms: f64,
+    /// The same right after an outcome (of an unchanged model, scores alternating 0 and 1)
+    /// taken in with [`Router::observe`]: the outcome and the routing together.
+    pub after_outcome_p50_ms: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -391,22 +394,42 @@ pub fn route_throughput(queries: usize, bag: usize, device: &Device) -> Result<R
         best = best.min(start.elapsed().as_secs_f64());
     }
     let one = q.narrow(0, 0, 1)?;
-    let mut times: Vec<f64> = (0..200)
-        .map(|_| {
-            let start = Instant::now();
-            std::hint::black_box(router.route(&one, &params)?.best(0));
-            Ok(start.elapsed().as_secs_f64() * 1e3)
-        })
-        .collect::<Result<_>>()?;
-    times.sort_by(f64::total_cmp);
+    let single = median_ms(200, || {
+        std::hint::black_box(router.route(&one, &params)?.best(0));
+        Ok(())
+    })?;
+    let mut learning = router.clone();
+    let routed = learning.route(&q.narrow(0, 0, queries.min(200))?, &params)?;
+    let mut outcomes = (0..routed.len()).cycle();
+    let after_outcome = median_ms(200, || {
+        let i = outcomes.next().expect("cycles");
+        let score = (i % 2) as f64;
+        learning.observe(&Router::observation(&routed, i, 0, score, None), None)?;
+        std::hint::black_box(learning.route(&one, &params)?.best(0));
+        Ok(())
+    })?;
     Ok(RouteCase {
         queries,
         clusters,
         models,
         bag,
         queries_per_s: queries as f64 / best,
-        single_query_p50_ms: times[times.len() / 2],
+        single_query_p50_ms: single,
+        after_outcome_p50_ms: after_outcome,
     })
+}
+
+/// The median wall time of `runs` calls of `f`, in milliseconds.
+fn median_ms(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    let mut times: Vec<f64> = (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            f()?;
+            Ok(start.elapsed().as_secs_f64() * 1e3)
+        })
+        .collect::<Result<_>>()?;
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
 }
 
 fn device_name(device: &Device) -> String {

@@ -186,13 +186,14 @@ fn print_report(r: &BenchReport) {
     println!();
     for route in &r.route {
         println!(
-            "routing, bag {}: {:.0} queries/s ({} queries, {} clusters × {} models, top-p 4), one query {:.3} ms",
+            "routing, bag {}: {:.0} queries/s ({} queries, {} clusters × {} models, top-p 4), one query {:.3} ms, after an outcome {:.3} ms",
             route.bag,
             route.queries_per_s,
             route.queries,
             route.clusters,
             route.models,
-            route.single_query_p50_ms
+            route.single_query_p50_ms,
+            route.after_outcome_p50_ms
         );
     }
 }
