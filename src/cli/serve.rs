@@ -179,10 +179,10 @@ pub struct ServeArgs {
     /// better than the model's training level rules it out; with `screen:R`, outcomes R times
     /// likelier without it than with it: larger odds miss fewer changes and cost more looks)
     /// and so looks at each model a few times and then stops (a change once found is not looked
-    /// at again: the model is learned from the outcomes it gets as the greedy choice), `thompson` draws each voting
-    /// cluster's accuracies and each model's shift from their posteriors, `epsilon:E` sends a
-    /// share E to a random other model, `off` never explores. Explored answers carry
-    /// `x-kroute-explored: true`.
+    /// at again: the model is learned from the outcomes it gets as the greedy choice),
+    /// `thompson` draws each voting cluster's accuracies and each model's shift from their
+    /// posteriors, `epsilon:E` sends a share E to a random other model, `off` never explores.
+    /// Explored answers carry `x-kroute-explored: true`.
     #[arg(
         long,
         default_value = "off",

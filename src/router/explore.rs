@@ -181,13 +181,10 @@ impl Router {
                 // requests on its near-ties.
                 lifted[m] = match exploration {
                     Exploration::Screen(odds) => {
+                        let evidence = self.learned.shift_evidence().get(m);
                         let ruled_out = match odds {
                             None => bound < CHANGE_WORTH_FINDING,
-                            Some(odds) => self
-                                .learned
-                                .shift_evidence()
-                                .get(m)
-                                .is_some_and(|residuals| residuals.worth_finding < -odds.ln()),
+                            Some(odds) => evidence.is_some_and(|r| r.rule_out_change(odds)),
                         };
                         applied == 0.0 && !ruled_out
                     }

@@ -123,6 +123,12 @@ impl Residuals {
         self.worth_finding += log_likelihood(score, improved) - log_likelihood(score, expected);
     }
 
+    /// Whether the outcomes are `odds` times likelier without a change worth finding than with
+    /// it ([`Residuals::worth_finding`]).
+    pub fn rule_out_change(&self, odds: f64) -> bool {
+        self.worth_finding < -odds.ln()
+    }
+
     /// The mean accuracy training expected of the outcomes, if there are any.
     pub fn level(&self) -> Option<f64> {
         (self.weight > 0.0).then(|| self.expected / self.weight)
@@ -545,7 +551,7 @@ mod tests {
     #[test]
     fn one_failure_where_a_model_was_middling_leaves_a_change_worth_finding_possible() {
         // Odds of 4 against the change.
-        let ruled_out = |r: &Residuals| r.worth_finding < -4f64.ln();
+        let ruled_out = |r: &Residuals| r.rule_out_change(4.0);
         let mut failures = Residuals::default();
         failures.add(0.5, 0.0, None);
         assert!(!ruled_out(&failures));
@@ -566,7 +572,7 @@ mod tests {
         let one_failure = |expected: f64| {
             let mut r = Residuals::default();
             r.add(expected, 0.0, None);
-            r.worth_finding < -2f64.ln()
+            r.rule_out_change(2.0)
         };
         assert!(one_failure(0.5));
         assert!(!one_failure(0.3));
