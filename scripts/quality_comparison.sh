@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # docs/EVALUATION.md's comparison of routing estimators: the paper's router, shrinkage, bagging,
 # both (kroute's defaults) and the setting `kroute tune` picks, each evaluated by `kroute eval`
-# on the bundled RouterBench test split with precomputed embeddings, seeds 42/43/44.
+# on the bundled RouterBench test split with precomputed embeddings, seeds 42/142/242 (its default).
 #
 #   kroute embed data/routerbench-3k.jsonl.gz -o minilm.safetensors
 #   kroute embed data/routerbench-3k.jsonl.gz -o mpnet.safetensors --model sentence-transformers/all-mpnet-base-v2

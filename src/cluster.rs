@@ -57,6 +57,19 @@ impl KMeansConfig {
         }
         Ok(self)
     }
+
+    /// The seed of restart `run`: restarts of one fit start from consecutive seeds.
+    fn restart_seed(&self, run: usize) -> u64 {
+        self.seed.wrapping_add(run as u64)
+    }
+
+    /// How many restarts a fit seeded `other` shares with this one (same seeds, so the same
+    /// starting centroids on the same points): fits whose seeds lie closer than `n_init` end in
+    /// nearly the same clustering.
+    pub fn shared_restarts(&self, other: u64) -> usize {
+        let runs = self.n_init.max(1) as u64;
+        runs.saturating_sub(self.seed.abs_diff(other)) as usize
+    }
 }
 
 /// A fitted clustering.
@@ -87,7 +100,7 @@ impl KMeans {
         let stop = Stop::new(config, &data)?;
         let mut best: Option<KMeans> = None;
         for run in 0..config.n_init.max(1) {
-            let mut rng = StdRng::seed_from_u64(config.seed.wrapping_add(run as u64));
+            let mut rng = StdRng::seed_from_u64(config.restart_seed(run));
             let start = if config.sample_per_cluster == 0 {
                 data.kmeans_plus_plus(config.k, &mut rng)?
             } else {
@@ -396,6 +409,22 @@ impl Data {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seeds_closer_than_the_restarts_share_them() {
+        let fit = |seed| KMeansConfig {
+            seed,
+            n_init: 10,
+            ..Default::default()
+        };
+        assert_eq!(fit(42).shared_restarts(43), 9);
+        assert_eq!(fit(43).shared_restarts(42), 9);
+        assert_eq!(fit(42).shared_restarts(42), 10);
+        assert_eq!(fit(42).shared_restarts(52), 0);
+        assert_eq!(fit(42).shared_restarts(142), 0);
+        // Restart r of one fit is restart r − 1 of the next seed's.
+        assert_eq!(fit(42).restart_seed(1), fit(43).restart_seed(0));
+    }
 
     fn fit(points: &[[f32; 2]], k: usize, seed: u64) -> KMeans {
         let flat: Vec<f32> = points.iter().flatten().copied().collect();

@@ -278,6 +278,10 @@ fn eval_and_calibrate_from_the_command_line() {
         "--quiet",
     ]);
     assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("seeds 1 and 2 share 1 of their 2 k-means restarts"),
+        "{stderr}"
+    );
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(report.join("report.json")).unwrap())
             .unwrap();

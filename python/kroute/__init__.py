@@ -440,7 +440,7 @@ def evaluate(
     *,
     embeddings: Any = None,
     alphas: Optional[Sequence[float]] = None,
-    seeds: Sequence[int] = (42, 43, 44),
+    seeds: Sequence[int] = (42, 142, 242),
     clusters: int = 60,
     bag: Optional[int] = None,
     n_init: int = 10,

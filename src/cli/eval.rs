@@ -14,7 +14,7 @@ use super::{embed_with_progress, progress_bar};
 #[command(after_help = "\
 Examples:
   kroute eval data/routerbench-3k.jsonl.gz
-  kroute eval records.jsonl --seeds 1,2,3,4,5 --alphas 0,0.25,0.5,0.75,1 -o report-5seeds
+  kroute eval records.jsonl --seeds 0,100,200,300,400 --alphas 0,0.25,0.5,0.75,1 -o report-5seeds
   kroute eval records.jsonl --scoring reference --top-p 3 --clusters 25
 
 Every query is embedded once; each seed trains one router (k-means seed, and the per-dataset \
@@ -35,8 +35,10 @@ pub struct EvalArgs {
     #[command(flatten)]
     pub sweep: SweepArgs,
 
-    /// One router per seed; results are mean ± std over seeds.
-    #[arg(long, value_delimiter = ',', default_value = "42,43,44")]
+    /// One router per seed; results are mean ± std over seeds. Restart r of seed s starts
+    /// from seed s + r, so seeds closer than --n-init share restarts and train nearly the same
+    /// router (a warning says so): space them by at least --n-init.
+    #[arg(long, value_delimiter = ',', default_value = "42,142,242")]
     pub seeds: Vec<u64>,
 
     #[command(flatten)]

@@ -81,6 +81,31 @@ pub struct Evaluation {
     pub runs: Vec<SeedRun>,
 }
 
+/// Seeds closer than the k-means restarts share most of their restarts and train nearly the
+/// same routers, so the spread over them would understate the clustering's own.
+fn warn_of_shared_restarts(config: &EvalConfig) {
+    for (i, &a) in config.seeds.iter().enumerate() {
+        let fit = KMeansConfig {
+            seed: a,
+            ..config.kmeans.clone()
+        };
+        if let Some((b, shared)) = config.seeds[i + 1..]
+            .iter()
+            .map(|&b| (b, fit.shared_restarts(b)))
+            .find(|&(_, shared)| shared > 0)
+        {
+            tracing::warn!(
+                "seeds {a} and {b} share {shared} of their {} k-means restarts (restart r of \
+                 seed s starts from seed s + r), so their routers are nearly the same and the \
+                 spread over seeds understates the clustering's; space the seeds by at least \
+                 --n-init (e.g. 42,142,242)",
+                fit.n_init.max(1)
+            );
+            return;
+        }
+    }
+}
+
 /// Runs the sweep. `embeddings` has one L2-normalised row per record of `data`, on the device
 /// the routers should use; `on_run` is told after each seed.
 pub fn evaluate(
@@ -100,6 +125,7 @@ pub fn evaluate(
             "--alphas: {alpha} is outside [0, 1]"
         )));
     }
+    warn_of_shared_restarts(config);
     let mut datasets: Option<Vec<String>> = None;
     let mut runs = Vec::new();
     for &seed in &config.seeds {
