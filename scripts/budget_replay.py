@@ -157,7 +157,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("dataset", choices=sorted(routing_data.DATA))
     parser.add_argument("--alpha", type=float, default=0.9, help="the tenant's own α [0.9]")
-    parser.add_argument("--seeds", default="42,43,44")
+    parser.add_argument("--seeds", default="42,142,242")
     parser.add_argument("--shapes", default="even,front-loaded")
     parser.add_argument("--cache", help="keep the query embeddings in this .npy file")
     parser.add_argument("--out", help="write every number here (JSON)")
