@@ -58,6 +58,11 @@ impl KMeansConfig {
         Ok(self)
     }
 
+    /// Restarts a fit runs: `n_init`, and at least one.
+    pub fn restarts(&self) -> usize {
+        self.n_init.max(1)
+    }
+
     /// The seed of restart `run`: restarts of one fit start from consecutive seeds.
     fn restart_seed(&self, run: usize) -> u64 {
         self.seed.wrapping_add(run as u64)
@@ -67,8 +72,7 @@ impl KMeansConfig {
     /// starting centroids on the same points): fits whose seeds lie closer than `n_init` end in
     /// nearly the same clustering.
     pub fn shared_restarts(&self, other: u64) -> usize {
-        let runs = self.n_init.max(1) as u64;
-        runs.saturating_sub(self.seed.abs_diff(other)) as usize
+        (self.restarts() as u64).saturating_sub(self.seed.abs_diff(other)) as usize
     }
 }
 
@@ -99,7 +103,7 @@ impl KMeans {
         let data = Data::new(&x, config.tile_rows)?;
         let stop = Stop::new(config, &data)?;
         let mut best: Option<KMeans> = None;
-        for run in 0..config.n_init.max(1) {
+        for run in 0..config.restarts() {
             let mut rng = StdRng::seed_from_u64(config.restart_seed(run));
             let start = if config.sample_per_cluster == 0 {
                 data.kmeans_plus_plus(config.k, &mut rng)?

@@ -99,7 +99,7 @@ fn warn_of_shared_restarts(config: &EvalConfig) {
                  seed s starts from seed s + r), so their routers are nearly the same and the \
                  spread over seeds understates the clustering's; space the seeds by at least \
                  --n-init (e.g. 42,142,242)",
-                fit.n_init.max(1)
+                fit.restarts()
             );
             return;
         }
