@@ -10,10 +10,10 @@ with no answers and no noise: for each model `pool_changes.py` holds out (where 
 at least MIN_GAIN of area), its own cells in the router trained with it on all its training
 queries are replaced by their least-squares fit (clusters weighted by size, every k-means
 solution on its own) on the trained models' cells: on their mean profile moved to the model's
-true level ("level"; "level+0.03": that level
-off by +0.03), on an intercept, that mean profile and its leading r principal directions
-("rank r"), or on an intercept and every other model's profile ("all"). Its costs stay the true
-ones. Reported: the share of the area gain over the router without the model that each fit
+true level ("level"; "level+0.03": that level off by +0.03), on an intercept, that mean profile
+and its leading r principal directions ("rank r"), on an intercept and the one other model's
+profile that fits best ("nearest"), or on an intercept and every other model's profile ("all").
+Its costs stay the true ones. Reported: the share of the area gain over the router without the model that each fit
 keeps, per model, mean over seeds. A fit with few terms is what a few answers can pin down; a
 gain only the many-term fits keep is out of reach of a handful of answers. Printed beside: how
 far from the model's training mean its level lands when estimated from 50 uniformly drawn
@@ -78,6 +78,11 @@ def fitted_profile(accuracy, sizes, model, fit):
     if fit.startswith("level"):
         offset = float(fit[len("level"):] or 0)
         return shape - np.average(shape, weights=sizes) + np.average(target, weights=sizes) + offset
+    if fit == "nearest":
+        # The one trained model whose profile, moved and stretched, comes closest.
+        fits = [fitted_profile(np.column_stack([accuracy[:, model], others[:, o]]), sizes, 0, "all")
+                for o in range(others.shape[1])]
+        return min(fits, key=lambda f: np.average((f - target) ** 2, weights=sizes))
     if fit == "all":
         terms = others
     else:
@@ -130,8 +135,9 @@ def main():
     parser.add_argument("dataset", choices=sorted(routing_data.DATA))
     parser.add_argument("--cache", help="keep the query embeddings in this .npy file")
     parser.add_argument("--seeds", default="0,100,200")
-    parser.add_argument("--fits", default="level-0.03,level,level+0.03,1,3,5,10,20,all",
-                        help="'level' (with an offset: 'level+0.03'), a rank r, or 'all', comma-separated")
+    parser.add_argument("--fits", default="level-0.03,level,level+0.03,1,3,5,10,20,nearest,all",
+                        help="'level' (with an offset: 'level+0.03'), a rank r, 'nearest' or 'all', "
+                             "comma-separated")
     parser.add_argument("--out", help="results (JSON)")
     args = parser.parse_args()
     fits = args.fits.split(",")
@@ -168,7 +174,7 @@ def main():
                       + ", ".join(f"{fit} {100 * share:.0f} %" for fit, share in row.items()), flush=True)
     summary = {model: {fit: statistics.fmean(shares) for fit, shares in by_fit.items()}
                for model, by_fit in kept.items()}
-    print("| held out | " + " | ".join(f if f.startswith("level") or f == "all" else f"rank {f}"
+    print("| held out | " + " | ".join(f"rank {f}" if f.isdigit() else f
                                       for f in fits) + " | level from 50 answers |")
     print("|---|" + "---:|" * len(fits) + "---:|")
     for model, by_fit in summary.items():
