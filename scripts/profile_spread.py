@@ -22,24 +22,11 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import kroute  # noqa: E402
+import profile_ceiling  # noqa: E402
 import routing_data  # noqa: E402
 from routing_data import split  # noqa: E402
 
 SCALES = [0.25, 0.5, 1, 1.5, 2, 3, 4, 6, 8]
-STRENGTH = 5.0
-
-
-def members(router_json):
-    clusters, bag = router_json["clusters"], router_json["bag"]
-    k = len(clusters) // bag
-    return [clusters[b * k:(b + 1) * k] for b in range(bag)]
-
-
-def shrunk(member, models):
-    count = np.array([[c["count"][m] for m in range(models)] for c in member], float)
-    acc = np.array([[c["accuracy"][m] or 0.0 for m in range(models)] for c in member])
-    mean = (count * acc).sum(0) / np.maximum(count.sum(0), 1)
-    return (count * acc + STRENGTH * mean) / (count + STRENGTH)
 
 
 def log_likelihood(deviation, directions, level, scatter, scale):
@@ -63,10 +50,10 @@ def main():
         router.save(pathlib.Path(work) / "router")
         saved = json.loads((pathlib.Path(work) / "router" / "router.json").read_text())
     names = saved["models"]
+    strength = saved["routing"]["prior_strength"]
     for d in map(float, args.cell_scatter.split(",")):
         per_model = np.zeros((len(names), len(SCALES)))
-        for member in members(saved):
-            estimates = shrunk(member, len(names))
+        for estimates, _, _ in profile_ceiling.effective_cells(saved):
             for h in range(len(names)):
                 others = np.delete(estimates, h, axis=1)
                 mu = others.mean(1)
@@ -74,7 +61,7 @@ def main():
                 pool = np.clip(mu.mean(), 0.05, 0.95)
                 cell = np.clip(mu, 0.05, 0.95)
                 per_model[h] += [log_likelihood(estimates[:, h] - mu, directions,
-                                                pool * (1 - pool) / STRENGTH, cell * (1 - cell) / d, s)
+                                                pool * (1 - pool) / strength, cell * (1 - cell) / d, s)
                                  for s in SCALES]
         best = SCALES[int(np.argmax(per_model.sum(0)))]
         print(f"cell scatter p(1-p)/{d:g}: best s over all models {best}")
