@@ -13,12 +13,12 @@ solution on its own) on the trained models' cells: on their mean profile moved t
 true level ("level"; "level+0.03": that level off by +0.03), on an intercept, that mean profile
 and its leading r principal directions ("rank r"), on an intercept and the one other model's
 profile that fits best ("nearest"), or on an intercept and every other model's profile ("all").
-Its costs stay the true ones. Reported: the share of the area gain over the router without the model that each fit
-keeps, per model, mean over seeds. A fit with few terms is what a few answers can pin down; a
-gain only the many-term fits keep is out of reach of a handful of answers. Printed beside: how
-far from the model's training mean its level lands when estimated from 50 uniformly drawn
-training answers, paired with the trained models' mean score on the same queries (standard
-deviation over 2,000 draws).
+Its costs stay the true ones. Reported: the share of the area gain over the router without the
+model that each fit keeps, per model, mean over seeds. A fit with few terms is what a few answers
+can pin down; a gain only the many-term fits keep is out of reach of a handful of answers.
+Printed beside: how far from the model's training mean its level lands when estimated from 50
+uniformly drawn training answers, paired with the trained models' mean score on the same queries
+(standard deviation over 2,000 draws).
 
 Routers use kroute's defaults (60 clusters, bag 3, prior strength 5) and `pool_changes.py`'s
 split and judge. Needs the kroute Python package and numpy.
