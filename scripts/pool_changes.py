@@ -10,7 +10,9 @@ and each seed: a router is trained without the model, and the model is added bac
 uniformly at random (N = 0: on a declared prior, the model's mean accuracy and cost over the
 training queries, as a published benchmark score would give). The evaluated records are the
 training lines as `suggest --from` copies them, the router's models' scores and costs beside the
-added model's (`--new-model-only`: its own alone). Each router is judged on the
+added model's (`--new-model-only`: its own alone; `--declared`: with the declared prior's
+accuracy beside them, as `add-model --records --prior-accuracy` takes it, off by
+`--declared-error` if given). Each router is judged on the
 test split by `kroute eval`'s area under the accuracy–cost frontier (costs normalised by the
 most accurate single model's, α from 0 to 1 by 0.05) and its best accuracy, against the router
 trained with the model on all its training queries. Reported: the share of the full router's
@@ -94,13 +96,16 @@ def fit(embeddings, records, seed, **kwargs):
     return kroute.Router.fit(embeddings, records, use_all=True, seed=seed, missing_cost="zero", **kwargs)
 
 
-def add_back(without_dir, model, rows, records, embeddings, prior, new_model_only):
+def add_back(without_dir, model, rows, records, embeddings, prior, options):
     router = kroute.Router.load(without_dir)
     if not rows:
         router.add_model(model=model, prior_accuracy=prior[0], prior_cost=prior[1])
     else:
-        evaluated = [probe(records[i], model, new_model_only) for i in rows]
-        router.add_model(evaluated, embeddings=embeddings[rows])
+        evaluated = [probe(records[i], model, options.new_model_only) for i in rows]
+        declared = None
+        if options.declared:
+            declared = min(1.0, max(0.0, prior[0] + options.declared_error))
+        router.add_model(evaluated, embeddings=embeddings[rows], prior_accuracy=declared)
     return router
 
 
@@ -124,7 +129,7 @@ def uniform_rows(records, model, seed, n):
     return random.Random(seed * 7919 + 1).sample(evaluated, n)
 
 
-def add_model_runs(records, embeddings, models, seeds, work, new_model_only):
+def add_model_runs(records, embeddings, models, seeds, work, options):
     runs = []
     for seed in seeds:
         train, test = split(records, seed)
@@ -147,7 +152,7 @@ def add_model_runs(records, embeddings, models, seeds, work, new_model_only):
                         continue
                     rows = [i for i in order if train_records[i]["records"].get(model) is not None][:n]
                     added = judge(add_back(without_dir, model, rows, train_records, train_embeddings, stats[model],
-                                           new_model_only))
+                                           options))
                     gain = full["area"] - without["area"]
                     runs.append(
                         {
@@ -294,6 +299,12 @@ def main():
     parser.add_argument("--new-model-only", action="store_true",
                         help="probe records carry the added model's scores alone, not the router's "
                              "models' on the same queries too")
+    parser.add_argument("--declared", action="store_true",
+                        help="add models from their evaluated queries and the declared prior's accuracy "
+                             "together (N = 0 stays the declared prior alone)")
+    parser.add_argument("--declared-error", type=float, default=0.0,
+                        help="with --declared: add this to the declared accuracy (how a published "
+                             "score that misses the model's true mean shows)")
     args = parser.parse_args()
     if args.table:
         result = json.loads(pathlib.Path(args.out).read_text())
@@ -309,12 +320,13 @@ def main():
     has_tokens = "prompt_tokens_est" in next(iter(records[0]["usages"].values()))
     with tempfile.TemporaryDirectory() as work:
         work = pathlib.Path(work)
-        runs = add_model_runs(records, embeddings, models, seeds, work, args.new_model_only)
+        runs = add_model_runs(records, embeddings, models, seeds, work, args)
         reprice = reprice_runs(records, embeddings, models, seeds[0], work) if has_tokens else []
     rows = summarise(runs)
     pathlib.Path(args.out).write_text(
-        json.dumps({"dataset": args.dataset, "seeds": seeds, "summary": rows, "runs": runs,
-                    "reprice": reprice}, indent=1)
+        json.dumps({"dataset": args.dataset, "seeds": seeds, "new_model_only": args.new_model_only,
+                    "declared": args.declared, "declared_error": args.declared_error,
+                    "summary": rows, "runs": runs, "reprice": reprice}, indent=1)
     )
     print_table(rows, reprice)
     if args.plot:

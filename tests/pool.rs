@@ -85,7 +85,7 @@ fn a_model_added_from_every_training_query_gets_the_statistics_training_with_it_
     let mut added = fit(&without_data, &embeddings, 12, 2, 5.0);
     assert!(!added.models.contains(&ADDED.to_string()));
 
-    let names = added.add_models(&embeddings, &data).unwrap();
+    let names = added.add_models(&embeddings, &data, None).unwrap();
     assert_eq!(names, vec![ADDED.to_string()]);
     for model in &full.models {
         assert_eq!(cells(&added, model), cells(&full, model), "{model}");
@@ -102,7 +102,7 @@ fn a_model_added_from_every_training_query_gets_the_statistics_training_with_it_
     }
     // Adding it again is refused, naming the file.
     let error = added
-        .add_models(&embeddings, &data)
+        .add_models(&embeddings, &data, None)
         .unwrap_err()
         .to_string();
     assert!(error.contains("in the router already"), "{error}");
@@ -154,7 +154,7 @@ fn a_model_added_from_a_few_queries_takes_the_profile_of_the_trained_model_it_an
         record.scores[added] = record.scores[copied];
     }
     router
-        .add_models(&embeddings.narrow(0, 0, 30).unwrap(), &few)
+        .add_models(&embeddings.narrow(0, 0, 30).unwrap(), &few, None)
         .unwrap();
     let m = router.models.iter().position(|n| n == ADDED).unwrap();
     assert_eq!(
@@ -182,18 +182,7 @@ fn a_model_added_from_a_few_queries_takes_the_profile_of_the_trained_model_it_an
         "{to_twin} vs the pool's {pool_to_twin}"
     );
     // Its mean is its profile's, weighted by the clusters' sizes.
-    let sizes: Vec<f64> = router.clusters[..k].iter().map(|c| c.size as f64).collect();
-    let weighted: f64 = (0..k)
-        .map(|c| {
-            let stats = &router.clusters[c];
-            // The cluster's prior: its estimate with the answers there taken back out.
-            let (n, estimate) = (stats.count[m] as f64, router.estimates(c, 5.0).accuracy[m]);
-            let prior =
-                (estimate.unwrap() * (n + 5.0) - n * stats.accuracy[m].unwrap_or(0.0)) / 5.0;
-            sizes[c] * prior
-        })
-        .sum::<f64>()
-        / sizes.iter().sum::<f64>();
+    let weighted = profile_mean(&router, m);
     let mean = router.priors().accuracy[m].unwrap();
     assert!((mean - weighted).abs() < 1e-9, "{mean} vs {weighted}");
 
@@ -209,6 +198,132 @@ fn a_model_added_from_a_few_queries_takes_the_profile_of_the_trained_model_it_an
     let json = std::fs::read_to_string(dir.path().join("router.json")).unwrap();
     assert!(json.contains("\"change\": \"added\""), "{json}");
     assert!(json.contains("\"evaluations\": 30"), "{json}");
+}
+
+/// Added model `m`'s profile over the first k-means solution's clusters (each cluster's prior:
+/// its estimate, at prior strength 5, with the model's answers there taken back out), weighted
+/// by the clusters' sizes.
+fn profile_mean(router: &Router, m: usize) -> f64 {
+    let member = &router.clusters[..router.clusters_per_member()];
+    let sizes: Vec<f64> = member.iter().map(|c| c.size as f64).collect();
+    let weighted: f64 = member
+        .iter()
+        .enumerate()
+        .map(|(c, stats)| {
+            let (n, estimate) = (stats.count[m] as f64, router.estimates(c, 5.0).accuracy[m]);
+            let prior =
+                (estimate.unwrap() * (n + 5.0) - n * stats.accuracy[m].unwrap_or(0.0)) / 5.0;
+            sizes[c] * prior
+        })
+        .sum();
+    weighted / sizes.iter().sum::<f64>()
+}
+
+#[test]
+fn a_declared_accuracy_sets_an_added_models_level_and_its_answers_where_it_is_strong() {
+    let data = routerbench(600);
+    let embeddings = embed(&data);
+    let mut without_data = data.clone();
+    without_data.exclude_models(&[ADDED.into()]).unwrap();
+    let router = fit(&without_data, &embeddings, 24, 1, 5.0);
+    let k = router.clusters_per_member();
+    // The new model answers the first 60 queries as the weakest trained model does.
+    let means = router.priors().accuracy;
+    let weakest = (0..router.models.len())
+        .min_by(|&a, &b| means[a].unwrap().total_cmp(&means[b].unwrap()))
+        .unwrap();
+    let mut few = data.clone();
+    few.records.truncate(60);
+    let (added, copied) = (
+        few.model_index(ADDED).unwrap(),
+        few.model_index(&router.models[weakest]).unwrap(),
+    );
+    for record in &mut few.records {
+        record.scores[added] = record.scores[copied];
+    }
+    let head = embeddings.narrow(0, 0, 60).unwrap();
+    let add = |declared: Option<f64>| {
+        let mut router = router.clone();
+        router.add_models(&head, &few, declared).unwrap();
+        router
+    };
+    let (answers_alone, declared) = (add(None), add(Some(0.9)));
+    let m = router.models.len();
+    // Its answers alone put it near the weakest model; declared at 0.9, its profile's mean over
+    // the training queries is 0.9 exactly, and so is the mean routing shrinks toward.
+    let alone = profile_mean(&answers_alone, m);
+    assert!(alone < means[weakest].unwrap() + 0.1, "{alone}");
+    let level = profile_mean(&declared, m);
+    assert!((level - 0.9).abs() < 1e-6, "{level}");
+    assert!((declared.priors().accuracy[m].unwrap() - 0.9).abs() < 1e-6);
+    // Its answers still say where it is stronger and weaker: over the clusters, the declared
+    // model's estimates move with those from its answers alone, far more than those of the
+    // same accuracy declared without answers.
+    let estimates = |router: &Router| -> Vec<f64> {
+        (0..k)
+            .map(|c| router.estimates(c, 5.0).accuracy[m].unwrap())
+            .collect()
+    };
+    let mut prior_only = router.clone();
+    let prior = ModelPrior {
+        accuracy: 0.9,
+        cost: Some(1e-4),
+    };
+    prior_only.add_model_on_prior(ADDED, prior).unwrap();
+    let shaped = pearson(&estimates(&answers_alone), &estimates(&declared));
+    let unshaped = pearson(&estimates(&answers_alone), &estimates(&prior_only));
+    assert!(
+        shaped > 0.8 && shaped > unshaped + 0.2,
+        "{shaped} with answers, {unshaped} without"
+    );
+    assert!(declared.prior_only_models().is_empty());
+
+    // router.json keeps the declared accuracy, without a cost: the answers carry those.
+    let dir = tempfile::tempdir().unwrap();
+    declared.save(dir.path()).unwrap();
+    let loaded = Router::load(dir.path(), &candle_core::Device::Cpu).unwrap();
+    assert_eq!(loaded.pool_changes(), declared.pool_changes());
+    assert_eq!(estimates(&loaded), estimates(&declared));
+    let json = std::fs::read_to_string(dir.path().join("router.json")).unwrap();
+    assert!(
+        json.contains("\"prior\": {\n        \"accuracy\": 0.9\n      }"),
+        "{json}"
+    );
+
+    // A declared accuracy outside [0, 1], or records that add two models, are refused.
+    let error = router
+        .clone()
+        .add_models(&head, &few, Some(1.5))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("--prior-accuracy must be in [0, 1], got 1.5"),
+        "{error}"
+    );
+    let mut two = without_data.clone();
+    let other = router.models[0].clone();
+    two.exclude_models(std::slice::from_ref(&other)).unwrap();
+    let mut without_two = fit(&two, &embeddings, 24, 1, 5.0);
+    let before = without_two.clone();
+    let error = without_two
+        .add_models(&embeddings, &data, Some(0.5))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("these records add 2"), "{error}");
+    assert!(error.contains(ADDED) && error.contains(&other), "{error}");
+    assert_eq!(without_two.models, before.models);
+}
+
+fn pearson(x: &[f64], y: &[f64]) -> f64 {
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let (mx, my) = (mean(x), mean(y));
+    let (mut xy, mut xx, mut yy) = (0.0, 0.0, 0.0);
+    for (a, b) in x.iter().zip(y) {
+        xy += (a - mx) * (b - my);
+        xx += (a - mx) * (a - mx);
+        yy += (b - my) * (b - my);
+    }
+    xy / (xx * yy).sqrt()
 }
 
 #[test]
@@ -249,7 +364,7 @@ fn the_trained_models_scores_on_the_evaluated_queries_take_out_their_ease() {
     let probe_embeddings = embeddings.index_select(&rows, 0).unwrap();
     let added_mean = |probe: &RoutingData| {
         let mut router = router.clone();
-        router.add_models(&probe_embeddings, probe).unwrap();
+        router.add_models(&probe_embeddings, probe, None).unwrap();
         let m = router.models.iter().position(|n| n == ADDED).unwrap();
         router.priors().accuracy[m].unwrap()
     };
@@ -295,7 +410,7 @@ fn a_model_enters_on_a_declared_prior_and_the_paper_estimator_refuses_it() {
     // A model declared perfect and free wins every query.
     let perfect = ModelPrior {
         accuracy: 1.0,
-        cost: 0.0,
+        cost: Some(0.0),
     };
     let mut declared = router.clone();
     router.add_model_on_prior("perfect-llm", perfect).unwrap();
@@ -303,7 +418,7 @@ fn a_model_enters_on_a_declared_prior_and_the_paper_estimator_refuses_it() {
     // A declared mean within reach is met exactly by the model's profile over the clusters.
     let middling = ModelPrior {
         accuracy: 0.6,
-        cost: 1e-4,
+        cost: Some(1e-4),
     };
     declared
         .add_model_on_prior("middling-llm", middling)
@@ -555,6 +670,34 @@ fn the_cli_suggests_adds_removes_and_reprices() {
     assert!(log.contains(&format!("\"added\":[\"{ADDED}\"]")), "{log}");
     let loaded = Router::load(&added, &candle_core::Device::Cpu).unwrap();
     assert!(loaded.models.contains(&ADDED.to_string()));
+    // A declared accuracy beside the answers must be a score; their costs are the answers'.
+    let declared = dir.path().join("declared");
+    for (flag, value, message) in [
+        (
+            "--prior-accuracy",
+            "1.5",
+            "--prior-accuracy must be in [0, 1], got 1.5",
+        ),
+        (
+            "--prior-cost",
+            "0.01",
+            "cannot be used with '--prior-cost <PRIOR_COST>'",
+        ),
+    ] {
+        let (ok, log) = common::run(&[
+            "add-model",
+            router.to_str().unwrap(),
+            "--records",
+            probe.to_str().unwrap(),
+            flag,
+            value,
+            "-o",
+            declared.to_str().unwrap(),
+            "--quiet",
+        ]);
+        assert!(!ok && log.contains(message), "{log}");
+        assert!(!declared.exists());
+    }
 
     // A router whose models all came in after training has none to compare a new one with:
     // refused, naming the router, and nothing written.

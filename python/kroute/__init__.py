@@ -369,7 +369,9 @@ class Router:
         profile with the router's prior strength. Records that also carry the router's models'
         scores (as ``suggest`` copies them) let it take out those queries' own ease. Or, with
         ``model``, ``prior_accuracy`` and ``prior_cost`` and no records, a model enters on a
-        declared prior alone. Returns the names added."""
+        declared prior alone. With records and ``prior_accuracy`` (records that add one model),
+        the declared accuracy fixes the model's mean over the training queries and its answers
+        say where it is stronger or weaker. Returns the names added."""
         if model is not None:
             if records is not None or prior_accuracy is None or prior_cost is None:
                 raise TypeError("add_model(model=...) takes prior_accuracy and prior_cost, not records")
@@ -377,9 +379,12 @@ class Router:
             return [model]
         if records is None:
             raise TypeError("add_model needs records (or model= with a prior)")
+        if prior_cost is not None:
+            raise TypeError("add_model(records) takes its costs from the records, not prior_cost")
         path, texts = _records(records)
         given = None if embeddings is None else _embeddings(embeddings)
-        return self._inner.add_models(path, texts, given)
+        declared = None if prior_accuracy is None else float(prior_accuracy)
+        return self._inner.add_models(path, texts, given, declared)
 
     def remove_model(self, model: str) -> None:
         """Drops ``model`` (its statistics and what was learned about it)."""

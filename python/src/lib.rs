@@ -444,15 +444,16 @@ impl Router {
         .map_err(py_err)
     }
 
-    /// Adds the models of the records that the router lacks (`kroute add-model`); returns
-    /// their names.
-    #[pyo3(signature = (path, json, embeddings=None))]
+    /// Adds the models of the records that the router lacks (`kroute add-model`), the one
+    /// model's level at `declared_accuracy` if given; returns their names.
+    #[pyo3(signature = (path, json, embeddings=None, declared_accuracy=None))]
     fn add_models(
         &self,
         py: Python<'_>,
         path: Option<PathBuf>,
         json: Option<Vec<String>>,
         embeddings: Option<PyReadonlyArray2<'_, f32>>,
+        declared_accuracy: Option<f64>,
     ) -> PyResult<Vec<String>> {
         let source = RecordsSource::new(path, json)?;
         let given = embeddings
@@ -476,14 +477,17 @@ impl Router {
                 }
             };
             let mut router = self.inner.write().expect("not poisoned");
-            router.add_models(&embeddings, &data)
+            router.add_models(&embeddings, &data, declared_accuracy)
         })
         .map_err(py_err)
     }
 
     /// Adds `model` without evaluations, on a declared accuracy and cost per query.
     fn add_model_on_prior(&self, model: &str, accuracy: f64, cost: f64) -> PyResult<()> {
-        let prior = ModelPrior { accuracy, cost };
+        let prior = ModelPrior {
+            accuracy,
+            cost: Some(cost),
+        };
         let mut router = self.inner.write().expect("not poisoned");
         router.add_model_on_prior(model, prior).map_err(py_err)
     }

@@ -68,6 +68,29 @@ def test_a_model_on_a_declared_prior(without, queries):
         router.add_model(model="other", prior_accuracy=2.0, prior_cost=0.0)
 
 
+def test_a_declared_accuracy_beside_answers_equals_kroute_add_model(without, records, cli, tmp_path):
+    probe = kroute.Router.load(without).suggest(30, records)
+    declared, alone = kroute.Router.load(without), kroute.Router.load(without)
+    declared.add_model(probe, prior_accuracy=0.95)
+    alone.add_model(probe)
+    assert declared.info["pool"][0]["prior"] == {"accuracy": 0.95}
+    assert declared.info["prior_only"] == []
+
+    probe_file = tmp_path / "probe.jsonl"
+    probe_file.write_text("".join(json.dumps(r) + "\n" for r in probe))
+    cli("add-model", without, "--records", probe_file, "--prior-accuracy", 0.95, "-o", tmp_path / "added",
+        "--quiet")
+    from_cli = kroute.Router.load(tmp_path / "added")
+    queries = [r["query"] for r in probe]
+    mine = [d["ranked"] for d in declared.route(queries, alpha=0.8)]
+    assert mine == [d["ranked"] for d in from_cli.route(queries, alpha=0.8)]
+    # Declared at 0.95, the model is chosen more often than on its answers alone.
+    share = lambda router: sum(d["model"] == ADDED for d in router.route(queries, alpha=0.8))
+    assert share(declared) > share(alone)
+    with pytest.raises(TypeError, match="not prior_cost"):
+        kroute.Router.load(without).add_model(probe, prior_accuracy=0.95, prior_cost=0.01)
+
+
 def test_reprice_equals_kroute_reprice(cli, tmp_path):
     trained = tmp_path / "mmlu"
     cli("train", MMLU, "-o", trained, "--clusters", 6, "--quiet")

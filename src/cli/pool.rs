@@ -115,6 +115,7 @@ fn write_lines(data: &RoutingData, rows: &[usize], output: &std::path::Path) -> 
 Examples:
   kroute add-model router --records probe-scored.jsonl -o router-v2
   kroute add-model router --model new-llm --prior-accuracy 0.7 --prior-cost 0.002 -o router-v2
+  kroute add-model router --records probe-scored.jsonl --prior-accuracy 0.7 -o router-v2
 
 The records file has the training-record format, but each line may name only some models (the \
 new ones, typically). The models it names that the router lacks are added: every evaluated query \
@@ -129,7 +130,10 @@ did on those queries than in their clusters on average, times the slope of the n
 scores on that: a probe of easy queries does not make it look strong. Nothing is \
 re-clustered; the other models' statistics stay as they were. Evaluated answers need a cost. --model with --prior-accuracy and \
 --prior-cost adds a model without evaluations: it gets the prior in every cluster (router.json \
-marks it, `kroute route --explain` lists it) until outcomes arrive. A running `kroute serve` \
+marks it, `kroute route --explain` lists it) until outcomes arrive. --records with \
+--prior-accuracy takes both: the declared accuracy (a published score on the router's kind of \
+queries) fixes the model's overall level, and its answers say where it is stronger or weaker \
+than that; a few answers say more about where than about how good. A running `kroute serve` \
 takes the new router on its reload (SIGHUP or POST /admin/reload) once kroute.toml names an \
 upstream for the new model.")]
 pub struct AddModelArgs {
@@ -144,12 +148,13 @@ pub struct AddModelArgs {
     #[arg(long, requires_all = ["prior_accuracy", "prior_cost"], conflicts_with = "records")]
     pub model: Option<String>,
 
-    /// The model's expected score in [0, 1] on the router's queries.
-    #[arg(long, requires = "model")]
+    /// The model's mean score in [0, 1] over the router's training queries: with --model, its
+    /// accuracy everywhere; with --records, its overall level, taken as exact.
+    #[arg(long)]
     pub prior_accuracy: Option<f64>,
 
-    /// The model's expected dollars per query.
-    #[arg(long, requires = "model")]
+    /// The model's expected dollars per query (with --model; evaluated answers carry costs).
+    #[arg(long, requires = "model", conflicts_with = "records")]
     pub prior_cost: Option<f64>,
 
     /// Router directory to write.
@@ -173,14 +178,14 @@ pub fn add_model(args: AddModelArgs) -> Result<()> {
             let embedder = args.embedder.load_for(&router)?;
             let texts: Vec<&str> = data.records.iter().map(|r| r.query.as_str()).collect();
             let embeddings = embed_with_progress(&embedder, &texts, args.report.quiet)?;
-            let added = router.add_models(&embeddings, &data)?;
+            let added = router.add_models(&embeddings, &data, args.prior_accuracy)?;
             (router, added, data.records.len())
         }
         (None, Some(model)) => {
             let mut router = kroute::state::open_router(&args.router, &device)?;
             let prior = ModelPrior {
                 accuracy: args.prior_accuracy.expect("clap requires it"),
-                cost: args.prior_cost.expect("clap requires it"),
+                cost: args.prior_cost,
             };
             router.add_model_on_prior(model, prior)?;
             (router, vec![model.clone()], 0)

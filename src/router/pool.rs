@@ -1,5 +1,5 @@
 //! Changing a trained router's model pool without retraining: adding models from a few
-//! evaluated queries (or from a declared prior alone), removing one, recomputing costs at new
+//! evaluated queries (or from a declared prior alone, or both), removing one, recomputing costs at new
 //! prices from the token counts kept per cell, and choosing which training queries a new model
 //! should be evaluated on first.
 //!
@@ -83,19 +83,22 @@ pub fn read_prices(path: &Path) -> Result<BTreeMap<String, Price>> {
     Ok(prices)
 }
 
-/// A model's accuracy and dollars per answer, declared for a model that enters the router
-/// without evaluations.
+/// A model's mean accuracy over the router's training queries and its dollars per answer,
+/// declared rather than measured (a published benchmark score, a list price).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ModelPrior {
     pub accuracy: f64,
-    pub cost: f64,
+    /// `None` for a model added from evaluated answers, whose costs those answers give.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<f64>,
 }
 
 /// One change to a router's model pool since training, as `router.json` keeps them in order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "change", rename_all = "snake_case")]
 pub enum PoolChange {
-    /// A model added from `evaluations` evaluated queries of `from`, or on a declared prior.
+    /// A model added from `evaluations` evaluated queries of `from`, on a declared prior, or
+    /// from both (the prior's accuracy then fixes the model's level, its answers the shape).
     Added {
         model: String,
         evaluations: usize,
@@ -207,8 +210,9 @@ impl Router {
     /// of its profile over the solution's clusters ([`profile`]), the trained models' shrunk
     /// estimates its prior, and its measurements each cluster's mean answer (seen with the
     /// variance of a mean of that many answers plus the cell's own scatter, a share
-    /// `1/prior_strength` of one answer's) or, for a model on a declared prior, its declared
-    /// mean over the training queries. Cached until the statistics change.
+    /// `1/prior_strength` of one answer's) and, for a model with a declared prior, its
+    /// declared mean over the training queries, taken as exact. Cached until the statistics
+    /// change.
     fn added_profiles(&self) -> &[Vec<Option<f64>>] {
         self.profiles.0.get_or_init(|| {
             let added = self.added_models();
@@ -232,7 +236,7 @@ impl Router {
                             })
                         })
                         .collect();
-                    if let (true, Some(declared)) = (measurements.is_empty(), declared[m]) {
+                    if let Some(declared) = declared[m] {
                         measurements.push(Measurement {
                             weights: share.iter().copied().enumerate().collect(),
                             value: declared.accuracy,
@@ -382,8 +386,8 @@ impl Router {
             }
             if length > 0.0 {
                 priors.cost[m] = Some(spent / length);
-            } else if let Some(declared) = declared[m] {
-                priors.cost[m] = Some(declared.cost);
+            } else if let Some(cost) = declared[m].and_then(|d| d.cost) {
+                priors.cost[m] = Some(cost);
             }
         }
         priors
@@ -432,8 +436,16 @@ impl Router {
     /// Adds the models of `data` that the router lacks, from their evaluated answers on its
     /// queries (`embeddings`, one row per record, L2-normalised); `from` names the data in
     /// `router.json`. Models the router has already are left as they are. Returns the names
-    /// added. Every evaluated answer needs a cost.
-    pub fn add_models(&mut self, embeddings: &Tensor, data: &RoutingData) -> Result<Vec<String>> {
+    /// added. Every evaluated answer needs a cost. `declared_accuracy`, for data that adds one
+    /// model, is that model's mean accuracy over the router's training queries (a published
+    /// score): it fixes the level of the profile, and the answers say where the model is
+    /// stronger or weaker than that.
+    pub fn add_models(
+        &mut self,
+        embeddings: &Tensor,
+        data: &RoutingData,
+        declared_accuracy: Option<f64>,
+    ) -> Result<Vec<String>> {
         let new: Vec<usize> = (0..data.models.len())
             .filter(|&i| !self.models.contains(&data.models[i]))
             .collect();
@@ -443,6 +455,18 @@ impl Router {
                 data.path.display(),
                 data.models.join(", ")
             )));
+        }
+        if let Some(accuracy) = declared_accuracy {
+            check_declared_accuracy(accuracy)?;
+            if new.len() > 1 {
+                let names: Vec<&str> = new.iter().map(|&i| data.models[i].as_str()).collect();
+                return Err(Error::Invalid(format!(
+                    "{}: a declared accuracy is for one model, and these records add {} ({})",
+                    data.path.display(),
+                    names.len(),
+                    names.join(", ")
+                )));
+            }
         }
         if embeddings.dim(0)? != data.records.len() {
             return Err(Error::Invalid(format!(
@@ -504,7 +528,10 @@ impl Router {
                 model: name.clone(),
                 evaluations,
                 from: data.path.display().to_string(),
-                prior: None,
+                prior: declared_accuracy.map(|accuracy| ModelPrior {
+                    accuracy,
+                    cost: None,
+                }),
             });
         }
         self.set_models([self.models.clone(), names.clone()].concat());
@@ -606,16 +633,15 @@ impl Router {
                 "model `{model}` is in the router already"
             )));
         }
-        if !(0.0..=1.0).contains(&prior.accuracy) {
+        check_declared_accuracy(prior.accuracy)?;
+        let Some(cost) = prior.cost else {
             return Err(Error::Invalid(format!(
-                "--prior-accuracy must be in [0, 1], got {}",
-                prior.accuracy
+                "`{model}` has no evaluated answers to take its cost from: it needs --prior-cost"
             )));
-        }
-        if !(prior.cost.is_finite() && prior.cost >= 0.0) {
+        };
+        if !(cost.is_finite() && cost >= 0.0) {
             return Err(Error::Invalid(format!(
-                "--prior-cost must be a finite number of dollars ≥ 0, got {}",
-                prior.cost
+                "--prior-cost must be a finite number of dollars ≥ 0, got {cost}"
             )));
         }
         if self.defaults.prior_strength <= 0.0 {
@@ -840,6 +866,16 @@ impl ClusterStats {
         if !self.tokens.is_empty() {
             self.tokens.remove(m);
         }
+    }
+}
+
+/// A declared accuracy must be a score in [0, 1].
+fn check_declared_accuracy(accuracy: f64) -> Result<()> {
+    match (0.0..=1.0).contains(&accuracy) {
+        true => Ok(()),
+        false => Err(Error::Invalid(format!(
+            "--prior-accuracy must be in [0, 1], got {accuracy}"
+        ))),
     }
 }
 
