@@ -314,6 +314,12 @@ fn a_declared_accuracy_sets_an_added_models_level_and_its_answers_where_it_is_st
     assert_eq!(without_two.models, before.models);
 }
 
+/// The embedding model the router at `dir` was trained with.
+fn loaded_router_model(dir: &Path) -> String {
+    let router = Router::load(dir, &candle_core::Device::Cpu).unwrap();
+    router.embedding.model.clone()
+}
+
 fn pearson(x: &[f64], y: &[f64]) -> f64 {
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     let (mx, my) = (mean(x), mean(y));
@@ -657,19 +663,43 @@ fn the_cli_suggests_adds_removes_and_reprices() {
     assert!(probe_text.lines().all(|l| sample_text.contains(l)));
 
     let added = dir.path().join("added");
-    let (ok, log) = common::run(&[
-        "add-model",
-        router.to_str().unwrap(),
-        "--records",
-        probe.to_str().unwrap(),
-        "-o",
-        added.to_str().unwrap(),
-        "--quiet",
-    ]);
-    assert!(ok, "{log}");
+    // The embedding model named in the environment, as every embedding command reads it, is
+    // not the model to add.
+    let out = common::kroute_bin()
+        .args([
+            "add-model",
+            router.to_str().unwrap(),
+            "--records",
+            probe.to_str().unwrap(),
+            "-o",
+            added.to_str().unwrap(),
+            "--quiet",
+        ])
+        .env("KROUTE_MODEL", loaded_router_model(&router))
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
     assert!(log.contains(&format!("\"added\":[\"{ADDED}\"]")), "{log}");
     let loaded = Router::load(&added, &candle_core::Device::Cpu).unwrap();
     assert!(loaded.models.contains(&ADDED.to_string()));
+
+    let on_prior = dir.path().join("on-prior");
+    let (ok, log) = common::run(&[
+        "add-model",
+        router.to_str().unwrap(),
+        "--name",
+        "declared-llm",
+        "--prior-accuracy",
+        "0.7",
+        "--prior-cost",
+        "0.002",
+        "-o",
+        on_prior.to_str().unwrap(),
+    ]);
+    assert!(ok, "{log}");
+    let on_prior = Router::load(&on_prior, &candle_core::Device::Cpu).unwrap();
+    assert_eq!(on_prior.prior_only_models(), vec!["declared-llm"]);
     // A declared accuracy beside the answers must be a score; their costs are the answers'.
     let declared = dir.path().join("declared");
     for (flag, value, message) in [

@@ -209,3 +209,41 @@ fn on_input<T>(path: &Path, body: impl FnOnce(&Path) -> kroute::Result<T>) -> kr
     let spooled = kroute::io::SpooledStdin::read()?;
     body(spooled.path()).map_err(|e| spooled.rename(e))
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// No two arguments of a command share a flag or an id. clap checks this only in debug
+    /// builds, and a duplicate merges silently in release: add-model's `--model` once shadowed
+    /// the embedding model's, so `KROUTE_MODEL` in the environment made `--records` conflict.
+    #[test]
+    fn every_flag_of_a_command_names_one_argument() {
+        let cli = super::Cli::command();
+        for command in cli.get_subcommands() {
+            let mut seen = std::collections::BTreeSet::new();
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                assert!(
+                    seen.insert(format!("id {id}")),
+                    "{}: id `{id}` twice",
+                    command.get_name()
+                );
+                if let Some(long) = arg.get_long() {
+                    assert!(
+                        seen.insert(format!("--{long}")),
+                        "{}: --{long} twice",
+                        command.get_name()
+                    );
+                }
+                if let Some(short) = arg.get_short() {
+                    assert!(
+                        seen.insert(format!("-{short}")),
+                        "{}: -{short} twice",
+                        command.get_name()
+                    );
+                }
+            }
+        }
+    }
+}

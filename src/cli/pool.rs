@@ -114,7 +114,7 @@ fn write_lines(data: &RoutingData, rows: &[usize], output: &std::path::Path) -> 
 #[command(after_help = "\
 Examples:
   kroute add-model router --records probe-scored.jsonl -o router-v2
-  kroute add-model router --model new-llm --prior-accuracy 0.7 --prior-cost 0.002 -o router-v2
+  kroute add-model router --name new-llm --prior-accuracy 0.7 --prior-cost 0.002 -o router-v2
   kroute add-model router --records probe-scored.jsonl --prior-accuracy 0.7 -o router-v2
 
 The records file has the training-record format, but each line may name only some models (the \
@@ -128,8 +128,8 @@ answers elsewhere imply. Where the lines carry the router's models' scores too (
 suggest` copies them), the new model's cells are lowered by how much better the trained models \
 did on those queries than in their clusters on average, times the slope of the new model's \
 scores on that: a probe of easy queries does not make it look strong. Nothing is \
-re-clustered; the other models' statistics stay as they were. Evaluated answers need a cost. --model with --prior-accuracy and \
---prior-cost adds a model without evaluations: it gets the prior in every cluster (router.json \
+re-clustered; the other models' statistics stay as they were. Evaluated answers need a cost. \
+--name with --prior-accuracy and --prior-cost adds a model without evaluations: it gets the prior in every cluster (router.json \
 marks it, `kroute route --explain` lists it) until outcomes arrive. --records with \
 --prior-accuracy takes both: the declared accuracy (a published score on the router's kind of \
 queries) fixes the model's overall level, and its answers say where it is stronger or weaker \
@@ -141,20 +141,21 @@ pub struct AddModelArgs {
     pub router: PathBuf,
 
     /// Evaluated queries of the new models: `.jsonl` or `.jsonl.gz`.
-    #[arg(long, required_unless_present = "model")]
+    #[arg(long, required_unless_present = "name")]
     pub records: Option<PathBuf>,
 
-    /// A model to add without evaluations, on --prior-accuracy and --prior-cost.
-    #[arg(long, requires_all = ["prior_accuracy", "prior_cost"], conflicts_with = "records")]
-    pub model: Option<String>,
+    /// The name of a model to add without evaluations, on --prior-accuracy and --prior-cost
+    /// (`--model` names the embedding model, as in every command that embeds).
+    #[arg(long, value_name = "MODEL", requires_all = ["prior_accuracy", "prior_cost"], conflicts_with = "records")]
+    pub name: Option<String>,
 
-    /// The model's mean score in [0, 1] over the router's training queries: with --model, its
+    /// The model's mean score in [0, 1] over the router's training queries: with --name, its
     /// accuracy everywhere; with --records, its overall level, taken as exact.
     #[arg(long)]
     pub prior_accuracy: Option<f64>,
 
-    /// The model's expected dollars per query (with --model; evaluated answers carry costs).
-    #[arg(long, requires = "model", conflicts_with = "records")]
+    /// The model's expected dollars per query (with --name; evaluated answers carry costs).
+    #[arg(long, requires = "name", conflicts_with = "records")]
     pub prior_cost: Option<f64>,
 
     /// Router directory to write.
@@ -171,7 +172,7 @@ pub struct AddModelArgs {
 pub fn add_model(args: AddModelArgs) -> Result<()> {
     let start = Instant::now();
     let device = args.embedder.device.open()?;
-    let (router, added, evaluations) = match (&args.records, &args.model) {
+    let (router, added, evaluations) = match (&args.records, &args.name) {
         (Some(records), _) => {
             let data = RoutingData::read_outcomes(records)?;
             let mut router = kroute::state::open_router(&args.router, &device)?;
@@ -190,7 +191,7 @@ pub fn add_model(args: AddModelArgs) -> Result<()> {
             router.add_model_on_prior(model, prior)?;
             (router, vec![model.clone()], 0)
         }
-        (None, None) => unreachable!("clap requires --records or --model"),
+        (None, None) => unreachable!("clap requires --records or --name"),
     };
     router.save(&args.output)?;
     let summary = json!({
