@@ -60,6 +60,20 @@ fn cells(router: &Router, name: &str) -> Cells {
         .collect()
 }
 
+/// The first `n` records of `data`, where the model to add answers as trained model `model` does.
+fn answering_as(data: &RoutingData, n: usize, model: &str) -> RoutingData {
+    let mut few = data.clone();
+    few.records.truncate(n);
+    let (added, copied) = (
+        few.model_index(ADDED).unwrap(),
+        few.model_index(model).unwrap(),
+    );
+    for record in &mut few.records {
+        record.scores[added] = record.scores[copied];
+    }
+    few
+}
+
 fn chosen(router: &Router, embeddings: &Tensor, alpha: f64) -> Vec<String> {
     let params = RouteParams {
         scoring: router.defaults.scoring.at_alpha(alpha),
@@ -144,15 +158,7 @@ fn a_model_added_from_a_few_queries_takes_the_profile_of_the_trained_model_it_an
     let twin = (0..trained.len())
         .max_by(|&a, &b| distance(&trained[a], &pool).total_cmp(&distance(&trained[b], &pool)))
         .unwrap();
-    let mut few = data.clone();
-    few.records.truncate(30);
-    let (added, copied) = (
-        few.model_index(ADDED).unwrap(),
-        few.model_index(&router.models[twin]).unwrap(),
-    );
-    for record in &mut few.records {
-        record.scores[added] = record.scores[copied];
-    }
+    let few = answering_as(&data, 30, &router.models[twin]);
     router
         .add_models(&embeddings.narrow(0, 0, 30).unwrap(), &few, None)
         .unwrap();
@@ -232,15 +238,7 @@ fn a_declared_accuracy_sets_an_added_models_level_and_its_answers_where_it_is_st
     let weakest = (0..router.models.len())
         .min_by(|&a, &b| means[a].unwrap().total_cmp(&means[b].unwrap()))
         .unwrap();
-    let mut few = data.clone();
-    few.records.truncate(60);
-    let (added, copied) = (
-        few.model_index(ADDED).unwrap(),
-        few.model_index(&router.models[weakest]).unwrap(),
-    );
-    for record in &mut few.records {
-        record.scores[added] = record.scores[copied];
-    }
+    let few = answering_as(&data, 60, &router.models[weakest]);
     let head = embeddings.narrow(0, 0, 60).unwrap();
     let add = |declared: Option<f64>| {
         let mut router = router.clone();
