@@ -129,13 +129,13 @@ suggest` copies them), the new model's cells are lowered by how much better the 
 did on those queries than in their clusters on average, times the slope of the new model's \
 scores on that: a probe of easy queries does not make it look strong. Nothing is \
 re-clustered; the other models' statistics stay as they were. Evaluated answers need a cost. \
---name with --prior-accuracy and --prior-cost adds a model without evaluations: it gets the prior in every cluster (router.json \
-marks it, `kroute route --explain` lists it) until outcomes arrive. --records with \
---prior-accuracy takes both: the declared accuracy (a published score on the router's kind of \
-queries) fixes the model's overall level, and its answers say where it is stronger or weaker \
-than that; a few answers say more about where than about how good. A running `kroute serve` \
-takes the new router on its reload (SIGHUP or POST /admin/reload) once kroute.toml names an \
-upstream for the new model.")]
+--name with --prior-accuracy and --prior-cost adds a model without evaluations: it gets the \
+prior in every cluster (router.json marks it, `kroute route --explain` lists it) until outcomes \
+arrive. --records with --prior-accuracy takes both: the declared accuracy (a published score on \
+the router's kind of queries) fixes the model's overall level, and its answers say where it is \
+stronger or weaker than that (50 answers alone leave the level uncertain by about ±0.05). A \
+running `kroute serve` takes the new router on its reload (SIGHUP or POST /admin/reload) once \
+kroute.toml names an upstream for the new model.")]
 pub struct AddModelArgs {
     /// Router directory to start from (or a `kroute serve --state` directory).
     pub router: PathBuf,
@@ -146,7 +146,12 @@ pub struct AddModelArgs {
 
     /// The name of a model to add without evaluations, on --prior-accuracy and --prior-cost
     /// (`--model` names the embedding model, as in every command that embeds).
-    #[arg(long, value_name = "MODEL", requires_all = ["prior_accuracy", "prior_cost"], conflicts_with = "records")]
+    #[arg(
+        long,
+        value_name = "MODEL",
+        requires_all = ["prior_accuracy", "prior_cost"],
+        conflicts_with = "records"
+    )]
     pub name: Option<String>,
 
     /// The model's mean score in [0, 1] over the router's training queries: with --name, its

@@ -1,7 +1,7 @@
 //! Changing a trained router's model pool without retraining: adding models from a few
-//! evaluated queries (or from a declared prior alone, or both), removing one, recomputing costs at new
-//! prices from the token counts kept per cell, and choosing which training queries a new model
-//! should be evaluated on first.
+//! evaluated queries (or from a declared prior alone, or both), removing one, recomputing costs
+//! at new prices from the token counts kept per cell, and choosing which training queries a new
+//! model should be evaluated on first.
 //!
 //! An added model's answers are assigned to the existing centroids of every k-means solution,
 //! as the training queries were (nearest by Euclidean distance), and give its cells a count
