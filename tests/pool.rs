@@ -60,6 +60,13 @@ fn cells(router: &Router, name: &str) -> Cells {
         .collect()
 }
 
+/// `data` as a router trained without `model` sees it.
+fn without(data: &RoutingData, model: &str) -> RoutingData {
+    let mut rest = data.clone();
+    rest.exclude_models(&[model.to_string()]).unwrap();
+    rest
+}
+
 /// The first `n` records of `data`, where the model to add answers as trained model `model` does.
 fn answering_as(data: &RoutingData, n: usize, model: &str) -> RoutingData {
     let mut few = data.clone();
@@ -94,8 +101,7 @@ fn a_model_added_from_every_training_query_gets_the_statistics_training_with_it_
         .retain(|record| record.scores.iter().all(Option::is_some));
     let embeddings = embed(&data);
     let full = fit(&data, &embeddings, 12, 2, 5.0);
-    let mut without_data = data.clone();
-    without_data.exclude_models(&[ADDED.into()]).unwrap();
+    let without_data = without(&data, ADDED);
     let mut added = fit(&without_data, &embeddings, 12, 2, 5.0);
     assert!(!added.models.contains(&ADDED.to_string()));
 
@@ -138,8 +144,7 @@ fn a_model_added_from_every_training_query_gets_the_statistics_training_with_it_
 fn a_model_added_from_a_few_queries_takes_the_profile_of_the_trained_model_it_answers_like() {
     let data = routerbench(600);
     let embeddings = embed(&data);
-    let mut without_data = data.clone();
-    without_data.exclude_models(&[ADDED.into()]).unwrap();
+    let without_data = without(&data, ADDED);
     let mut router = fit(&without_data, &embeddings, 24, 1, 5.0);
     let k = router.clusters_per_member();
     let trained: Vec<Vec<f64>> = (0..router.models.len())
@@ -229,8 +234,7 @@ fn profile_mean(router: &Router, m: usize) -> f64 {
 fn a_declared_accuracy_sets_an_added_models_level_and_its_answers_where_it_is_strong() {
     let data = routerbench(600);
     let embeddings = embed(&data);
-    let mut without_data = data.clone();
-    without_data.exclude_models(&[ADDED.into()]).unwrap();
+    let without_data = without(&data, ADDED);
     let router = fit(&without_data, &embeddings, 24, 1, 5.0);
     let k = router.clusters_per_member();
     // The new model answers the first 60 queries as the weakest trained model does.
@@ -298,9 +302,8 @@ fn a_declared_accuracy_sets_an_added_models_level_and_its_answers_where_it_is_st
         error.contains("--prior-accuracy must be in [0, 1], got 1.5"),
         "{error}"
     );
-    let mut two = without_data.clone();
     let other = router.models[0].clone();
-    two.exclude_models(std::slice::from_ref(&other)).unwrap();
+    let two = without(&without_data, &other);
     let mut without_two = fit(&two, &embeddings, 24, 1, 5.0);
     let before = without_two.clone();
     let error = without_two
@@ -334,8 +337,7 @@ fn pearson(x: &[f64], y: &[f64]) -> f64 {
 fn the_trained_models_scores_on_the_evaluated_queries_take_out_their_ease() {
     let data = routerbench(600);
     let embeddings = embed(&data);
-    let mut without_data = data.clone();
-    without_data.exclude_models(&[ADDED.into()]).unwrap();
+    let without_data = without(&data, ADDED);
     let router = fit(&without_data, &embeddings, 12, 1, 5.0);
     let labels = router.assign(&embeddings).unwrap();
     let columns: Vec<usize> = router
